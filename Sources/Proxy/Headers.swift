@@ -1,0 +1,62 @@
+import NIOHTTP1
+
+/// Header rules for a forwarding proxy (RFC 9110 section 7.6.1).
+enum ForwardingHeaders {
+    /// Hop-by-hop headers: meaningful for one connection only, never forwarded.
+    static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
+        "trailers", "transfer-encoding", "upgrade",
+    ]
+
+    /// Headers the sidecar sets itself on the upstream request.
+    static let recomputedOnRequest: Set<String> = ["host", "content-length", "expect", "http2-settings"]
+
+    /// The client's headers as they go upstream: hop-by-hop ones, those named in `Connection`, Host and
+    /// Content-Length (set anew for the upstream) removed; everything else (Authorization, OpenAI-Organization,
+    /// OpenAI-Project, User-Agent, Accept-Encoding, ...) kept in order.
+    static func upstreamRequestHeaders(_ headers: HTTPHeaders) -> HTTPHeaders {
+        let named = connectionTokens(headers)
+        var out = HTTPHeaders()
+        out.reserveCapacity(headers.count)
+        for (name, value) in headers {
+            let lower = name.lowercased()
+            if hopByHop.contains(lower) || recomputedOnRequest.contains(lower) || named.contains(lower) { continue }
+            out.add(name: name, value: value)
+        }
+        return out
+    }
+
+    /// The upstream's response headers as they go to the client: hop-by-hop ones removed.
+    static func clientResponseHeaders(_ headers: HTTPHeaders) -> HTTPHeaders {
+        let named = connectionTokens(headers)
+        var out = HTTPHeaders()
+        out.reserveCapacity(headers.count + 1)
+        for (name, value) in headers {
+            let lower = name.lowercased()
+            if hopByHop.contains(lower) || named.contains(lower) { continue }
+            out.add(name: name, value: value)
+        }
+        return out
+    }
+
+    private static func connectionTokens(_ headers: HTTPHeaders) -> Set<String> {
+        let values = headers["connection"]
+        if values.isEmpty { return [] }
+        var set = Set<String>()
+        for v in values {
+            for token in v.split(separator: ",") {
+                set.insert(token.trimmingCharacters(in: " \t").lowercased())
+            }
+        }
+        return set
+    }
+}
+
+extension StringProtocol {
+    func trimmingCharacters(in chars: String) -> String {
+        var s = Substring(self)
+        while let f = s.first, chars.contains(f) { s.removeFirst() }
+        while let l = s.last, chars.contains(l) { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,172 @@
+import AsyncHTTPClient
+import Logging
+import NIOCore
+import NIOExtras
+import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import Synchronization
+import Wire
+
+/// What every connection handler shares: configuration, the pooled upstream client, the drain flag.
+final class ProxyShared: Sendable {
+    let config: ProxyConfiguration
+    let client: HTTPClient
+    let logger: Logger
+    private let draining = Atomic<Bool>(false)
+
+    init(config: ProxyConfiguration, client: HTTPClient, logger: Logger) {
+        self.config = config
+        self.client = client
+        self.logger = logger
+    }
+
+    var isDraining: Bool { draining.load(ordering: .relaxed) }
+    func startDraining() { draining.store(true, ordering: .relaxed) }
+}
+
+/// The sidecar's listener: HTTP/1.1 keep-alive and h2c (prior knowledge) on one port, forwarding `/v1/*` to the
+/// upstream over pooled keep-alive connections (plain HTTP, or TLS with the system trust store and HTTP/2 via ALPN).
+public final class ProxyServer: Sendable {
+    public let config: ProxyConfiguration
+    private let group: MultiThreadedEventLoopGroup
+    private let shared: ProxyShared
+    private let quiesce: ServerQuiescingHelper
+    private let channel: any Channel
+    private let logger: Logger
+
+    /// The address actually bound (useful with port 0).
+    public var localAddress: SocketAddress? { channel.localAddress }
+
+    private init(config: ProxyConfiguration, group: MultiThreadedEventLoopGroup, shared: ProxyShared,
+                 quiesce: ServerQuiescingHelper, channel: any Channel, logger: Logger)
+    {
+        self.config = config
+        self.group = group
+        self.shared = shared
+        self.quiesce = quiesce
+        self.channel = channel
+        self.logger = logger
+    }
+
+    /// Binds and starts serving. Throws a `ProxyError` when the port cannot be bound.
+    public static func start(config: ProxyConfiguration, logger: Logger) async throws -> ProxyServer {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, config.threads))
+        var clientConfig = HTTPClient.Configuration(
+            tlsConfiguration: TLSConfiguration.makeClientConfiguration(),
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: config.upstreamConnectTimeout, read: config.upstreamReadTimeout),
+            connectionPool: .init(idleTimeout: .seconds(60),
+                                  concurrentHTTP1ConnectionsPerHostSoftLimit: config.upstreamConnectionsPerHost),
+            decompression: .disabled)
+        // Fail fast: a refused connection is a 502 now, not after the connect timeout (fallback is the policy's job).
+        clientConfig.connectionPool.retryConnectionEstablishment = false
+        clientConfig.httpVersion = .automatic
+        let client = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: clientConfig)
+        let shared = ProxyShared(config: config, client: client, logger: logger)
+        let quiesce = ServerQuiescingHelper(group: group)
+
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ProtocolDetector(shared: shared))
+                }
+            }
+        do {
+            let channel = try await bootstrap.bind(host: config.host, port: config.port).get()
+            return ProxyServer(config: config, group: group, shared: shared, quiesce: quiesce, channel: channel,
+                               logger: logger)
+        } catch {
+            try? await client.shutdown()
+            try? await group.shutdownGracefully()
+            throw ProxyError(code: .bindFailed, message: "cannot listen on \(config.host):\(config.port)", cause: error)
+        }
+    }
+
+    /// Graceful shutdown: `/ready` turns 503, the listener closes, idle connections close, in-flight requests and
+    /// streams finish (up to the drain timeout), then everything stops.
+    public func shutdown() async {
+        shared.startDraining()
+        let promise = group.next().makePromise(of: Void.self)
+        quiesce.initiateShutdown(promise: promise)
+        let drained = promise.futureResult
+        let deadline = group.next().scheduleTask(in: config.drainTimeout) {}
+        let timedOut = deadline.futureResult.map { false }
+        let first = group.next().makePromise(of: Bool.self)
+        drained.map { true }.cascade(to: first)
+        timedOut.cascade(to: first)
+        let clean = (try? await first.futureResult.get()) ?? false
+        deadline.cancel()
+        if !clean { logger.warning("drain timeout reached, closing remaining connections") }
+        try? await shared.client.shutdown()
+        try? await group.shutdownGracefully()
+    }
+
+    /// Completes when the listener closes.
+    public func waitUntilClosed() async {
+        try? await channel.closeFuture.get()
+    }
+}
+
+/// Looks at a new connection's first bytes: the HTTP/2 connection preface means h2c with prior knowledge,
+/// anything else is HTTP/1.x. Then installs the matching pipeline and steps aside.
+final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    private static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+    private let shared: ProxyShared
+    private var buffered: ByteBuffer?
+
+    init(shared: ProxyShared) {
+        self.shared = shared
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if buffered == nil {
+            buffered = incoming
+        } else {
+            buffered!.writeBuffer(&incoming)
+        }
+        let bytes = buffered!.readableBytesView
+        let n = min(bytes.count, Self.preface.count)
+        let isH2 = bytes.prefix(n).elementsEqual(Self.preface.prefix(n))
+        if isH2 && n < Self.preface.count { return }  // wait for the rest of the preface
+        do {
+            let pipeline = context.pipeline.syncOperations
+            if isH2 {
+                let shared = self.shared
+                _ = try pipeline.configureHTTP2Pipeline(
+                    mode: .server, connectionConfiguration: .init(), streamConfiguration: .init(), position: .last
+                ) { stream in
+                    stream.eventLoop.makeCompletedFuture {
+                        try stream.pipeline.syncOperations.addHandlers([
+                            HTTP2FramePayloadToHTTP1ServerCodec(), ProxyHandler(shared: shared),
+                        ])
+                    }
+                }
+            } else {
+                try pipeline.configureHTTPServerPipeline(position: .last, withErrorHandling: false)
+                try pipeline.addHandler(ProxyHandler(shared: shared))
+            }
+            let data = buffered!
+            buffered = nil
+            context.fireChannelRead(wrapInboundOut(data))
+            pipeline.removeHandler(context: context, promise: nil)
+        } catch {
+            context.close(promise: nil)
+        }
+    }
+
+    typealias InboundOut = ByteBuffer
+}

@@ -1,0 +1,379 @@
+/// A strict RFC 8259 JSON validator over raw bytes that records where values are, without building a tree.
+///
+/// The sidecar never decodes and re-encodes a request: it validates it once, remembers byte ranges of the few fields
+/// it reads, and splices replacements into those ranges. Everything else (key order, number spellings, escapes,
+/// unknown fields) reaches the upstream exactly as the client wrote it.
+public struct JSONSyntaxError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Byte offset (from the start of the document) where the problem was found.
+    public var offset: Int
+    /// What is wrong, in words a client developer understands.
+    public var reason: String
+
+    public init(offset: Int, reason: String) {
+        self.offset = offset
+        self.reason = reason
+    }
+
+    public var description: String { "\(reason) at byte \(offset)" }
+}
+
+/// The kind of a JSON value, as seen from its first byte.
+public enum JSONKind: Sendable, Equatable {
+    case object, array, string, number, bool, null
+}
+
+
+struct JSONScanner {
+    let bytes: UnsafeRawBufferPointer
+    var index: Int
+    let end: Int
+    var depth: Int = 0
+    static let maxDepth = 512
+
+
+    init(_ bytes: UnsafeRawBufferPointer) {
+        self.bytes = bytes
+        self.index = 0
+        self.end = bytes.count
+    }
+
+    func error(_ reason: String, at offset: Int? = nil) -> JSONSyntaxError {
+        JSONSyntaxError(offset: offset ?? index, reason: reason)
+    }
+
+    func unexpected() -> JSONSyntaxError {
+        if index >= end { return error("unexpected end of JSON input") }
+        let c = bytes[index]
+        if c >= 0x20 && c < 0x7F {
+            return error("unexpected character '\(Character(Unicode.Scalar(c)))'")
+        }
+        return error("unexpected byte 0x\(String(c, radix: 16))")
+    }
+
+
+    mutating func skipWhitespace() {
+        while index < end {
+            let c = bytes[index]
+            if c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 { index += 1 } else { return }
+        }
+    }
+
+    /// Peeks the next non-whitespace byte without consuming it.
+
+    mutating func peek() -> UInt8? {
+        skipWhitespace()
+        return index < end ? bytes[index] : nil
+    }
+
+    mutating func expect(_ byte: UInt8) throws(JSONSyntaxError) {
+        skipWhitespace()
+        guard index < end, bytes[index] == byte else { throw unexpected() }
+        index += 1
+    }
+
+    /// Validates one value of any kind and returns its kind; `index` ends just after it.
+    mutating func skipValue() throws(JSONSyntaxError) -> JSONKind {
+        skipWhitespace()
+        guard index < end else { throw unexpected() }
+        switch bytes[index] {
+        case UInt8(ascii: "{"):
+            try skipObject()
+            return .object
+        case UInt8(ascii: "["):
+            try skipArray()
+            return .array
+        case UInt8(ascii: "\""):
+            _ = try skipString()
+            return .string
+        case UInt8(ascii: "t"):
+            try literal("true")
+            return .bool
+        case UInt8(ascii: "f"):
+            try literal("false")
+            return .bool
+        case UInt8(ascii: "n"):
+            try literal("null")
+            return .null
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            try skipNumber()
+            return .number
+        default:
+            throw unexpected()
+        }
+    }
+
+    mutating func literal(_ word: StaticString) throws(JSONSyntaxError) {
+        let n = word.utf8CodeUnitCount
+        guard end - index >= n else { throw error("invalid literal") }
+        let w = word.utf8Start
+        for k in 0..<n where bytes[index + k] != w[k] {
+            throw error("invalid literal", at: index + k)
+        }
+        index += n
+    }
+
+    mutating func enter() throws(JSONSyntaxError) {
+        depth += 1
+        if depth > Self.maxDepth { throw error("nesting deeper than \(Self.maxDepth) levels") }
+    }
+
+    mutating func skipObject() throws(JSONSyntaxError) {
+        try enter()
+        index += 1  // {
+        if peek() == UInt8(ascii: "}") {
+            index += 1
+            depth -= 1
+            return
+        }
+        while true {
+            skipWhitespace()
+            guard index < end, bytes[index] == UInt8(ascii: "\"") else { throw unexpectedKey() }
+            _ = try skipString()
+            try expect(UInt8(ascii: ":"))
+            _ = try skipValue()
+            if try endOfContainer(UInt8(ascii: "}")) { break }
+        }
+        depth -= 1
+    }
+
+    func unexpectedKey() -> JSONSyntaxError {
+        index < end ? error("expected a string key in object") : unexpected()
+    }
+
+    /// After a member or element: consumes `,` (returns false) or the closing byte (returns true).
+    mutating func endOfContainer(_ close: UInt8) throws(JSONSyntaxError) -> Bool {
+        skipWhitespace()
+        guard index < end else { throw unexpected() }
+        let c = bytes[index]
+        if c == UInt8(ascii: ",") {
+            index += 1
+            return false
+        }
+        if c == close {
+            index += 1
+            return true
+        }
+        throw close == UInt8(ascii: "}") ? error("expected ',' or '}' in object") : error("expected ',' or ']' in array")
+    }
+
+    mutating func skipArray() throws(JSONSyntaxError) {
+        try enter()
+        index += 1  // [
+        if peek() == UInt8(ascii: "]") {
+            index += 1
+            depth -= 1
+            return
+        }
+        while true {
+            _ = try skipValue()
+            if try endOfContainer(UInt8(ascii: "]")) { break }
+        }
+        depth -= 1
+    }
+
+    /// Validates a string starting at the opening quote. Returns whether it contains escapes.
+
+    mutating func skipString() throws(JSONSyntaxError) -> Bool {
+        index += 1  // opening quote
+        var escaped = false
+        while index < end {
+            let c = bytes[index]
+            if c == UInt8(ascii: "\"") {
+                index += 1
+                return escaped
+            } else if c == UInt8(ascii: "\\") {
+                escaped = true
+                try skipEscape()
+            } else if c < 0x20 {
+                throw error("unescaped control character in string")
+            } else if c < 0x80 {
+                index += 1
+            } else {
+                try skipUTF8()
+            }
+        }
+        throw error("unterminated string")
+    }
+
+
+    mutating func skipEscape() throws(JSONSyntaxError) {
+        index += 1
+        guard index < end else { throw error("unterminated string") }
+        switch bytes[index] {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+            UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+            index += 1
+        case UInt8(ascii: "u"):
+            guard end - index >= 5 else { throw error("truncated \\u escape") }
+            for k in 1...4 where hexValue(bytes[index + k]) == nil {
+                throw error("invalid \\u escape", at: index + k)
+            }
+            index += 5
+        default:
+            throw error("invalid escape sequence")
+        }
+    }
+
+    /// Validates one multi-byte UTF-8 sequence (RFC 3629: no overlongs, no surrogates, at most U+10FFFF).
+
+    mutating func skipUTF8() throws(JSONSyntaxError) {
+        let c = bytes[index]
+        let n: Int
+        var lower: UInt8 = 0x80
+        var upper: UInt8 = 0xBF
+        switch c {
+        case 0xC2...0xDF: n = 1
+        case 0xE0:
+            n = 2
+            lower = 0xA0
+        case 0xE1...0xEC, 0xEE...0xEF: n = 2
+        case 0xED:
+            n = 2
+            upper = 0x9F
+        case 0xF0:
+            n = 3
+            lower = 0x90
+        case 0xF1...0xF3: n = 3
+        case 0xF4:
+            n = 3
+            upper = 0x8F
+        default: throw error("invalid UTF-8")
+        }
+        guard end - index > n else { throw error("invalid UTF-8") }
+        let b1 = bytes[index + 1]
+        guard b1 >= lower && b1 <= upper else { throw error("invalid UTF-8", at: index + 1) }
+        for k in stride(from: 2, through: n, by: 1) where bytes[index + k] & 0xC0 != 0x80 {
+            throw error("invalid UTF-8", at: index + k)
+        }
+        index += n + 1
+    }
+
+    mutating func skipNumber() throws(JSONSyntaxError) {
+        if bytes[index] == UInt8(ascii: "-") { index += 1 }
+        guard index < end else { throw error("invalid number") }
+        if bytes[index] == UInt8(ascii: "0") {
+            index += 1
+        } else if isDigit(bytes[index]) {
+            while index < end && isDigit(bytes[index]) { index += 1 }
+        } else {
+            throw error("invalid number")
+        }
+        if index < end && bytes[index] == UInt8(ascii: ".") {
+            index += 1
+            guard index < end && isDigit(bytes[index]) else { throw error("invalid number: digit expected after '.'") }
+            while index < end && isDigit(bytes[index]) { index += 1 }
+        }
+        if index < end && (bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E")) {
+            index += 1
+            if index < end && (bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-")) { index += 1 }
+            guard index < end && isDigit(bytes[index]) else { throw error("invalid number: digit expected in exponent") }
+            while index < end && isDigit(bytes[index]) { index += 1 }
+        }
+    }
+
+    /// True when the string at `range` (quotes included) equals `key` byte for byte (no escapes in `key`).
+
+    func stringEquals(_ range: Range<Int>, _ key: StaticString) -> Bool {
+        let n = key.utf8CodeUnitCount
+        guard range.count == n + 2 else { return false }
+        let k = key.utf8Start
+        for j in 0..<n where bytes[range.lowerBound + 1 + j] != k[j] { return false }
+        return true
+    }
+
+    /// Decodes the string at `range` (quotes included).
+    func decodeString(_ range: Range<Int>, escaped: Bool) -> String {
+        JSONString.decode(UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound + 1)..<(range.upperBound - 1)]),
+                          hasEscapes: escaped)
+    }
+}
+
+
+func isDigit(_ c: UInt8) -> Bool { c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") }
+
+
+func hexValue(_ c: UInt8) -> UInt32? {
+    switch c {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): return UInt32(c - UInt8(ascii: "0"))
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): return UInt32(c - UInt8(ascii: "a") + 10)
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): return UInt32(c - UInt8(ascii: "A") + 10)
+    default: return nil
+    }
+}
+
+/// JSON string escaping and unescaping.
+public enum JSONString {
+    /// Decodes the inside of a JSON string (no quotes). Lone surrogates become U+FFFD.
+    public static func decode(_ raw: UnsafeRawBufferPointer, hasEscapes: Bool) -> String {
+        if !hasEscapes { return String(decoding: raw, as: UTF8.self) }
+        var out = [UInt8]()
+        out.reserveCapacity(raw.count)
+        var i = 0
+        let n = raw.count
+        while i < n {
+            let c = raw[i]
+            if c != UInt8(ascii: "\\") {
+                out.append(c)
+                i += 1
+                continue
+            }
+            let e = raw[i + 1]
+            i += 2
+            switch e {
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0C)
+            case UInt8(ascii: "n"): out.append(0x0A)
+            case UInt8(ascii: "r"): out.append(0x0D)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "u"):
+                var u = hex4(raw, i)
+                i += 4
+                if (0xD800...0xDBFF).contains(u), i + 6 <= n, raw[i] == UInt8(ascii: "\\"), raw[i + 1] == UInt8(ascii: "u") {
+                    let low = hex4(raw, i + 2)
+                    if (0xDC00...0xDFFF).contains(low) {
+                        u = 0x10000 + ((u - 0xD800) << 10) + (low - 0xDC00)
+                        i += 6
+                    }
+                }
+                let scalar = Unicode.Scalar(u) ?? "\u{FFFD}"
+                out.append(contentsOf: Array(String(Character(scalar)).utf8))
+            default: out.append(e)  // \" \\ \/
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func hex4(_ raw: UnsafeRawBufferPointer, _ i: Int) -> UInt32 {
+        var v: UInt32 = 0
+        for k in 0..<4 { v = v << 4 | (hexValue(raw[i + k]) ?? 0) }
+        return v
+    }
+
+    /// Appends `value` as a JSON string literal (with quotes). Non-ASCII stays raw UTF-8; `"`, `\` and control
+    /// characters are escaped.
+    public static func append(_ value: some StringProtocol, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for c in value.utf8 {
+            switch c {
+            case UInt8(ascii: "\""): out.append(contentsOf: [0x5C, 0x22])
+            case UInt8(ascii: "\\"): out.append(contentsOf: [0x5C, 0x5C])
+            case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+            case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+            case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+            case 0..<0x20:
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(c >> 4)], hex[Int(c & 0xF)]])
+            default: out.append(c)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    /// `value` as a JSON string literal, quotes included.
+    public static func quoted(_ value: some StringProtocol) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(value.utf8.count + 2)
+        append(value, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+}

@@ -1,0 +1,260 @@
+"""Failure handling: OpenAI-shaped errors from the sidecar itself, upstream errors relayed untouched, upstream
+faults mapped to 502/504, client disconnects and SIGTERM drain. After every case the sidecar still answers
+/health."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import HOST, assert_openai_error, closed_port, httpx
+
+MODEL = "gpt-4o-mini"
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}]}
+MAX_BODY = 4096
+
+
+@pytest.fixture(autouse=True)
+def sidecar_stays_healthy(sidecar):
+    yield
+    assert sidecar.alive(), f"sidecar died (exit {sidecar.proc.returncode}):\n{sidecar.log_tail()}"
+    r = httpx.get(sidecar.base_url + "/health", timeout=5, trust_env=False)
+    assert r.status_code == 200, f"/health -> {r.status_code} after the test"
+
+
+@pytest.fixture(scope="module")
+def small_body_sidecar(aobin, mock_upstream):
+    """A sidecar with --max-body-bytes 4096 (module scope; the factory fixture is function scoped)."""
+    from conftest import Service, _sidecar_argv, free_port
+    port = free_port()
+    svc = Service("sidecar-maxbody", _sidecar_argv(aobin, port, mock_upstream.v1,
+                                                   ["--max-body-bytes", str(MAX_BODY)]), port).start()
+    yield svc
+    alive = svc.alive()
+    svc.stop()
+    assert alive, "sidecar-maxbody died during the module"
+
+
+# ------------------------------------------------------------------------------------ errors the sidecar makes
+
+MALFORMED = {
+    "truncated": b'{"model": "gpt-4o", "messages": [',
+    "not-json": b"hello world",
+    "empty": b"",
+    "trailing-garbage": b'{"model": "gpt-4o"} xyz',
+    "single-quotes": b"{'model': 'gpt-4o'}",
+}
+
+
+@pytest.mark.parametrize("endpoint", ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"])
+@pytest.mark.parametrize("case", list(MALFORMED), ids=list(MALFORMED))
+def test_malformed_json_is_400(http, sidecar, mock_upstream, endpoint, case):
+    mock_upstream.clear()
+    r = http.post(sidecar.base_url + endpoint, content=MALFORMED[case], headers={"content-type": "application/json"})
+    err = assert_openai_error(r, 400)
+    assert err["type"] == "invalid_request_error", err
+    assert not mock_upstream.received(endpoint), "malformed request was forwarded upstream"
+
+
+def _padded_chat(size: int) -> bytes:
+    """A valid chat request of exactly `size` bytes."""
+    base = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": ""}]}, separators=(",", ":"))
+    pad = size - len(base)
+    assert pad >= 0
+    out = base.replace('"content":""', '"content":"' + "x" * pad + '"').encode()
+    assert len(out) == size
+    return out
+
+
+def test_body_at_limit_is_accepted(http, small_body_sidecar):
+    r = http.post(small_body_sidecar.v1 + "/chat/completions", content=_padded_chat(MAX_BODY),
+                  headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text[:300]
+
+
+@pytest.mark.parametrize("size", [MAX_BODY + 1, 10 * MAX_BODY, 1024 * 1024])
+def test_body_over_limit_is_413(http, small_body_sidecar, mock_upstream, size):
+    mock_upstream.clear()
+    r = http.post(small_body_sidecar.v1 + "/chat/completions", content=_padded_chat(size),
+                  headers={"content-type": "application/json"})
+    assert_openai_error(r, 413)
+    assert not mock_upstream.received("/v1/chat/completions"), "oversized request was forwarded upstream"
+    assert httpx.get(small_body_sidecar.base_url + "/health", trust_env=False).status_code == 200
+
+
+def test_chunked_body_over_limit_is_413(small_body_sidecar, mock_upstream):
+    """No Content-Length: the limit must be enforced while reading the chunks."""
+    mock_upstream.clear()
+    body = _padded_chat(3 * MAX_BODY)
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 1000]), body[i:i + 1000]) for i in range(0, len(body), 1000))
+    with socket.create_connection((HOST, small_body_sidecar.port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        try:
+            s.sendall(chunks + b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the sidecar may answer and close before reading everything
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data or len(data) < 12:
+                part = s.recv(65536)
+                if not part:
+                    break
+                data += part
+        except ConnectionResetError:
+            pass
+    assert data.startswith(b"HTTP/1.1 413"), f"got {data[:200]!r}"
+    assert not mock_upstream.received("/v1/chat/completions")
+
+
+def test_unknown_path_outside_v1_is_404(http, sidecar):
+    for method, path in [("GET", "/nope"), ("POST", "/api/chat"), ("GET", "/v2/models")]:
+        r = http.request(method, sidecar.base_url + path)
+        assert_openai_error(r, 404)
+
+
+# ------------------------------------------------------------------------------------ upstream failures
+
+def test_upstream_unreachable_is_502(http, start_sidecar):
+    sc = start_sidecar(upstream=f"http://{HOST}:{closed_port()}/v1", name="sidecar-deadupstream")
+    for method, path, body in [("POST", "/v1/chat/completions", CHAT), ("GET", "/v1/models", None)]:
+        t0 = time.monotonic()
+        r = http.request(method, sc.base_url + path, json=body)
+        assert_openai_error(r, 502)
+        assert time.monotonic() - t0 < 5, "502 took too long"
+
+
+def test_upstream_timeout_is_504(http, start_sidecar):
+    sc = start_sidecar("--upstream-timeout", "1", name="sidecar-timeout1")
+    t0 = time.monotonic()
+    r = http.post(sc.v1 + "/chat/completions", json=CHAT, headers={"x-mock-fault": "stall"})
+    elapsed = time.monotonic() - t0
+    assert_openai_error(r, 504)
+    assert 0.8 <= elapsed < 5, f"504 after {elapsed:.2f}s with --upstream-timeout 1"
+    # A normal request still works on the same sidecar.
+    assert http.post(sc.v1 + "/chat/completions", json=CHAT).status_code == 200
+
+
+def test_upstream_reset_is_502(http, sidecar):
+    r = http.post(sidecar.v1 + "/chat/completions", json=CHAT, headers={"x-mock-fault": "reset"})
+    assert_openai_error(r, 502)
+
+
+# Framing (content-length vs chunked) and per-hop fields may differ; everything else must be relayed as is.
+IGNORED_RESPONSE_HEADERS = {"date", "connection", "keep-alive", "transfer-encoding", "content-length",
+                            "x-auto-optimizer-overhead-ms"}
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 429, 500, 503])
+def test_upstream_error_relayed_untouched(http, sidecar, mock_upstream, status):
+    hdrs = {"x-mock-status": str(status)}
+    d = http.post(mock_upstream.v1 + "/chat/completions", json=CHAT, headers=hdrs)
+    assert d.status_code == status, f"mock did not produce {status}: {d.status_code}"
+    mock_upstream.clear()
+    p = http.post(sidecar.v1 + "/chat/completions", json=CHAT, headers=hdrs)
+    assert p.status_code == status
+    assert p.content == d.content, f"body changed:\n direct {d.content!r}\n sidecar {p.content!r}"
+    for name, value in d.headers.multi_items():
+        if name.lower() in IGNORED_RESPONSE_HEADERS:
+            continue
+        assert p.headers.get_list(name) == d.headers.get_list(name), (
+            f"header {name}: direct {d.headers.get_list(name)} vs sidecar {p.headers.get_list(name)}")
+    assert len(mock_upstream.received("/v1/chat/completions")) == 1, "sidecar retried the upstream"
+
+
+def test_upstream_reset_mid_stream(http, sidecar):
+    """The upstream dies after a few chunks: the client must be able to tell (no fabricated [DONE])."""
+    received = b""
+    error = None
+    try:
+        with http.stream("POST", sidecar.v1 + "/chat/completions", json={**CHAT, "stream": True},
+                         headers={"x-mock-fault": "reset-mid-stream"}) as r:
+            assert r.status_code == 200
+            for part in r.iter_raw():
+                received += part
+    except httpx.HTTPError as e:  # an incomplete chunked body is the expected signal
+        error = e
+    assert b"data:" in received, f"no chunk relayed before the reset: {received!r} ({error!r})"
+    assert b"[DONE]" not in received, "sidecar completed a stream the upstream broke off"
+    assert error is not None, "the stream ended cleanly although the upstream was reset mid-stream"
+
+
+# ------------------------------------------------------------------------------------ client behaviour
+
+def test_client_disconnect_mid_stream(http, sidecar):
+    body = json.dumps({**CHAT, "stream": True}).encode()
+    for _ in range(3):
+        with socket.create_connection((HOST, sidecar.port), timeout=10) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"x-mock-tokens-per-second: 5\r\nx-mock-completion-tokens: 50\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            data = b""
+            while b"data:" not in data:
+                part = s.recv(4096)
+                assert part, f"connection closed before the first chunk: {data!r}"
+                data += part
+            assert data.startswith(b"HTTP/1.1 200")
+        # closed after the first chunk; the sidecar must carry on
+        t0 = time.monotonic()
+        r = http.post(sidecar.v1 + "/chat/completions", json=CHAT)
+        assert r.status_code == 200 and time.monotonic() - t0 < 5
+    assert sidecar.alive()
+
+
+def test_sigterm_drains_inflight_stream(start_sidecar, mock_upstream):
+    sc = start_sidecar("--drain-timeout", "15", name="sidecar-drain")
+    first = threading.Event()
+    result: dict = {}
+
+    def consume():
+        lines = []
+        try:
+            with httpx.Client(timeout=20, trust_env=False) as c:
+                with c.stream("POST", sc.v1 + "/chat/completions", json={**CHAT, "stream": True},
+                              headers={"x-mock-tokens-per-second": "10", "x-mock-completion-tokens": "20"}) as r:
+                    result["status"] = r.status_code
+                    for line in r.iter_lines():
+                        if line.startswith("data:"):
+                            lines.append(line)
+                            first.set()
+        except Exception as e:  # noqa: BLE001
+            result["error"] = e
+        result["lines"] = lines
+        first.set()
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    assert first.wait(10), "no first chunk within 10 s"
+    time.sleep(0.2)
+    sc.signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    t.join(20)
+    assert not t.is_alive(), "stream still running 20 s after SIGTERM"
+    assert "error" not in result, f"stream broke on SIGTERM: {result.get('error')!r}"
+    lines = result["lines"]
+    assert result["status"] == 200
+    assert lines and lines[-1].strip() == "data: [DONE]", f"stream cut short: {lines[-3:]}"
+    finish = [json.loads(ln[5:])["choices"][0].get("finish_reason") for ln in lines[:-1]
+              if json.loads(ln[5:]).get("choices")]
+    assert finish and finish[-1] in ("stop", "length"), finish
+    try:
+        code = sc.wait(timeout=15)
+    except Exception:  # noqa: BLE001
+        raise AssertionError(f"sidecar still running {time.monotonic() - t0:.1f}s after SIGTERM and drain")
+    sc.stopped_by_test = True
+    assert code == 0, f"exit code after SIGTERM: {code}\n{sc.log_tail()}"
+
+
+def test_sigterm_idle_exits_promptly(start_sidecar):
+    sc = start_sidecar(name="sidecar-idle-term")
+    sc.signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    code = sc.wait(timeout=10)
+    sc.stopped_by_test = True
+    assert code == 0
+    assert time.monotonic() - t0 < 5, "idle sidecar took >5 s to exit on SIGTERM"
