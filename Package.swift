@@ -27,9 +27,28 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Tokenizer",
+            resources: [.copy("Resources")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Catalog",
+            resources: [.copy("Resources")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Optimizer",
+            dependencies: [
+                "Tokenizer", "Catalog", "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "Proxy",
             dependencies: [
-                "Wire",
+                "Wire", "Optimizer",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -55,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "auto-optimizer",
             dependencies: [
-                "Proxy", "MockUpstream", "Wire",
+                "Proxy", "MockUpstream", "Wire", "Optimizer", "Tokenizer", "Catalog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -64,6 +83,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: swiftSettings),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"], swiftSettings: swiftSettings),
+        .testTarget(name: "CatalogTests", dependencies: ["Catalog"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "OptimizerTests",
+            dependencies: ["Optimizer", "Wire", "Tokenizer", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "ProxyTests",
             dependencies: ["Proxy", "Wire", .product(name: "NIOCore", package: "swift-nio")],

@@ -171,7 +171,8 @@ final class MockHandler: ChannelInboundHandler {
     private func reset(context: ChannelHandlerContext) {
         // SO_LINGER 0 makes close() send a TCP RST instead of a FIN.
         if let provider = context.channel as? any SocketOptionProvider {
-            provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in context.close(promise: nil) }
+            let channel = context.channel
+            provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
         } else {
             context.close(promise: nil)
         }
@@ -199,7 +200,10 @@ final class MockHandler: ChannelInboundHandler {
                           promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-            if !head.isKeepAlive { done.whenComplete { _ in context.close(promise: nil) } }
+            if !head.isKeepAlive {
+                let channel = context.channel
+                done.whenComplete { _ in channel.close(promise: nil) }
+            }
         case .stream(let events):
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: "text/event-stream; charset=utf-8")
@@ -238,6 +242,9 @@ final class MockHandler: ChannelInboundHandler {
         }
         guard gen == generation, context.channel.isActive else { return }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        if !keepAlive { done.whenComplete { _ in context.close(promise: nil) } }
+        if !keepAlive {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
+        }
     }
 }

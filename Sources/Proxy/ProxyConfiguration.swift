@@ -22,6 +22,8 @@ public struct ProxyConfiguration: Sendable {
     public var drainTimeout: TimeAmount = .seconds(30)
     /// Most pooled keep-alive connections per upstream host and event loop before overflow connections are used.
     public var upstreamConnectionsPerHost: Int = 256
+    /// Application id for requests without an `x-app-id` header (env `AUTO_OPTIMIZER_APP_ID`). Default `default`.
+    public var applicationID: String = "default"
     /// Event loop threads. Default: one per core.
     public var threads: Int = System.coreCount
 

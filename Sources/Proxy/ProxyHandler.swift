@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Logging
 import NIOCore
 import NIOHTTP1
+import Optimizer
 import Wire
 
 /// The API endpoints whose JSON bodies the sidecar reads. Other `/v1/*` paths are forwarded without reading.
@@ -42,25 +43,7 @@ final class ProxyHandler: ChannelInboundHandler {
         /// An error response was sent before the request ended; the rest of the body is dropped.
         case discarding
         /// Waiting for the upstream, or streaming its response.
-        case forwarding(Forwarding)
-    }
-
-    /// One request in flight upstream.
-    final class Forwarding {
-        let id: UInt64
-        let keepAlive: Bool
-        let version: HTTPVersion
-        var task: HTTPClient.Task<Void>?
-        var headSent = false
-        var bodyComplete: NIODeadline
-        var dispatched: NIODeadline
-        init(id: UInt64, keepAlive: Bool, version: HTTPVersion, bodyComplete: NIODeadline) {
-            self.id = id
-            self.keepAlive = keepAlive
-            self.version = version
-            self.bodyComplete = bodyComplete
-            self.dispatched = bodyComplete
-        }
+        case forwarding(Exchange)
     }
 
     private let shared: ProxyShared
@@ -88,9 +71,10 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     private func cancelInFlight() {
-        if case .forwarding(let f) = state {
-            f.task?.cancel()
+        if case .forwarding(let x) = state {
             state = .idle
+            x.task?.cancel()
+            finish(x, status: x.headSent ? Int(x.record.status) : 499, error: "client_disconnected")
         }
     }
 
@@ -131,6 +115,10 @@ final class ProxyHandler: ChannelInboundHandler {
         let path = uri[..<pathEnd]
 
         if path == "/v1" || path.hasPrefix("/v1/") {
+            if path.hasPrefix("/v1/optimizer/") {
+                state = .discarding
+                return localAPI(context: context, head: head, path: path)
+            }
             let upstreamPath = uri.dropFirst(3)  // keeps the query
             let endpoint = Endpoint.classify(method: head.method, path: path.dropFirst(3))
             if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > shared.config.maxBodyBytes {
@@ -160,6 +148,16 @@ final class ProxyHandler: ChannelInboundHandler {
         }
     }
 
+    private func localAPI(context: ChannelHandlerContext, head: HTTPRequestHead, path: Substring) {
+        switch (head.method, path) {
+        case (.GET, "/v1/optimizer/savings"):
+            writeJSON(context: context, status: .ok, body: shared.accountant.ledger.json(), head: head)
+        default:
+            writeError(context: context, .notFound(method: head.method.rawValue, path: String(path)),
+                       version: head.version, keepAlive: head.isKeepAlive)
+        }
+    }
+
     private func onBody(context: ChannelHandlerContext, _ part: ByteBuffer) {
         guard case .receiving(let head, let endpoint, let upstreamPath, var body, let start) = state else { return }
         state = .idle  // drop the reference so `body` is uniquely owned while appending
@@ -180,21 +178,37 @@ final class ProxyHandler: ChannelInboundHandler {
         switch state {
         case .discarding:
             state = .idle
-            return
-        case .receiving(let head, let endpoint, let upstreamPath, let body, _):
-            let bodyComplete = NIODeadline.now()
+        case .receiving(let head, let endpoint, let upstreamPath, let body, let start):
+            nextID &+= 1
+            let x = Exchange(id: nextID, head: head, endpoint: endpoint, start: start,
+                             application: head.headers.first(name: "x-app-id") ?? shared.config.applicationID,
+                             requestID: shared.requestIDs.next())
             var outgoing = body
             if endpoint.readsBody {
+                let view: RequestView
                 do {
-                    let view = try RequestView.parse(body ?? ByteBuffer())
-                    outgoing = view.body
+                    view = try RequestView.parse(body ?? ByteBuffer())
                 } catch {
                     state = .idle
                     writeError(context: context, .invalidJSON(error), version: head.version, keepAlive: head.isKeepAlive)
+                    x.record.status = 400
+                    finish(x, status: 400, error: "invalid_json")
                     return
                 }
+                let plan = shared.planner.plan(endpoint: endpoint.rawValue, view: view)
+                if !plan.patch.isEmpty {
+                    outgoing = plan.patch.apply(to: view.body, allocator: context.channel.allocator)
+                    x.sentBody = outgoing
+                }
+                x.view = view
+                x.plan = plan
+                x.record.requestedModel = view.model
+                x.record.servedModel = plan.servedModel
+                x.record.stream = view.stream
+                x.record.tokensSaved = plan.tokensSaved
+                x.record.rule = plan.rule
             }
-            forward(context: context, head: head, upstreamPath: upstreamPath, body: outgoing, bodyComplete: bodyComplete)
+            forward(context: context, x, upstreamPath: upstreamPath, body: outgoing)
         case .idle, .forwarding:
             return
         }
@@ -208,48 +222,54 @@ final class ProxyHandler: ChannelInboundHandler {
 
     // MARK: upstream
 
-    private func forward(context: ChannelHandlerContext, head: HTTPRequestHead, upstreamPath: Substring,
-                         body: ByteBuffer?, bodyComplete: NIODeadline)
-    {
-        nextID &+= 1
-        let f = Forwarding(id: nextID, keepAlive: head.isKeepAlive, version: head.version, bodyComplete: bodyComplete)
-        state = .forwarding(f)
+    private func forward(context: ChannelHandlerContext, _ x: Exchange, upstreamPath: Substring, body: ByteBuffer?) {
+        state = .forwarding(x)
         let request: HTTPClient.Request
         do {
             request = try HTTPClient.Request(
                 url: shared.config.upstream.base + upstreamPath,
-                method: head.method,
-                headers: ForwardingHeaders.upstreamRequestHeaders(head.headers),
+                method: x.method,
+                headers: ForwardingHeaders.upstreamRequestHeaders(x.requestHeaders),
                 body: body.map { .byteBuffer($0) })
         } catch {
             state = .idle
             writeError(context: context, .badRequest("The request URL cannot be forwarded: \(error)"),
-                       version: head.version, keepAlive: head.isKeepAlive)
+                       version: x.version, keepAlive: x.keepAlive)
+            finish(x, status: 400, error: "bad_url")
             return
         }
-        let delegate = UpstreamDelegate(handler: NIOLoopBound(self, eventLoop: context.eventLoop), id: f.id)
-        f.dispatched = NIODeadline.now()
-        f.task = shared.client.execute(request: request, delegate: delegate,
+        let delegate = UpstreamDelegate(handler: NIOLoopBound(self, eventLoop: context.eventLoop), id: x.id)
+        x.dispatched = NIODeadline.now()
+        x.overhead = x.dispatched - x.bodyComplete
+        x.task = shared.client.execute(request: request, delegate: delegate,
                                        eventLoop: .delegateAndChannel(on: context.eventLoop), logger: nil)
     }
 
-    private func current(_ id: UInt64) -> (Forwarding, ChannelHandlerContext)? {
-        guard case .forwarding(let f) = state, f.id == id, let context else { return nil }
-        return (f, context)
+    private func current(_ id: UInt64) -> (Exchange, ChannelHandlerContext)? {
+        guard case .forwarding(let x) = state, x.id == id, let context else { return nil }
+        return (x, context)
     }
 
     func upstreamHead(id: UInt64, _ upstream: HTTPResponseHead) -> EventLoopFuture<Void>? {
-        guard let (f, context) = current(id) else { return nil }
+        guard let (x, context) = current(id) else { return nil }
         let arrived = NIODeadline.now()
+        x.record.status = Int(upstream.status.code)
+        x.upstreamRequestID = upstream.headers.first(name: "x-request-id")
         var headers = ForwardingHeaders.clientResponseHeaders(upstream.headers)
-        // Time inside the sidecar, upstream excluded: reading the request (after its last byte) until it was handed
-        // to the upstream client, plus preparing the response head.
-        let inside = (f.dispatched - f.bodyComplete) + (NIODeadline.now() - arrived)
-        headers.add(name: "x-auto-optimizer-overhead-ms", value: formatMillis(inside))
-        if !f.keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
-        f.headSent = true
         let isStream = upstream.headers.first(name: "content-type")?.hasPrefix("text/event-stream") ?? false
-        let part = wrapOutboundOut(.head(HTTPResponseHead(version: f.version, status: upstream.status, headers: headers)))
+        if !x.keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
+        if isStream {
+            x.tap = StreamTap(stripInjectedUsage: x.plan?.injectedStreamUsage ?? false)
+        } else if x.endpoint.readsBody && upstream.status.code < 300 {
+            // A JSON answer on an endpoint the sidecar reads: hold it so its usage and savings can go in headers.
+            x.pendingHead = HTTPResponseHead(version: x.version, status: upstream.status, headers: headers)
+            x.overhead = x.overhead + (NIODeadline.now() - arrived)
+            return nil
+        }
+        x.overhead = x.overhead + (NIODeadline.now() - arrived)
+        headers.add(name: "x-auto-optimizer-overhead-ms", value: formatMillis(x.overhead))
+        x.headSent = true
+        let part = wrapOutboundOut(.head(HTTPResponseHead(version: x.version, status: upstream.status, headers: headers)))
         if isStream {
             context.writeAndFlush(part, promise: nil)
         } else {
@@ -259,33 +279,94 @@ final class ProxyHandler: ChannelInboundHandler {
     }
 
     func upstreamBody(id: UInt64, _ buffer: ByteBuffer) -> EventLoopFuture<Void>? {
-        guard let (_, context) = current(id) else { return nil }
+        guard let (x, context) = current(id) else { return nil }
+        if x.pendingHead != nil {
+            var b = buffer
+            if x.held == nil { x.held = b } else { x.held!.writeBuffer(&b) }
+            return nil
+        }
+        var out = buffer
+        if x.tap != nil {
+            out = x.tap!.observe(buffer)
+            if out.readableBytes == 0 { return nil }
+        }
+        if x.firstChunk == nil { x.firstChunk = NIODeadline.now() }
         // Each upstream read goes out at once (SSE chunks are never batched); the write future is the backpressure.
-        return context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))))
+        return context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(out))))
     }
 
     func upstreamEnd(id: UInt64) {
-        guard let (f, context) = current(id) else { return }
+        guard let (x, context) = current(id) else { return }
         state = .idle
-        if f.keepAlive {
+        x.upstreamDone = NIODeadline.now()
+        if let head = x.pendingHead {
+            let begin = NIODeadline.now()
+            let facts = x.held.map(ResponseFacts.fromBody) ?? ResponseFacts()
+            x.facts = facts
+            x.record.usage = facts.usage
+            shared.accountant.price(&x.record)
+            var headers = head.headers
+            headers.add(name: "x-auto-optimizer-original-model", value: x.record.requestedModel ?? "")
+            headers.add(name: "x-auto-optimizer-served-model", value: x.record.servedModel ?? "")
+            headers.add(name: "x-auto-optimizer-tokens-saved", value: String(x.record.tokensSaved))
+            headers.add(name: "x-auto-optimizer-cost-saved-usd",
+                        value: x.record.costSavedUSD.map(USD.format) ?? "unknown")
+            x.overhead = x.overhead + (NIODeadline.now() - begin)
+            headers.add(name: "x-auto-optimizer-overhead-ms", value: formatMillis(x.overhead))
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: head.status,
+                                                                 headers: headers))), promise: nil)
+            x.headSent = true
+            if let held = x.held {
+                x.firstChunk = NIODeadline.now()
+                context.write(wrapOutboundOut(.body(.byteBuffer(held))), promise: nil)
+            }
+        } else if let tap = x.tap {
+            x.facts = tap.facts
+        }
+        if x.keepAlive {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         }
+        finish(x, status: x.record.status, error: x.record.status >= 400 ? "http_\(x.record.status)" : nil)
     }
 
     func upstreamError(id: UInt64, _ error: any Error) {
-        guard let (f, context) = current(id) else { return }
+        guard let (x, context) = current(id) else { return }
         state = .idle
-        if f.headSent {
+        x.upstreamDone = NIODeadline.now()
+        if x.headSent {
             // Bytes already reached the client: the only honest signal left is to cut the response short.
             shared.logger.warning("upstream failed mid-response", metadata: ["error": "\(error)"])
             context.close(promise: nil)
+            x.facts = x.tap?.facts
+            finish(x, status: x.record.status, error: "upstream_reset")
             return
         }
         let e = UpstreamErrors.map(error)
         shared.logger.info("upstream request failed", metadata: ["status": "\(e.status)", "error": "\(error)"])
-        writeError(context: context, e, version: f.version, keepAlive: f.keepAlive)
+        writeError(context: context, e, version: x.version, keepAlive: x.keepAlive)
+        finish(x, status: e.status, error: e.code ?? "upstream_error")
+    }
+
+    /// Completes the record and hands it to the accountant (counting and sinks happen off the event loop).
+    private func finish(_ x: Exchange, status: Int, error: String?) {
+        let end = NIODeadline.now()
+        x.record.status = status
+        x.record.errorType = error
+        x.record.responseID = x.facts?.id ?? x.upstreamRequestID
+        x.record.responseModel = x.facts?.model
+        x.record.finishReasons = x.facts?.finishReasons ?? []
+        if x.record.usage == nil { x.record.usage = x.facts?.usage }
+        x.record.timings.total = .nanoseconds((end - x.start).nanoseconds)
+        x.record.timings.timeToFirstChunk = x.firstChunk.map { .nanoseconds(($0 - x.start).nanoseconds) }
+        if let done = x.upstreamDone, x.dispatched != x.bodyComplete || x.task != nil {
+            x.record.timings.upstream = .nanoseconds((done - x.dispatched).nanoseconds)
+        }
+        x.record.timings.overhead = .nanoseconds(x.overhead.nanoseconds)
+        shared.accountant.submit(Accountant.Draft(
+            record: x.record, original: x.view, sent: x.sentBody, completionText: x.facts?.completionText ?? ""))
     }
 
     // MARK: local responses
@@ -319,7 +400,53 @@ final class ProxyHandler: ChannelInboundHandler {
                       promise: nil)
         if !omitBody { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        if !keepAlive { done.whenComplete { _ in context.close(promise: nil) } }
+        if !keepAlive {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}
+
+/// One request in flight: what the sidecar decided, what came back, and its clocks. Event-loop confined.
+final class Exchange {
+    let id: UInt64
+    let keepAlive: Bool
+    let version: HTTPVersion
+    let method: HTTPMethod
+    let requestHeaders: HTTPHeaders
+    let endpoint: Endpoint
+    let start: NIODeadline
+    let bodyComplete: NIODeadline
+    var dispatched: NIODeadline
+    var upstreamDone: NIODeadline?
+    var firstChunk: NIODeadline?
+    /// Time inside the sidecar so far, upstream excluded.
+    var overhead: TimeAmount = .zero
+    var task: HTTPClient.Task<Void>?
+    var headSent = false
+    var view: RequestView?
+    var plan: RequestPlan?
+    var sentBody: ByteBuffer?
+    var tap: StreamTap?
+    var pendingHead: HTTPResponseHead?
+    var held: ByteBuffer?
+    var facts: ResponseFacts?
+    var upstreamRequestID: String?
+    var record: RequestRecord
+
+    init(id: UInt64, head: HTTPRequestHead, endpoint: Endpoint, start: NIODeadline, application: String,
+         requestID: String)
+    {
+        self.id = id
+        self.keepAlive = head.isKeepAlive
+        self.version = head.version
+        self.method = head.method
+        self.requestHeaders = head.headers
+        self.endpoint = endpoint
+        self.start = start
+        self.bodyComplete = NIODeadline.now()
+        self.dispatched = bodyComplete
+        self.record = RequestRecord(requestID: requestID, application: application, endpoint: endpoint.rawValue)
     }
 }
 

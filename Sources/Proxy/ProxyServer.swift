@@ -6,20 +6,36 @@ import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
 import NIOSSL
+import Optimizer
 import Synchronization
 import Wire
+
+/// Request ids: a random per-process prefix and a counter; unique, cheap, no lock.
+final class RequestIDs: Sendable {
+    private let prefix = "ao-" + String(UInt32.random(in: 0...UInt32.max), radix: 16) + "-"
+    private let counter = Atomic<UInt64>(0)
+
+    func next() -> String {
+        prefix + String(counter.wrappingAdd(1, ordering: .relaxed).newValue, radix: 16)
+    }
+}
 
 /// What every connection handler shares: configuration, the pooled upstream client, the drain flag.
 final class ProxyShared: Sendable {
     let config: ProxyConfiguration
     let client: HTTPClient
     let logger: Logger
+    let planner: Planner
+    let accountant: Accountant
+    let requestIDs = RequestIDs()
     private let draining = Atomic<Bool>(false)
 
-    init(config: ProxyConfiguration, client: HTTPClient, logger: Logger) {
+    init(config: ProxyConfiguration, client: HTTPClient, logger: Logger, planner: Planner, accountant: Accountant) {
         self.config = config
         self.client = client
         self.logger = logger
+        self.planner = planner
+        self.accountant = accountant
     }
 
     var isDraining: Bool { draining.load(ordering: .relaxed) }
@@ -51,7 +67,9 @@ public final class ProxyServer: Sendable {
     }
 
     /// Binds and starts serving. Throws a `ProxyError` when the port cannot be bound.
-    public static func start(config: ProxyConfiguration, logger: Logger) async throws -> ProxyServer {
+    public static func start(config: ProxyConfiguration, accountant: Accountant, planner: Planner = Planner(),
+                             logger: Logger) async throws -> ProxyServer
+    {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, config.threads))
         var clientConfig = HTTPClient.Configuration(
             tlsConfiguration: TLSConfiguration.makeClientConfiguration(),
@@ -64,7 +82,8 @@ public final class ProxyServer: Sendable {
         clientConfig.connectionPool.retryConnectionEstablishment = false
         clientConfig.httpVersion = .automatic
         let client = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: clientConfig)
-        let shared = ProxyShared(config: config, client: client, logger: logger)
+        let shared = ProxyShared(config: config, client: client, logger: logger, planner: planner,
+                                 accountant: accountant)
         let quiesce = ServerQuiescingHelper(group: group)
 
         let bootstrap = ServerBootstrap(group: group)
@@ -111,6 +130,7 @@ public final class ProxyServer: Sendable {
         if !clean { logger.warning("drain timeout reached, closing remaining connections") }
         try? await shared.client.shutdown()
         try? await group.shutdownGracefully()
+        shared.accountant.close()
     }
 
     /// Completes when the listener closes.

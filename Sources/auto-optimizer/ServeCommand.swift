@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import Catalog
 import NIOCore
+import Optimizer
 import Proxy
 
 struct Serve: AsyncParsableCommand {
@@ -35,6 +37,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Event loop threads (env AUTO_OPTIMIZER_THREADS). Default: one per core.")
     var threads: Int?
 
+    @Option(help: "Model catalog file (JSON) extending or overriding the built-in one (env AUTO_OPTIMIZER_CATALOG).")
+    var catalog: String?
+
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
         let logger = makeLogger("auto-optimizer", environment: env)
@@ -44,9 +49,18 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
+        let models: ModelCatalog
+        do {
+            models = try ModelCatalog.load(userFile: (catalog ?? env["AUTO_OPTIMIZER_CATALOG"]).map {
+                URL(fileURLWithPath: $0)
+            })
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let accountant = Accountant(prices: CatalogPriceBook(catalog: models))
         let server: ProxyServer
         do {
-            server = try await ProxyServer.start(config: config, logger: logger)
+            server = try await ProxyServer.start(config: config, accountant: accountant, logger: logger)
         } catch {
             logger.critical("\(error)")
             throw ExitCode(1)
@@ -67,6 +81,7 @@ struct Serve: AsyncParsableCommand {
                              message: "--config \(config): policy files are not supported by this build yet")
         }
         c.host = host ?? env["AUTO_OPTIMIZER_HOST"] ?? c.host
+        if let app = env["AUTO_OPTIMIZER_APP_ID"], !app.isEmpty { c.applicationID = app }
         if let p = try port ?? env["AUTO_OPTIMIZER_PORT"].map({ try int($0, "AUTO_OPTIMIZER_PORT") }) {
             guard (0...65535).contains(p) else {
                 throw ProxyError(code: .invalidConfiguration, message: "port \(p) is out of range")

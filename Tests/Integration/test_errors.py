@@ -258,3 +258,17 @@ def test_sigterm_idle_exits_promptly(start_sidecar):
     sc.stopped_by_test = True
     assert code == 0
     assert time.monotonic() - t0 < 5, "idle sidecar took >5 s to exit on SIGTERM"
+
+
+def test_upstream_timeout_is_per_byte_not_total(http, start_sidecar):
+    """--upstream-timeout bounds the wait for the upstream's next byte: a 2 s stream that sends a chunk every
+    0.1 s passes a sidecar with --upstream-timeout 1."""
+    sc = start_sidecar("--upstream-timeout", "1", name="sidecar-timeout1-stream")
+    with http.stream("POST", sc.v1 + "/chat/completions", json={**CHAT, "stream": True},
+                     headers={"x-mock-tokens-per-second": "10", "x-mock-completion-tokens": "20"}) as r:
+        assert r.status_code == 200
+        lines = [ln for ln in r.iter_lines() if ln.startswith("data:")]
+    assert lines[-1].strip() == "data: [DONE]", lines[-3:]
+    # and a slow first byte under the limit is fine too
+    r = http.post(sc.v1 + "/chat/completions", json=CHAT, headers={"x-mock-latency-ms": "500"})
+    assert r.status_code == 200

@@ -306,12 +306,16 @@ def _timed_sse(client, url: str, headers: dict[str, str]) -> tuple[float, list[t
     return t_headers, events
 
 
-@pytest.mark.parametrize("target", ["direct", "sidecar"])
+@pytest.mark.parametrize("target", ["direct", "sidecar", "sidecar-h2c"])
 def test_streaming_not_buffered(http, sidecar, mock_upstream, target):
     """10 tokens at 10 tokens/s: the chunks must arrive spread over ~1 s, not all at once at the end."""
     base = mock_upstream.v1 if target == "direct" else sidecar.v1
     hdrs = {"x-mock-tokens-per-second": "10", "x-mock-completion-tokens": "10"}
-    t_headers, events = _timed_sse(http, base + "/chat/completions", hdrs)
+    if target == "sidecar-h2c":
+        with httpx.Client(http1=False, http2=True, timeout=15.0, trust_env=False) as h2:
+            t_headers, events = _timed_sse(h2, base + "/chat/completions", hdrs)
+    else:
+        t_headers, events = _timed_sse(http, base + "/chat/completions", hdrs)
     times = [t for t, _ in events]
     summary = f"headers at {t_headers:.3f}s, data events at {[round(t, 3) for t in times]}"
     assert events and events[-1][1].strip() == "data: [DONE]", summary
@@ -373,3 +377,99 @@ def test_keep_alive_reuse(sidecar):
             assert conn.sock is first_sock, f"request {i} needed a new connection"
     finally:
         conn.close()
+
+
+def test_large_body_byte_identical(http, sidecar, mock_upstream):
+    """A 2 MiB request (under the default 32 MiB limit) reaches the upstream unchanged."""
+    filler = "".join(chr(0x20 + (i * 7919) % 90) for i in range(2 * 1024 * 1024)).replace("\\", "/").replace('"', "'")
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": filler}]}).encode()
+    r = http.post(sidecar.v1 + "/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text[:300]
+    rec = mock_upstream.last("/v1/chat/completions")
+    assert len(rec.body) == len(body) and rec.body == body
+
+
+def test_concurrent_requests_not_mixed(sidecar, mock_upstream):
+    """32 concurrent clients (plain and streamed, distinct models) each get their own, complete answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int):
+        model = f"model-{i}"
+        with httpx.Client(timeout=30.0, trust_env=False) as c:
+            if i % 2:
+                r = c.post(sidecar.v1 + "/chat/completions", json={"model": model, "messages": MESSAGES})
+                assert r.status_code == 200, r.text
+                d = c.post(mock_upstream.v1 + "/chat/completions", json={"model": model, "messages": MESSAGES})
+                return r.content == d.content and r.json()["model"] == model
+            body = {"model": model, "messages": MESSAGES, "stream": True}
+            hdrs = {"x-mock-tokens-per-second": "50", "x-mock-completion-tokens": "10"}
+            with c.stream("POST", sidecar.v1 + "/chat/completions", json=body, headers=hdrs) as r:
+                lines = [ln for ln in r.iter_lines() if ln.startswith("data:")]
+            models = {json.loads(ln[5:])["model"] for ln in lines[:-1]}
+            return lines[-1].strip() == "data: [DONE]" and models == {model}
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        results = list(pool.map(one, range(32)))
+    bad = [i for i, ok in enumerate(results) if not ok]
+    assert not bad, f"requests with wrong/mixed/incomplete answers: {bad}"
+
+
+def test_query_string_forwarded(http, sidecar, mock_upstream):
+    r = http.get(sidecar.v1 + "/models?limit=2&after=m%20x")
+    assert r.status_code == 200
+    rec = mock_upstream.last("/v1/models")
+    assert rec.path == "/v1/models?limit=2&after=m%20x", rec.path
+
+
+def test_success_response_headers_relayed(http, sidecar, mock_upstream):
+    body = {"model": MODEL, "messages": MESSAGES}
+    d = http.post(mock_upstream.v1 + "/chat/completions", json=body)
+    p = http.post(sidecar.v1 + "/chat/completions", json=body)
+    skip = {"date", "connection", "keep-alive", "transfer-encoding", "content-length"}
+    for name, _ in d.headers.multi_items():
+        if name.lower() not in skip:
+            assert p.headers.get_list(name) == d.headers.get_list(name), name
+
+
+def test_large_stream_byte_identical(http, sidecar, mock_upstream):
+    """A long, fast stream (4000 tokens, no pacing) arrives complete and unchanged."""
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    hdrs = {"x-mock-completion-tokens": "4000"}
+    d = http.post(mock_upstream.v1 + "/chat/completions", json=body, headers=hdrs)
+    p = http.post(sidecar.v1 + "/chat/completions", json=body, headers=hdrs)
+    assert d.status_code == p.status_code == 200
+    assert d.content.count(b"data:") > 1000
+    assert p.content == d.content
+
+
+def test_http1_pipelining(sidecar):
+    """Two requests written back to back on one connection are answered in order."""
+    b1 = json.dumps({"model": "pipe-1", "messages": MESSAGES}).encode()
+    b2 = json.dumps({"model": "pipe-2", "messages": MESSAGES}).encode()
+    req = b"".join(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: " + str(len(b)).encode() + b"\r\n\r\n" + b for b in (b1, b2))
+    with socket.create_connection((HOST, sidecar.port), timeout=10) as s:
+        s.sendall(req)
+        models = []
+        for _ in range(2):
+            resp = httplib.HTTPResponse(s)
+            resp.begin()
+            assert resp.status == 200
+            models.append(json.loads(resp.read())["model"])
+    assert models == ["pipe-1", "pipe-2"]
+
+
+def test_h2c_concurrent_streams(sidecar):
+    """Many requests multiplexed on one h2c connection each get their own answer."""
+    import asyncio
+
+    async def run():
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=20.0, trust_env=False) as c:
+            async def one(i):
+                r = await c.post(sidecar.v1 + "/chat/completions", json={"model": f"h2-{i}", "messages": MESSAGES},
+                                 headers={"x-mock-latency-ms": str(50 + (i * 37) % 200)})
+                return r.http_version, r.status_code, r.json()["model"]
+            return await asyncio.gather(*(one(i) for i in range(40)))
+
+    results = asyncio.run(run())
+    assert all(v == "HTTP/2" and st == 200 and m == f"h2-{i}" for i, (v, st, m) in enumerate(results)), results

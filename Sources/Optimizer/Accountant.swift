@@ -1,0 +1,174 @@
+import Foundation
+import NIOCore
+import Tokenizer
+import Wire
+
+/// Prices per model, in USD per one million tokens. The `Catalog` provides them.
+public protocol PriceBook: Sendable {
+    /// Cost of `usage` on `model` (cached prompt tokens at the cached price), or nil for an unknown model.
+    func cost(model: String, usage: Usage) -> Decimal?
+}
+
+/// Turns finished exchanges into `RequestRecord`s: prices them (cheap, on the hot path, for response headers),
+/// then, on a background thread, counts prompt tokens exactly, estimates usage the upstream did not report, and
+/// hands the record to the ledger and the sinks.
+public final class Accountant: Sendable {
+    /// What the proxy knows when an exchange ends.
+    public struct Draft: Sendable {
+        public var record: RequestRecord
+        /// The client's request, as read.
+        public var original: RequestView?
+        /// The body sent upstream when it differs from the client's.
+        public var sent: ByteBuffer?
+        /// Generated text seen in the response (for usage estimates).
+        public var completionText: String
+
+        public init(record: RequestRecord, original: RequestView?, sent: ByteBuffer?, completionText: String) {
+            self.record = record
+            self.original = original
+            self.sent = sent
+            self.completionText = completionText
+        }
+    }
+
+    public let ledger = SavingsLedger()
+    private let prices: any PriceBook
+    private let sinks: [any RecordSink]
+    private let queue: BoundedWorkQueue<Draft>
+
+    public init(prices: any PriceBook, sinks: [any RecordSink] = [], queueCapacity: Int = 16_384) {
+        self.prices = prices
+        self.sinks = sinks
+        let ledger = self.ledger
+        let all: [any RecordSink] = [ledger] + sinks
+        self.queue = BoundedWorkQueue(capacity: queueCapacity, name: "accounting") { draft in
+            let record = Accountant.complete(draft, prices: prices)
+            for sink in all { sink.record(record) }
+        }
+    }
+
+    /// Records dropped because the accounting queue was full.
+    public var droppedRecords: Int { queue.droppedCount }
+    public var processedRecords: Int { queue.processedCount }
+
+    /// Fills the cost fields from `record.usage`: actual cost on the served model; counterfactual cost of the
+    /// original prompt (`usage.promptTokens + tokensSaved`) and the same completion on the requested model.
+    public func price(_ record: inout RequestRecord) {
+        Self.price(&record, prices: prices)
+    }
+
+    static func price(_ record: inout RequestRecord, prices: any PriceBook) {
+        guard let usage = record.usage else { return }
+        let served = record.servedModel ?? record.requestedModel
+        let requested = record.requestedModel ?? served
+        record.costUSD = served.flatMap { prices.cost(model: $0, usage: usage) }
+        var original = usage
+        original.promptTokens += record.tokensSaved
+        record.counterfactualCostUSD = requested.flatMap { prices.cost(model: $0, usage: original) }
+        if let a = record.costUSD, let c = record.counterfactualCostUSD {
+            record.costSavedUSD = c - a
+        } else {
+            record.costSavedUSD = nil
+        }
+    }
+
+    /// Non-blocking hand-off; the record is completed and published on the accounting thread.
+    public func submit(_ draft: Draft) {
+        queue.offer(draft)
+    }
+
+    /// Stops after publishing what is queued.
+    public func close() { queue.close() }
+
+    /// Exact prompt counts (before and after optimization), usage estimate when missing, prices.
+    static func complete(_ draft: Draft, prices: any PriceBook) -> RequestRecord {
+        var r = draft.record
+        guard let view = draft.original else { return r }
+        let model = r.servedModel ?? r.requestedModel ?? ""
+        guard let (encoding, estimate) = try? Encoding.forModel(model) else { return r }
+        r.tokenCountIsEstimate = estimate
+        let before = PromptCounter.count(view, endpoint: r.endpoint, encoding: encoding)
+        r.promptTokensOriginal = before
+        if let sent = draft.sent, let sentView = try? RequestView.parse(sent) {
+            r.promptTokensOptimized = PromptCounter.count(sentView, endpoint: r.endpoint, encoding: encoding)
+        } else {
+            r.promptTokensOptimized = before
+        }
+        if r.usage == nil && r.status < 400 && r.status != 0 {
+            // The upstream reported nothing (llama.cpp's server when streaming): count it ourselves.
+            r.usage = Usage(promptTokens: r.promptTokensOptimized ?? 0,
+                            completionTokens: encoding.count(draft.completionText))
+            r.usageEstimated = true
+        }
+        if r.costUSD == nil { price(&r, prices: prices) }
+        return r
+    }
+}
+
+/// Prompt token counting per endpoint, with OpenAI's documented chat formula.
+public enum PromptCounter {
+    public static func count(_ view: RequestView, endpoint: String, encoding: Encoding) -> Int {
+        switch endpoint {
+        case "chat.completions":
+            var messages: [ChatMessage] = []
+            messages.reserveCapacity(view.messages.count)
+            for (i, m) in view.messages.enumerated() {
+                messages.append(ChatMessage(role: m.role ?? "", content: view.text(ofMessage: i) ?? "", name: m.name))
+            }
+            var n = encoding.countChatTokens(messages)
+            if let tools = view.field("tools"), tools.kind == .array {
+                n += encoding.countToolTokens(toolDefinitions(JSONNode(buffer: view.body, range: tools.valueRange,
+                                                                      kind: .array)))
+            }
+            return n
+        case "completions":
+            return texts(view, key: "prompt").reduce(0) { $0 + encoding.count($1) }
+        case "embeddings":
+            return texts(view, key: "input").reduce(0) { $0 + encoding.count($1) }
+        case "responses":
+            var n = texts(view, key: "instructions").reduce(0) { $0 + encoding.count($1) }
+            if let input = view.field("input") {
+                let node = JSONNode(buffer: view.body, range: input.valueRange, kind: input.kind)
+                if let s = node.string {
+                    n += encoding.count(s)
+                } else {
+                    for item in node.elements {
+                        if let c = item["content"]?.string {
+                            n += 3 + encoding.count(c)
+                        } else {
+                            for part in item["content"]?.elements ?? [] {
+                                if let t = part["text"]?.string { n += encoding.count(t) }
+                            }
+                        }
+                    }
+                }
+            }
+            return n
+        default:
+            return 0
+        }
+    }
+
+    static func texts(_ view: RequestView, key: String) -> [String] {
+        guard let f = view.field(key) else { return [] }
+        let node = JSONNode(buffer: view.body, range: f.valueRange, kind: f.kind)
+        if let s = node.string { return [s] }
+        return node.elements.compactMap(\.string)
+    }
+
+    static func toolDefinitions(_ tools: JSONNode) -> [ToolDefinition] {
+        tools.elements.compactMap { tool in
+            guard let f = tool["function"], let name = f["name"]?.string else { return nil }
+            var params: [ToolDefinition.Parameter] = []
+            if let props = f["parameters"]?["properties"], props.kind == .object {
+                for (key, value) in props.members {
+                    params.append(ToolDefinition.Parameter(
+                        name: key, type: value["type"]?.string ?? "string",
+                        description: value["description"]?.string ?? "",
+                        enumValues: value["enum"]?.elements.compactMap(\.string) ?? []))
+                }
+            }
+            return ToolDefinition(name: name, description: f["description"]?.string ?? "", parameters: params)
+        }
+    }
+}

@@ -1,0 +1,17 @@
+import Catalog
+import Foundation
+import Wire
+
+/// Prices from the model catalog.
+public struct CatalogPriceBook: PriceBook {
+    public let catalog: ModelCatalog
+
+    public init(catalog: ModelCatalog) {
+        self.catalog = catalog
+    }
+
+    public func cost(model: String, usage: Usage) -> Decimal? {
+        catalog.cost(model: model, inputTokens: usage.promptTokens, cachedInputTokens: usage.cachedTokens,
+                     outputTokens: usage.completionTokens)
+    }
+}

@@ -1,0 +1,134 @@
+import NIOCore
+
+/// A lazy pointer into an already-validated JSON document: member and element lookups scan the bytes on demand,
+/// nothing is decoded that is not read. Made from a `RequestView` field or by `JSONNode.parse`.
+public struct JSONNode: Sendable {
+    public let buffer: ByteBuffer
+    /// The value's bytes, offsets from the buffer's reader index.
+    public let range: Range<Int>
+    public let kind: JSONKind
+
+    /// A node for `range` of `buffer`, which must hold one already-validated JSON value of `kind`.
+    public init(buffer: ByteBuffer, range: Range<Int>, kind: JSONKind) {
+        self.buffer = buffer
+        self.range = range
+        self.kind = kind
+    }
+
+    /// Validates `buffer` as one JSON value.
+    public static func parse(_ buffer: ByteBuffer) throws(JSONSyntaxError) -> JSONNode {
+        let r: Result<JSONNode, JSONSyntaxError> = buffer.withUnsafeReadableBytes { raw in
+            var s = JSONScanner(raw)
+            do throws(JSONSyntaxError) {
+                s.skipWhitespace()
+                let start = s.index
+                let kind = try s.skipValue()
+                let end = s.index
+                s.skipWhitespace()
+                if s.index < s.end { throw s.error("unexpected data after the JSON value") }
+                return .success(JSONNode(buffer: buffer, range: start..<end, kind: kind))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try r.get()
+    }
+
+    private func withScanner<T>(_ body: (inout JSONScanner) -> T) -> T {
+        buffer.withUnsafeReadableBytes { raw in
+            var s = JSONScanner(raw)
+            s.index = range.lowerBound
+            return body(&s)
+        }
+    }
+
+    /// The member `key` of an object (the last one if repeated), or nil.
+    public subscript(key: String) -> JSONNode? {
+        guard kind == .object else { return nil }
+        let keyBytes = Array(key.utf8)
+        return withScanner { s -> JSONNode? in
+            var found: JSONNode?
+            s.index += 1
+            if s.peek() == UInt8(ascii: "}") { return nil }
+            while true {
+                s.skipWhitespace()
+                let keyStart = s.index
+                guard let escaped = try? s.skipString() else { return found }
+                let keyRange = keyStart..<s.index
+                _ = try? s.expect(UInt8(ascii: ":"))
+                s.skipWhitespace()
+                let valueStart = s.index
+                guard let kind = try? s.skipValue() else { return found }
+                let matches: Bool
+                if escaped {
+                    matches = s.decodeString(keyRange, escaped: true) == key
+                } else {
+                    matches = keyRange.count == keyBytes.count + 2
+                        && keyBytes.indices.allSatisfy { s.bytes[keyRange.lowerBound + 1 + $0] == keyBytes[$0] }
+                }
+                if matches { found = JSONNode(buffer: buffer, range: valueStart..<s.index, kind: kind) }
+                guard let done = try? s.endOfContainer(UInt8(ascii: "}")), !done else { return found }
+            }
+        }
+    }
+
+    /// The members of an object, in order (empty for other kinds).
+    public var members: [(key: String, value: JSONNode)] {
+        guard kind == .object else { return [] }
+        return withScanner { s -> [(key: String, value: JSONNode)] in
+            var out: [(key: String, value: JSONNode)] = []
+            s.index += 1
+            if s.peek() == UInt8(ascii: "}") { return out }
+            while true {
+                s.skipWhitespace()
+                let keyStart = s.index
+                guard let escaped = try? s.skipString() else { return out }
+                let key = s.decodeString(keyStart..<s.index, escaped: escaped)
+                _ = try? s.expect(UInt8(ascii: ":"))
+                s.skipWhitespace()
+                let valueStart = s.index
+                guard let kind = try? s.skipValue() else { return out }
+                out.append((key, JSONNode(buffer: buffer, range: valueStart..<s.index, kind: kind)))
+                guard let done = try? s.endOfContainer(UInt8(ascii: "}")), !done else { return out }
+            }
+        }
+    }
+
+    /// The elements of an array (empty for other kinds).
+    public var elements: [JSONNode] {
+        guard kind == .array else { return [] }
+        return withScanner { s -> [JSONNode] in
+            var out: [JSONNode] = []
+            s.index += 1
+            if s.peek() == UInt8(ascii: "]") { return out }
+            while true {
+                s.skipWhitespace()
+                let start = s.index
+                guard let kind = try? s.skipValue() else { return out }
+                out.append(JSONNode(buffer: buffer, range: start..<s.index, kind: kind))
+                guard let done = try? s.endOfContainer(UInt8(ascii: "]")), !done else { return out }
+            }
+        }
+    }
+
+    /// The decoded string, for string values.
+    public var string: String? {
+        guard kind == .string else { return nil }
+        return buffer.withUnsafeReadableBytes { raw in
+            JSONString.decode(UnsafeRawBufferPointer(rebasing: raw[(range.lowerBound + 1)..<(range.upperBound - 1)]),
+                              hasEscapes: true)
+        }
+    }
+
+    /// The raw text of the value (numbers, literals, nested JSON).
+    public var raw: String {
+        buffer.getString(at: buffer.readerIndex + range.lowerBound, length: range.count) ?? ""
+    }
+
+    /// Integer value of a number written as a plain integer.
+    public var int: Int? { kind == .number ? Int(raw) : nil }
+
+    public var bool: Bool? { kind == .bool ? raw == "true" : nil }
+
+    public var isNull: Bool { kind == .null }
+}

@@ -1,0 +1,110 @@
+import NIOCore
+
+/// One server-sent event as it appeared on the wire.
+public struct SSEEvent: Sendable {
+    /// The whole event, its terminating blank line included: forwarding `raw` reproduces the input exactly.
+    public var raw: ByteBuffer
+    /// The `data` field's value (several `data:` lines joined by `\n`), or nil when the event has no data.
+    public var data: ByteBuffer?
+    /// Where `data` starts inside `raw`, when it came from a single `data:` line (so it can be spliced in place).
+    public var dataOffset: Int?
+}
+
+/// Splits a byte stream into server-sent events (WHATWG HTML, "event stream" parsing: lines end with LF, CRLF or
+/// CR; an empty line ends an event). Bytes of an unfinished event are kept until the rest arrives.
+public struct SSEFramer: Sendable {
+    private var pending = ByteBuffer()
+    /// Offset in `pending` up to which lines were already scanned for the current event.
+    private var scanned = 0
+
+    public init() {}
+
+    /// Bytes of an unfinished event still held.
+    public var bufferedBytes: Int { pending.readableBytes }
+
+    /// Feeds the next chunk; returns the events completed by it, in order.
+    public mutating func feed(_ chunk: ByteBuffer) -> [SSEEvent] {
+        var chunk = chunk
+        if pending.readableBytes == 0 {
+            pending = chunk
+        } else {
+            pending.writeBuffer(&chunk)
+        }
+        var events: [SSEEvent] = []
+        while let event = nextEvent() { events.append(event) }
+        if pending.readableBytes == 0 {
+            pending = ByteBuffer()
+            scanned = 0
+        }
+        return events
+    }
+
+    private mutating func nextEvent() -> SSEEvent? {
+        let view = pending.readableBytesView
+        let base = view.startIndex
+        var i = base + scanned
+        var lineStart = i
+        while i < view.endIndex {
+            let c = view[i]
+            guard c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r") else {
+                i += 1
+                continue
+            }
+            var next = i + 1
+            if c == UInt8(ascii: "\r") {
+                if next == view.endIndex { break }  // a CR at the end may be the start of CRLF: wait
+                if view[next] == UInt8(ascii: "\n") { next += 1 }
+            }
+            if i == lineStart {
+                // Empty line: the event ends here.
+                let length = next - base
+                let raw = pending.readSlice(length: length)!
+                scanned = 0
+                let (data, offset) = Self.data(of: raw)
+                return SSEEvent(raw: raw, data: data, dataOffset: offset)
+            }
+            i = next
+            lineStart = next
+        }
+        scanned = lineStart - base
+        return nil
+    }
+
+    /// The event's data: `data:` field values (one leading space removed), joined by LF.
+    static func data(of raw: ByteBuffer) -> (ByteBuffer?, Int?) {
+        let view = raw.readableBytesView
+        var result: ByteBuffer?
+        var offset: Int?
+        var lines = 0
+        var lineStart = view.startIndex
+        var i = view.startIndex
+        while i < view.endIndex {
+            let c = view[i]
+            if c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r") {
+                let line = view[lineStart..<i]
+                if line.starts(with: "data".utf8) {
+                    var valueStart = line.startIndex + 4
+                    if valueStart == line.endIndex || line[valueStart] == UInt8(ascii: ":") {
+                        if valueStart < line.endIndex { valueStart += 1 }
+                        if valueStart < line.endIndex && line[valueStart] == UInt8(ascii: " ") { valueStart += 1 }
+                        let value = raw.getSlice(at: raw.readerIndex + (valueStart - view.startIndex),
+                                                 length: line.endIndex - valueStart)!
+                        lines += 1
+                        if result == nil {
+                            offset = valueStart - view.startIndex
+                            result = value
+                        } else {
+                            result!.writeInteger(UInt8(ascii: "\n"))
+                            var v = value
+                            result!.writeBuffer(&v)
+                        }
+                    }
+                }
+                if c == UInt8(ascii: "\r") && i + 1 < view.endIndex && view[i + 1] == UInt8(ascii: "\n") { i += 1 }
+                lineStart = i + 1
+            }
+            i += 1
+        }
+        return (result, lines == 1 ? offset : nil)
+    }
+}

@@ -1,0 +1,162 @@
+import NIOCore
+
+/// Token usage as an upstream reports it.
+public struct Usage: Sendable, Equatable {
+    public var promptTokens: Int
+    public var completionTokens: Int
+    /// Prompt tokens served from the provider's cache (a subset of `promptTokens`).
+    public var cachedTokens: Int
+    /// Reasoning tokens (a subset of `completionTokens`).
+    public var reasoningTokens: Int
+
+    public init(promptTokens: Int = 0, completionTokens: Int = 0, cachedTokens: Int = 0, reasoningTokens: Int = 0) {
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.cachedTokens = cachedTokens
+        self.reasoningTokens = reasoningTokens
+    }
+
+    /// Reads a `usage` object: chat, completions and embeddings (`prompt_tokens`, `completion_tokens`,
+    /// `prompt_tokens_details.cached_tokens`, `completion_tokens_details.reasoning_tokens`) or the Responses API
+    /// (`input_tokens`, `output_tokens`, `input_tokens_details`, `output_tokens_details`).
+    public init?(_ node: JSONNode) {
+        guard node.kind == .object else { return nil }
+        if let p = node["prompt_tokens"]?.int {
+            promptTokens = p
+            completionTokens = node["completion_tokens"]?.int ?? 0
+            cachedTokens = node["prompt_tokens_details"]?["cached_tokens"]?.int ?? 0
+            reasoningTokens = node["completion_tokens_details"]?["reasoning_tokens"]?.int ?? 0
+        } else if let p = node["input_tokens"]?.int {
+            promptTokens = p
+            completionTokens = node["output_tokens"]?.int ?? 0
+            cachedTokens = node["input_tokens_details"]?["cached_tokens"]?.int ?? 0
+            reasoningTokens = node["output_tokens_details"]?["reasoning_tokens"]?.int ?? 0
+        } else {
+            return nil
+        }
+    }
+}
+
+/// What the sidecar learns from a response body: usage, id, model, finish reasons, and the generated text (so
+/// usage can be estimated when the upstream sends none).
+public struct ResponseFacts: Sendable, Equatable {
+    public var usage: Usage?
+    public var id: String?
+    public var model: String?
+    public var finishReasons: [String] = []
+    /// Generated text: content, tool-call names and arguments, completion text.
+    public var completionText: String = ""
+
+    public init() {}
+
+    /// Reads a whole (non-streamed) JSON response. Unparseable bodies give empty facts.
+    public static func fromBody(_ body: ByteBuffer) -> ResponseFacts {
+        var facts = ResponseFacts()
+        guard let root = try? JSONNode.parse(body), root.kind == .object else { return facts }
+        facts.absorb(root, streamed: false)
+        return facts
+    }
+
+    /// Adds what one JSON object (a whole response or one stream chunk) says.
+    mutating func absorb(_ root: JSONNode, streamed: Bool) {
+        if id == nil, let v = root["id"]?.string { id = v }
+        if model == nil, let v = root["model"]?.string { model = v }
+        if let u = root["usage"], let usage = Usage(u) { self.usage = usage }
+        for choice in root["choices"]?.elements ?? [] {
+            if let r = choice["finish_reason"]?.string { finishReasons.append(r) }
+            if let t = choice["text"]?.string { completionText += t }
+            let message = streamed ? choice["delta"] : choice["message"]
+            guard let message else { continue }
+            if let c = message["content"]?.string { completionText += c }
+            if let c = message["refusal"]?.string { completionText += c }
+            for call in message["tool_calls"]?.elements ?? [] {
+                if let f = call["function"] {
+                    if let n = f["name"]?.string { completionText += n }
+                    if let a = f["arguments"]?.string { completionText += a }
+                }
+            }
+        }
+        // Responses API: output[].content[].text
+        for item in root["output"]?.elements ?? [] {
+            for part in item["content"]?.elements ?? [] {
+                if let t = part["text"]?.string { completionText += t }
+            }
+            if let a = item["arguments"]?.string { completionText += a }
+        }
+    }
+}
+
+/// Watches a streamed (SSE) response as it passes: usage, ids, finish reasons, generated text. When the sidecar
+/// asked the upstream for usage the client did not ask for (`stripInjectedUsage`), it also removes what that
+/// request added (the final usage chunk and every chunk's `"usage":null`) so the client gets exactly what it would
+/// have got.
+public struct StreamTap: Sendable {
+    public private(set) var facts = ResponseFacts()
+    public private(set) var events = 0
+    public private(set) var sawDone = false
+    public let stripInjectedUsage: Bool
+    private var framer = SSEFramer()
+
+    public init(stripInjectedUsage: Bool) {
+        self.stripInjectedUsage = stripInjectedUsage
+    }
+
+    /// Observes one chunk. Returns the bytes to send to the client now: the chunk itself when nothing is
+    /// stripped, else the completed events with injected usage removed (possibly empty).
+    public mutating func observe(_ chunk: ByteBuffer) -> ByteBuffer {
+        let completed = framer.feed(chunk)
+        if !stripInjectedUsage {
+            for e in completed { inspect(e) }
+            return chunk
+        }
+        var out = ByteBuffer()
+        for e in completed {
+            let json = inspect(e)
+            guard let json, json.kind == .object, let usage = json["usage"] else {
+                var raw = e.raw
+                out.writeBuffer(&raw)
+                continue
+            }
+            if !usage.isNull && (json["choices"]?.elements.isEmpty ?? true) {
+                continue  // the usage-only chunk the client did not ask for
+            }
+            out.writeImmutableBuffer(Self.removingMember("usage", from: e, json: json))
+        }
+        return out
+    }
+
+    @discardableResult
+    private mutating func inspect(_ e: SSEEvent) -> JSONNode? {
+        events += 1
+        guard let data = e.data else { return nil }
+        if data.readableBytesView.elementsEqual("[DONE]".utf8) {
+            sawDone = true
+            return nil
+        }
+        guard let json = try? JSONNode.parse(data), json.kind == .object else { return nil }
+        facts.absorb(json, streamed: true)
+        return json
+    }
+
+    /// The event with the top-level member `key` cut out of its JSON data, every other byte kept.
+    static func removingMember(_ key: String, from e: SSEEvent, json: JSONNode) -> ByteBuffer {
+        guard let offset = e.dataOffset, let view = try? RequestView.parse(json.buffer),
+            let index = view.fields.lastIndex(where: { $0.key == key })
+        else { return e.raw }
+        let fields = view.fields
+        let cut: Range<Int>
+        if index > 0 {
+            cut = fields[index - 1].memberRange.upperBound..<fields[index].memberRange.upperBound
+        } else if fields.count > 1 {
+            cut = fields[0].memberRange.lowerBound..<fields[1].memberRange.lowerBound
+        } else {
+            cut = fields[0].memberRange
+        }
+        var patch = BodyPatch()
+        patch.replace((offset + cut.lowerBound)..<(offset + cut.upperBound), with: [])
+        return patch.apply(to: e.raw)
+    }
+
+    /// Bytes of an unfinished event still held (only when stripping).
+    public var heldBytes: Int { stripInjectedUsage ? framer.bufferedBytes : 0 }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import NIOCore
+import Testing
+
+@testable import Wire
+
+@Suite("SSE framing and the stream tap")
+struct SSETests {
+    static let chunks = [
+        #"data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#,
+        #"data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}"#,
+        #"data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}],"usage":null}"#,
+        #"data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":1}}}"#,
+        "data: [DONE]",
+    ]
+
+    static var stream: String { chunks.map { $0 + "\n\n" }.joined() }
+
+    @Test func framesAcrossArbitrarySplits() {
+        let bytes = Array(Self.stream.utf8)
+        for split in [1, 2, 3, 7, 50, 1000] {
+            var framer = SSEFramer()
+            var events: [SSEEvent] = []
+            var i = 0
+            while i < bytes.count {
+                let j = min(bytes.count, i + split)
+                events += framer.feed(ByteBuffer(bytes: bytes[i..<j]))
+                i = j
+            }
+            #expect(events.count == 5, "split \(split)")
+            #expect(events.map { String(buffer: $0.raw) }.joined() == Self.stream)
+            #expect(String(buffer: events[4].data!) == "[DONE]")
+            #expect(framer.bufferedBytes == 0)
+        }
+    }
+
+    @Test func crlfCrAndMultiLineData() throws {
+        var framer = SSEFramer()
+        var events = framer.feed(ByteBuffer(string: "event: x\r\ndata: a\r\ndata:b\r\n\r\n: comment\rdata: c\r\r"))
+        // A CR at the very end may be the first half of a CRLF: that event waits for the next byte.
+        #expect(events.count == 1)
+        events += framer.feed(ByteBuffer(string: "\n"))
+        try #require(events.count == 2)
+        #expect(String(buffer: events[0].data!) == "a\nb")
+        #expect(events[0].dataOffset == nil)
+        #expect(String(buffer: events[1].data!) == "c")
+    }
+
+    @Test func tapReadsUsageAndTextWithoutChangingBytes() {
+        var tap = StreamTap(stripInjectedUsage: false)
+        var out = ""
+        let bytes = Array(Self.stream.utf8)
+        var i = 0
+        while i < bytes.count {
+            let j = min(bytes.count, i + 37)
+            out += String(buffer: tap.observe(ByteBuffer(bytes: bytes[i..<j])))
+            i = j
+        }
+        #expect(out == Self.stream)
+        #expect(tap.facts.usage == Usage(promptTokens: 9, completionTokens: 2, cachedTokens: 4, reasoningTokens: 1))
+        #expect(tap.facts.completionText == "Hello")
+        #expect(tap.facts.finishReasons == ["stop"])
+        #expect(tap.facts.model == "gpt-4o")
+        #expect(tap.sawDone)
+    }
+
+    @Test func tapStripsInjectedUsageExactly() {
+        var tap = StreamTap(stripInjectedUsage: true)
+        let bytes = Array(Self.stream.utf8)
+        var out = ""
+        var i = 0
+        while i < bytes.count {
+            let j = min(bytes.count, i + 13)
+            out += String(buffer: tap.observe(ByteBuffer(bytes: bytes[i..<j])))
+            i = j
+        }
+        let expected = Self.chunks.enumerated().filter { $0.offset != 3 }
+            .map { $0.element.replacingOccurrences(of: #","usage":null"#, with: "") + "\n\n" }.joined()
+        #expect(out == expected)
+        #expect(tap.facts.usage?.promptTokens == 9)
+    }
+
+    @Test func nonStreamedFacts() {
+        let body = ByteBuffer(string: #"{"id":"x","model":"m","choices":[{"message":{"role":"assistant","content":null,"tool_calls":[{"function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":3}}"#)
+        let f = ResponseFacts.fromBody(body)
+        #expect(f.usage == Usage(promptTokens: 5, completionTokens: 3))
+        #expect(f.completionText == #"f{"a":1}"#)
+        #expect(f.finishReasons == ["tool_calls"])
+        let responses = ResponseFacts.fromBody(ByteBuffer(string: #"{"output":[{"content":[{"type":"output_text","text":"hi"}]}],"usage":{"input_tokens":4,"output_tokens":1,"input_tokens_details":{"cached_tokens":2}}}"#))
+        #expect(responses.usage == Usage(promptTokens: 4, completionTokens: 1, cachedTokens: 2))
+        #expect(responses.completionText == "hi")
+    }
+}
+
