@@ -18,11 +18,15 @@
 # same single core, and neither steals cycles from h2load; "direct" has CPU 1 to the mock alone, which is what
 # "added" latency is measured against. At concurrency 16 the req/s are bounded by that one server core, so they
 # compare the proxies' CPU cost per request rather than the machine's capacity. BENCH_PIN=0 disables pinning.
+# Each server process is configured for the one core it gets: nginx `worker_processes 1`, and mock + sidecar
+# `--threads 1` (BENCH_THREADS, default 1 when pinned). SwiftNIO's default (one event loop per core) ignores the
+# CPU affinity mask and starts 2 loops on the single core; BENCH_THREADS=default keeps that default to measure it.
 #
 # Env: AUTO_OPTIMIZER_BIN (default .build/release/auto-optimizer), BENCH_ROUNDS (5), BENCH_DURATION (5 s),
 #      BENCH_WARMUP (1 s), BENCH_CONCURRENCY ("1 16"), BENCH_TARGETS ("direct sidecar nginx"), BENCH_PIN (1),
 #      BENCH_BODY (Benchmarks/body-chat-200tok.json), BENCH_OUT (Benchmarks/results/overhead-DATE.md),
-#      BENCH_KEEP=1 keeps the raw run directory.
+#      BENCH_THREADS (event loops for mock and sidecar: 1 when pinned, else the binary's default; "default" =
+#      pass no --threads), BENCH_KEEP=1 keeps the raw run directory.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -57,6 +61,9 @@ if [ "$PIN" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
 else
     PINNING="none"
 fi
+THREADS="${BENCH_THREADS:-$([ -n "${SERVER[*]}" ] && echo 1 || echo default)}"
+THREAD_ARGS=()
+[ "$THREADS" = default ] || THREAD_ARGS=(--threads "$THREADS")
 
 RUN="$(mktemp -d /tmp/ao-bench.XXXXXX)"
 PIDS=()
@@ -89,13 +96,13 @@ MOCK_PORT="$(free_port)"
 SIDECAR_PORT="$(free_port)"
 NGINX_PORT="$(free_port)"
 
-"${SERVER[@]}" "$BIN" mock-upstream --host 127.0.0.1 --port "$MOCK_PORT" --latency-ms 0 \
+"${SERVER[@]}" "$BIN" mock-upstream --host 127.0.0.1 --port "$MOCK_PORT" --latency-ms 0 "${THREAD_ARGS[@]}" \
     >"$RUN/mock.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$MOCK_PORT/health" mock
 
 if [[ " $TARGETS " == *" sidecar "* ]]; then
-    "${SERVER[@]}" "$BIN" serve --host 127.0.0.1 --port "$SIDECAR_PORT" \
+    "${SERVER[@]}" "$BIN" serve --host 127.0.0.1 --port "$SIDECAR_PORT" "${THREAD_ARGS[@]}" \
         --upstream "http://127.0.0.1:$MOCK_PORT/v1" >"$RUN/sidecar.log" 2>&1 &
     PIDS+=($!)
     wait_http "http://127.0.0.1:$SIDECAR_PORT/health" sidecar
@@ -185,5 +192,6 @@ mkdir -p "$(dirname "$OUT")"
     --meta "load=h2load --h1 -t 1 -m 1, ${ROUNDS} rounds x ${DURATION}s (+${WARMUP}s warm-up) per target and concurrency, targets interleaved" \
     --meta "request=POST /v1/chat/completions, $(wc -c <"$BODY") byte body ($(basename "$BODY")), mock upstream --latency-ms 0" \
     --meta "pinning=$PINNING" \
+    --meta "event loop threads (mock, sidecar)=$THREADS" \
     --meta "nginx=$("$NGINX" -v 2>&1 | sed 's/.*: //'), worker_processes 1, upstream keepalive 64, proxy_http_version 1.1"
 log "report written to $OUT"

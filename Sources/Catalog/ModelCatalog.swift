@@ -160,6 +160,17 @@ public struct ModelCatalog: Sendable {
         guard inputTokens >= 0, outputTokens >= 0, cachedInputTokens >= 0, cachedInputTokens <= inputTokens else {
             return nil
         }
+        if let u = pricing.units {
+            // Integer pico-dollars: the same exact result without Decimal division.
+            let (a, o1) = Int64(inputTokens - cachedInputTokens).multipliedReportingOverflow(by: u.input)
+            let (b, o2) = Int64(cachedInputTokens).multipliedReportingOverflow(by: u.cached)
+            let (c, o3) = Int64(outputTokens).multipliedReportingOverflow(by: u.output)
+            let (ab, o4) = a.addingReportingOverflow(b)
+            let (total, o5) = ab.addingReportingOverflow(c)
+            if !(o1 || o2 || o3 || o4 || o5) {
+                return Decimal(sign: .plus, exponent: -12, significand: Decimal(total))
+            }
+        }
         let uncached = Decimal(inputTokens - cachedInputTokens) * pricing.input
         let cached = Decimal(cachedInputTokens) * (pricing.cachedInput ?? pricing.input)
         let output = Decimal(outputTokens) * pricing.output

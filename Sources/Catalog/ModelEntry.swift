@@ -3,16 +3,43 @@ import Foundation
 /// Prices of one model in USD per 1M tokens, exact (parsed from decimal strings such as "2.50").
 public struct ModelPricing: Sendable, Hashable {
     /// Uncached input (prompt) tokens.
-    public var input: Decimal
+    public var input: Decimal { didSet { units = Self.units(input, cachedInput, output) } }
     /// Cached input tokens; nil when the provider has no cache discount (cached tokens then bill at `input`).
-    public var cachedInput: Decimal?
+    public var cachedInput: Decimal? { didSet { units = Self.units(input, cachedInput, output) } }
     /// Output (completion, including reasoning) tokens.
-    public var output: Decimal
+    public var output: Decimal { didSet { units = Self.units(input, cachedInput, output) } }
+    /// The same prices as whole pico-dollars (1e-12 USD) per token, when they are exact that way (at most six
+    /// decimals per 1M tokens, as every real price list has): cost is then integer arithmetic, still exact.
+    var units: (input: Int64, cached: Int64, output: Int64)?
 
     public init(input: Decimal, cachedInput: Decimal?, output: Decimal) {
         self.input = input
         self.cachedInput = cachedInput
         self.output = output
+        self.units = Self.units(input, cachedInput, output)
+    }
+
+    static func units(_ input: Decimal, _ cached: Decimal?, _ output: Decimal) -> (Int64, Int64, Int64)? {
+        func exact(_ d: Decimal) -> Int64? {
+            let scaled = d * Decimal(1_000_000)
+            var rounded = Decimal()
+            var s = scaled
+            NSDecimalRound(&rounded, &s, 0, .plain)
+            guard rounded == scaled, rounded >= 0, rounded < Decimal(1_000_000_000_000) else { return nil }
+            return Int64(truncating: NSDecimalNumber(decimal: rounded))
+        }
+        guard let i = exact(input), let c = exact(cached ?? input), let o = exact(output) else { return nil }
+        return (i, c, o)
+    }
+
+    public static func == (a: ModelPricing, b: ModelPricing) -> Bool {
+        a.input == b.input && a.cachedInput == b.cachedInput && a.output == b.output
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(input)
+        hasher.combine(cachedInput)
+        hasher.combine(output)
     }
 }
 

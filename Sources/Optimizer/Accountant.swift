@@ -22,12 +22,20 @@ public final class Accountant: Sendable {
         public var sent: ByteBuffer?
         /// Generated text seen in the response (for usage estimates).
         public var completionText: String
+        /// Response bytes not yet read by the hot path (read here for usage, ids and text).
+        public var response: [ByteBuffer]
+        /// Whether `response` is an SSE stream.
+        public var responseIsStream: Bool
 
-        public init(record: RequestRecord, original: RequestView?, sent: ByteBuffer?, completionText: String) {
+        public init(record: RequestRecord, original: RequestView?, sent: ByteBuffer?, completionText: String,
+                    response: [ByteBuffer] = [], responseIsStream: Bool = false)
+        {
             self.record = record
             self.original = original
             self.sent = sent
             self.completionText = completionText
+            self.response = response
+            self.responseIsStream = responseIsStream
         }
     }
 
@@ -83,6 +91,24 @@ public final class Accountant: Sendable {
     /// Exact prompt counts (before and after optimization), usage estimate when missing, prices.
     static func complete(_ draft: Draft, prices: any PriceBook) -> RequestRecord {
         var r = draft.record
+        var completionText = draft.completionText
+        if !draft.response.isEmpty {
+            let facts: ResponseFacts
+            if draft.responseIsStream {
+                var tap = StreamTap(stripInjectedUsage: false)
+                for part in draft.response { _ = tap.observe(part) }
+                facts = tap.facts
+            } else {
+                var whole = ByteBuffer()
+                for var part in draft.response { whole.writeBuffer(&part) }
+                facts = ResponseFacts.fromBody(whole)
+            }
+            if r.usage == nil { r.usage = facts.usage }
+            if let id = facts.id { r.responseID = id }
+            if let m = facts.model { r.responseModel = m }
+            if r.finishReasons.isEmpty { r.finishReasons = facts.finishReasons }
+            if completionText.isEmpty { completionText = facts.completionText }
+        }
         guard let view = draft.original else { return r }
         let model = r.servedModel ?? r.requestedModel ?? ""
         guard let (encoding, estimate) = try? Encoding.forModel(model) else { return r }
@@ -97,7 +123,7 @@ public final class Accountant: Sendable {
         if r.usage == nil && r.status < 400 && r.status != 0 {
             // The upstream reported nothing (llama.cpp's server when streaming): count it ourselves.
             r.usage = Usage(promptTokens: r.promptTokensOptimized ?? 0,
-                            completionTokens: encoding.count(draft.completionText))
+                            completionTokens: encoding.count(completionText))
             r.usageEstimated = true
         }
         if r.costUSD == nil { price(&r, prices: prices) }

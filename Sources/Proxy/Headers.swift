@@ -19,11 +19,31 @@ enum ForwardingHeaders {
         var out = HTTPHeaders()
         out.reserveCapacity(headers.count)
         for (name, value) in headers {
-            let lower = name.lowercased()
-            if hopByHop.contains(lower) || recomputedOnRequest.contains(lower) || named.contains(lower) { continue }
+            if mayBeDropped(name) {
+                let lower = name.lowercased()
+                if hopByHop.contains(lower) || recomputedOnRequest.contains(lower) { continue }
+            }
+            if !named.isEmpty && named.contains(name.lowercased()) { continue }
             out.add(name: name, value: value)
         }
         return out
+    }
+
+    /// Cheap pre-check without allocating: every header this proxy drops or recomputes starts with one of these
+    /// letters and has one of these lengths.
+    @inline(__always)
+    static func mayBeDropped(_ name: String) -> Bool {
+        let n = name.utf8.count
+        guard n == 2 || n == 4 || n == 6 || n == 7 || n == 8 || n == 10 || n == 14 || n == 16 || n == 17 || n == 18
+            || n == 19 || n == 12
+        else { return false }
+        switch name.utf8.first.map({ $0 | 0x20 }) {
+        case UInt8(ascii: "c"), UInt8(ascii: "k"), UInt8(ascii: "p"), UInt8(ascii: "t"), UInt8(ascii: "u"),
+            UInt8(ascii: "h"), UInt8(ascii: "e"):
+            return true
+        default:
+            return false
+        }
     }
 
     /// The upstream's response headers as they go to the client: hop-by-hop ones removed.
@@ -32,8 +52,8 @@ enum ForwardingHeaders {
         var out = HTTPHeaders()
         out.reserveCapacity(headers.count + 1)
         for (name, value) in headers {
-            let lower = name.lowercased()
-            if hopByHop.contains(lower) || named.contains(lower) { continue }
+            if mayBeDropped(name) && hopByHop.contains(name.lowercased()) { continue }
+            if !named.isEmpty && named.contains(name.lowercased()) { continue }
             out.add(name: name, value: value)
         }
         return out

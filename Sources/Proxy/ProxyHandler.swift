@@ -31,7 +31,7 @@ public enum Endpoint: String, Sendable {
 /// Handles one HTTP/1.1 connection's requests (one at a time, NIO's pipeline handler orders them) or one HTTP/2
 /// stream. All of its state lives on the channel's event loop, and so do the upstream client callbacks: no locks,
 /// no thread hops on the hot path.
-final class ProxyHandler: ChannelInboundHandler {
+final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
@@ -74,6 +74,7 @@ final class ProxyHandler: ChannelInboundHandler {
         if case .forwarding(let x) = state {
             state = .idle
             x.task?.cancel()
+            x.upstream?.cancel()
             finish(x, status: x.headSent ? Int(x.record.status) : 499, error: "client_disconnected")
         }
     }
@@ -224,13 +225,23 @@ final class ProxyHandler: ChannelInboundHandler {
 
     private func forward(context: ChannelHandlerContext, _ x: Exchange, upstreamPath: Substring, body: ByteBuffer?) {
         state = .forwarding(x)
+        let upstream = shared.config.upstream
+        let headers = ForwardingHeaders.upstreamRequestHeaders(x.requestHeaders)
+        if let pool = shared.pool(for: context.eventLoop) {
+            // Plain HTTP: our own keep-alive pool on this event loop.
+            var uri = upstream.basePath + upstreamPath
+            if uri.isEmpty || uri.first == "?" { uri = "/" + uri }
+            let head = HTTPRequestHead(version: .http1_1, method: x.method, uri: uri, headers: headers)
+            x.dispatched = NIODeadline.now()
+            x.overhead = x.dispatched - x.bodyComplete
+            x.upstream = pool.execute(head: head, body: body, id: x.id, handler: self)
+            return
+        }
+        // HTTPS: AsyncHTTPClient (TLS with the system trust store, HTTP/2 via ALPN, pooled).
         let request: HTTPClient.Request
         do {
-            request = try HTTPClient.Request(
-                url: shared.config.upstream.base + upstreamPath,
-                method: x.method,
-                headers: ForwardingHeaders.upstreamRequestHeaders(x.requestHeaders),
-                body: body.map { .byteBuffer($0) })
+            request = try HTTPClient.Request(url: upstream.base + upstreamPath, method: x.method, headers: headers,
+                                             body: body.map { .byteBuffer($0) })
         } catch {
             state = .idle
             writeError(context: context, .badRequest("The request URL cannot be forwarded: \(error)"),
@@ -242,7 +253,7 @@ final class ProxyHandler: ChannelInboundHandler {
         x.dispatched = NIODeadline.now()
         x.overhead = x.dispatched - x.bodyComplete
         x.task = shared.client.execute(request: request, delegate: delegate,
-                                       eventLoop: .delegateAndChannel(on: context.eventLoop), logger: nil)
+                                       eventLoop: .delegate(on: context.eventLoop), logger: nil)
     }
 
     private func current(_ id: UInt64) -> (Exchange, ChannelHandlerContext)? {
@@ -257,14 +268,25 @@ final class ProxyHandler: ChannelInboundHandler {
         x.upstreamRequestID = upstream.headers.first(name: "x-request-id")
         var headers = ForwardingHeaders.clientResponseHeaders(upstream.headers)
         let isStream = upstream.headers.first(name: "content-type")?.hasPrefix("text/event-stream") ?? false
+        x.isStream = isStream
         if !x.keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
         if isStream {
-            x.tap = StreamTap(stripInjectedUsage: x.plan?.injectedStreamUsage ?? false)
+            if x.plan?.injectedStreamUsage == true {
+                // Usage the client did not ask for must come out of the stream: read it as it passes.
+                x.tap = StreamTap(stripInjectedUsage: true)
+            } else {
+                x.collectResponse = true  // read later, on the accounting thread
+            }
         } else if x.endpoint.readsBody && upstream.status.code < 300 {
-            // A JSON answer on an endpoint the sidecar reads: hold it so its usage and savings can go in headers.
-            x.pendingHead = HTTPResponseHead(version: x.version, status: upstream.status, headers: headers)
-            x.overhead = x.overhead + (NIODeadline.now() - arrived)
-            return nil
+            if x.record.tokensSaved != 0 || x.record.servedModel != x.record.requestedModel {
+                // Savings depend on this answer's usage: hold it so they can go in its headers.
+                x.pendingHead = HTTPResponseHead(version: x.version, status: upstream.status, headers: headers)
+                x.overhead = x.overhead + (NIODeadline.now() - arrived)
+                return nil
+            }
+            // Same model, same prompt: nothing saved, whatever the usage. Send at once, account later.
+            x.collectResponse = true
+            addAccountingHeaders(&headers, x.record, costSaved: "0")
         }
         x.overhead = x.overhead + (NIODeadline.now() - arrived)
         headers.add(name: "x-auto-optimizer-overhead-ms", value: formatMillis(x.overhead))
@@ -286,12 +308,19 @@ final class ProxyHandler: ChannelInboundHandler {
             return nil
         }
         var out = buffer
-        if x.tap != nil {
+        if x.collectResponse {
+            x.responseParts.append(buffer)
+        } else if x.tap != nil {
             out = x.tap!.observe(buffer)
             if out.readableBytes == 0 { return nil }
         }
         if x.firstChunk == nil { x.firstChunk = NIODeadline.now() }
-        // Each upstream read goes out at once (SSE chunks are never batched); the write future is the backpressure.
+        // Each upstream read goes out at once (SSE chunks are never batched). When the client's socket is full, the
+        // write's future tells the upstream side to stop reading until it drains.
+        if context.channel.isWritable {
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(out))), promise: nil)
+            return nil
+        }
         return context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(out))))
     }
 
@@ -306,11 +335,7 @@ final class ProxyHandler: ChannelInboundHandler {
             x.record.usage = facts.usage
             shared.accountant.price(&x.record)
             var headers = head.headers
-            headers.add(name: "x-auto-optimizer-original-model", value: x.record.requestedModel ?? "")
-            headers.add(name: "x-auto-optimizer-served-model", value: x.record.servedModel ?? "")
-            headers.add(name: "x-auto-optimizer-tokens-saved", value: String(x.record.tokensSaved))
-            headers.add(name: "x-auto-optimizer-cost-saved-usd",
-                        value: x.record.costSavedUSD.map(USD.format) ?? "unknown")
+            addAccountingHeaders(&headers, x.record, costSaved: x.record.costSavedUSD.map(USD.format) ?? "unknown")
             x.overhead = x.overhead + (NIODeadline.now() - begin)
             headers.add(name: "x-auto-optimizer-overhead-ms", value: formatMillis(x.overhead))
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: head.status,
@@ -350,6 +375,13 @@ final class ProxyHandler: ChannelInboundHandler {
         finish(x, status: e.status, error: e.code ?? "upstream_error")
     }
 
+    private func addAccountingHeaders(_ headers: inout HTTPHeaders, _ r: RequestRecord, costSaved: String) {
+        headers.add(name: "x-auto-optimizer-original-model", value: r.requestedModel ?? "")
+        headers.add(name: "x-auto-optimizer-served-model", value: r.servedModel ?? "")
+        headers.add(name: "x-auto-optimizer-tokens-saved", value: String(r.tokensSaved))
+        headers.add(name: "x-auto-optimizer-cost-saved-usd", value: costSaved)
+    }
+
     /// Completes the record and hands it to the accountant (counting and sinks happen off the event loop).
     private func finish(_ x: Exchange, status: Int, error: String?) {
         let end = NIODeadline.now()
@@ -361,12 +393,13 @@ final class ProxyHandler: ChannelInboundHandler {
         if x.record.usage == nil { x.record.usage = x.facts?.usage }
         x.record.timings.total = .nanoseconds((end - x.start).nanoseconds)
         x.record.timings.timeToFirstChunk = x.firstChunk.map { .nanoseconds(($0 - x.start).nanoseconds) }
-        if let done = x.upstreamDone, x.dispatched != x.bodyComplete || x.task != nil {
+        if let done = x.upstreamDone {
             x.record.timings.upstream = .nanoseconds((done - x.dispatched).nanoseconds)
         }
         x.record.timings.overhead = .nanoseconds(x.overhead.nanoseconds)
         shared.accountant.submit(Accountant.Draft(
-            record: x.record, original: x.view, sent: x.sentBody, completionText: x.facts?.completionText ?? ""))
+            record: x.record, original: x.view, sent: x.sentBody, completionText: x.facts?.completionText ?? "",
+            response: x.responseParts, responseIsStream: x.isStream))
     }
 
     // MARK: local responses
@@ -423,6 +456,7 @@ final class Exchange {
     /// Time inside the sidecar so far, upstream excluded.
     var overhead: TimeAmount = .zero
     var task: HTTPClient.Task<Void>?
+    var upstream: UpstreamExchange?
     var headSent = false
     var view: RequestView?
     var plan: RequestPlan?
@@ -430,6 +464,10 @@ final class Exchange {
     var tap: StreamTap?
     var pendingHead: HTTPResponseHead?
     var held: ByteBuffer?
+    /// Response bytes kept for the accounting thread to read (usage, ids, text) off the hot path.
+    var collectResponse = false
+    var responseParts: [ByteBuffer] = []
+    var isStream = false
     var facts: ResponseFacts?
     var upstreamRequestID: String?
     var record: RequestRecord
@@ -498,6 +536,12 @@ enum UpstreamErrors {
         }
         if let e = error as? ChannelError, case .connectTimeout = e {
             return .gatewayTimeout(String(describing: e))
+        }
+        if let e = error as? UpstreamFailure {
+            switch e {
+            case .connectTimeout, .readTimeout: return .gatewayTimeout(e.description)
+            default: return .badGateway(e.description)
+            }
         }
         return .badGateway(String(describing: error))
     }

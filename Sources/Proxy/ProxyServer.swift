@@ -28,14 +28,31 @@ final class ProxyShared: Sendable {
     let planner: Planner
     let accountant: Accountant
     let requestIDs = RequestIDs()
+    /// Plain-HTTP upstream pools, one per event loop (nil for https upstreams, which use `client`).
+    let pools: [ObjectIdentifier: UpstreamPool]
     private let draining = Atomic<Bool>(false)
 
-    init(config: ProxyConfiguration, client: HTTPClient, logger: Logger, planner: Planner, accountant: Accountant) {
+    init(config: ProxyConfiguration, client: HTTPClient, logger: Logger, planner: Planner, accountant: Accountant,
+         group: MultiThreadedEventLoopGroup)
+    {
+        var pools: [ObjectIdentifier: UpstreamPool] = [:]
+        if config.upstream.scheme == "http" {
+            for loop in group.makeIterator() {
+                pools[ObjectIdentifier(loop)] = UpstreamPool(
+                    eventLoop: loop, upstream: config.upstream, connectTimeout: config.upstreamConnectTimeout,
+                    readTimeout: config.upstreamReadTimeout, maxIdle: config.upstreamConnectionsPerHost)
+            }
+        }
+        self.pools = pools
         self.config = config
         self.client = client
         self.logger = logger
         self.planner = planner
         self.accountant = accountant
+    }
+
+    func pool(for loop: any EventLoop) -> UpstreamPool? {
+        pools.isEmpty ? nil : pools[ObjectIdentifier(loop)]
     }
 
     var isDraining: Bool { draining.load(ordering: .relaxed) }
@@ -83,7 +100,7 @@ public final class ProxyServer: Sendable {
         clientConfig.httpVersion = .automatic
         let client = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: clientConfig)
         let shared = ProxyShared(config: config, client: client, logger: logger, planner: planner,
-                                 accountant: accountant)
+                                 accountant: accountant, group: group)
         let quiesce = ServerQuiescingHelper(group: group)
 
         let bootstrap = ServerBootstrap(group: group)
@@ -128,6 +145,9 @@ public final class ProxyServer: Sendable {
         let clean = (try? await first.futureResult.get()) ?? false
         deadline.cancel()
         if !clean { logger.warning("drain timeout reached, closing remaining connections") }
+        for pool in shared.pools.values {
+            try? await pool.eventLoop.submit { pool.close() }.get()
+        }
         try? await shared.client.shutdown()
         try? await group.shutdownGracefully()
         shared.accountant.close()

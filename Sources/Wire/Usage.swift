@@ -59,29 +59,50 @@ public struct ResponseFacts: Sendable, Equatable {
 
     /// Adds what one JSON object (a whole response or one stream chunk) says.
     mutating func absorb(_ root: JSONNode, streamed: Bool) {
-        if id == nil, let v = root["id"]?.string { id = v }
-        if model == nil, let v = root["model"]?.string { model = v }
-        if let u = root["usage"], let usage = Usage(u) { self.usage = usage }
-        for choice in root["choices"]?.elements ?? [] {
-            if let r = choice["finish_reason"]?.string { finishReasons.append(r) }
-            if let t = choice["text"]?.string { completionText += t }
-            let message = streamed ? choice["delta"] : choice["message"]
-            guard let message else { continue }
-            if let c = message["content"]?.string { completionText += c }
-            if let c = message["refusal"]?.string { completionText += c }
-            for call in message["tool_calls"]?.elements ?? [] {
-                if let f = call["function"] {
-                    if let n = f["name"]?.string { completionText += n }
-                    if let a = f["arguments"]?.string { completionText += a }
+        // One pass over the top-level members (lookups by key would rescan the object each time).
+        for (key, value) in root.members {
+            switch key {
+            case "id": if id == nil { id = value.string }
+            case "model": if model == nil { model = value.string }
+            case "usage": if let usage = Usage(value) { self.usage = usage }
+            case "choices": absorbChoices(value, streamed: streamed)
+            case "output":
+                // Responses API: output[].content[].text, and function call arguments.
+                for item in value.elements {
+                    for part in item["content"]?.elements ?? [] {
+                        if let t = part["text"]?.string { completionText += t }
+                    }
+                    if let a = item["arguments"]?.string { completionText += a }
                 }
+            default: continue
             }
         }
-        // Responses API: output[].content[].text
-        for item in root["output"]?.elements ?? [] {
-            for part in item["content"]?.elements ?? [] {
-                if let t = part["text"]?.string { completionText += t }
+    }
+
+    private mutating func absorbChoices(_ choices: JSONNode, streamed: Bool) {
+        for choice in choices.elements {
+            for (key, value) in choice.members {
+                switch key {
+                case "finish_reason": if let r = value.string { finishReasons.append(r) }
+                case "text": if let t = value.string { completionText += t }
+                case "message", "delta":
+                    guard (key == "delta") == streamed else { continue }
+                    for (k, v) in value.members {
+                        switch k {
+                        case "content", "refusal": if let c = v.string { completionText += c }
+                        case "tool_calls":
+                            for call in v.elements {
+                                if let f = call["function"] {
+                                    if let n = f["name"]?.string { completionText += n }
+                                    if let a = f["arguments"]?.string { completionText += a }
+                                }
+                            }
+                        default: continue
+                        }
+                    }
+                default: continue
+                }
             }
-            if let a = item["arguments"]?.string { completionText += a }
         }
     }
 }

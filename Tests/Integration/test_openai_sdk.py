@@ -80,6 +80,8 @@ def test_streamed_chat_identical(direct, proxied, include_usage):
         assert a[-1]["usage"] is not None and a[-1]["choices"] == [], f"last chunk should carry usage: {a[-1]}"
     else:
         assert all(ch.get("usage") is None for ch in a), "usage sent without include_usage"
+    if not include_usage:
+        assert all(ch.get("usage") is None for ch in b), "sidecar passed a usage chunk the client did not ask for"
     assert len(b) == len(a), f"chunk count differs: direct {len(a)} vs sidecar {len(b)}"
     for i, (x, y) in enumerate(zip(a, b)):
         assert y == x, f"chunk {i} differs"
