@@ -116,7 +116,13 @@ public enum MockResponder {
             guard let model = view.model else {
                 return error(400, "you must provide a model parameter", param: "model", code: "missing_model")
             }
-            let id = fnv1a(body.readableBytesView)
+            // Ids depend on the model and the conversation only, so a request that differs in options (a proxy
+            // adding stream_options, say) still gets the same id as the original.
+            var idSource = Array(model.utf8)
+            if let r = view.valueRange(of: "messages") ?? view.valueRange(of: "input") ?? view.valueRange(of: "prompt") {
+                idSource += body.getBytes(at: body.readerIndex + r.lowerBound, length: r.count) ?? []
+            }
+            let id = fnv1a(idSource)
             switch path {
             case "/chat/completions": return chat(view, model: model, id: id, options: options)
             case "/completions": return completion(view, model: model, id: id, options: options)

@@ -18,6 +18,7 @@ enum UpstreamFailure: Error, CustomStringConvertible {
     case readTimeout
     case closedBeforeResponse
     case closedMidResponse
+    case reset(any Error)
     case protocolError(any Error)
 
     var description: String {
@@ -27,6 +28,7 @@ enum UpstreamFailure: Error, CustomStringConvertible {
         case .readTimeout: return "no data from the upstream within the read timeout"
         case .closedBeforeResponse: return "the upstream closed the connection before answering"
         case .closedMidResponse: return "the upstream closed the connection mid-response"
+        case .reset(let e): return "the upstream connection failed: \(e)"
         case .protocolError(let e): return "invalid HTTP from the upstream: \(e)"
         }
     }
@@ -244,8 +246,9 @@ final class UpstreamConnection {
         pool.remove(self)
         guard let x = exchange else { return }
         exchange = nil
-        if !gotResponseBytes && reused && !x.cancelled {
-            // A pooled connection the upstream had closed before reading our request: try once on a new one.
+        if !gotResponseBytes && reused && !x.cancelled && x.head.method.isIdempotent {
+            // A pooled connection the upstream closed as we reused it: try an idempotent request once on a new
+            // connection. POSTs are not retried (the upstream may have acted on them; the SDKs retry a 502).
             x.connection = nil
             pool.connect(x)
             return
@@ -254,10 +257,12 @@ final class UpstreamConnection {
     }
 
     func onError(_ error: any Error) {
-        guard let x = exchange else {
+        guard exchange != nil, !(error is IOError) else {
+            // Socket errors (a reset): closing leads to `onClosed`, which retries or fails the exchange.
             channel.close(promise: nil)
             return
         }
+        let x = exchange!
         exchange = nil
         x.fail(UpstreamFailure.protocolError(error))
         channel.close(promise: nil)
@@ -310,5 +315,14 @@ final class UpstreamConnectionHandler: ChannelInboundHandler {
             return
         }
         context.fireUserInboundEventTriggered(event)
+    }
+}
+
+extension HTTPMethod {
+    var isIdempotent: Bool {
+        switch self {
+        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: return true
+        default: return false
+        }
     }
 }
