@@ -4,7 +4,7 @@
 # e.g. ./scripts/run.sh --host 127.0.0.1 --port 8080 --upstream https://api.openai.com/v1
 # (see `.build/release/auto-optimizer serve --help`; AUTO_OPTIMIZER_HOST/PORT/UPSTREAM work too)
 set -euo pipefail
-# shellcheck source=lib/common.sh
+# shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$REPO_ROOT"
 

@@ -11,7 +11,7 @@
 #   PYTHON                 interpreter used to create the venv (default python3)
 #   SKIP_APT=1             do not touch system packages
 set -euo pipefail
-# shellcheck source=lib/common.sh
+# shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 WITH_LLM="${AUTO_OPTIMIZER_SETUP_LLM:-0}"
@@ -71,7 +71,7 @@ setup_venv() {
     local req="$REPO_ROOT/Tests/Integration/requirements.txt"
     local stamp="$VENV_DIR/.requirements.sha256"
     local want
-    want="$(cat "$req" | sha256sum | cut -d' ' -f1)"
+    want="$(sha256sum < "$req" | cut -d' ' -f1)"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV_DIR/bin/python" -c 'import openai, pytest, tiktoken, h2' >/dev/null 2>&1; then
         log "venv: test requirements already installed"
     else

@@ -9,7 +9,7 @@
 #   SKIP_SWIFT_TESTS=1   skip `swift build --build-tests` + `swift test` (integration tests only)
 #   AUTO_OPTIMIZER_BIN   test this binary instead of building .build/release/auto-optimizer (developer use)
 set -euo pipefail
-# shellcheck source=lib/common.sh
+# shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$REPO_ROOT"
 

@@ -39,7 +39,8 @@ public final class Accountant: Sendable {
         }
     }
 
-    public let ledger = SavingsLedger()
+    public let ledger: SavingsLedger
+    public let recent: RecentRecords
     private let prices: any PriceBook
     private let sinks: [any RecordSink]
     private let queue: BoundedWorkQueue<Draft>
@@ -47,8 +48,11 @@ public final class Accountant: Sendable {
     public init(prices: any PriceBook, sinks: [any RecordSink] = [], queueCapacity: Int = 16_384) {
         self.prices = prices
         self.sinks = sinks
-        let ledger = self.ledger
-        let all: [any RecordSink] = [ledger] + sinks
+        let ledger = SavingsLedger()
+        let recent = RecentRecords()
+        self.ledger = ledger
+        self.recent = recent
+        let all: [any RecordSink] = [ledger, recent] + sinks
         self.queue = BoundedWorkQueue(capacity: queueCapacity, name: "accounting") { draft in
             let record = Accountant.complete(draft, prices: prices)
             for sink in all { sink.record(record) }

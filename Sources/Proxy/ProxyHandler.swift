@@ -153,6 +153,17 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         switch (head.method, path) {
         case (.GET, "/v1/optimizer/savings"):
             writeJSON(context: context, status: .ok, body: shared.accountant.ledger.json(), head: head)
+        case (.GET, "/v1/optimizer/requests"):
+            let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first ?? ""
+            var limit = 50
+            for pair in query.split(separator: "&") where pair.hasPrefix("limit=") {
+                guard let n = Int(pair.dropFirst(6)), n >= 0 else {
+                    return writeError(context: context, .badRequest("limit must be a whole number >= 0", param: "limit"),
+                                      version: head.version, keepAlive: head.isKeepAlive)
+                }
+                limit = n
+            }
+            writeJSON(context: context, status: .ok, body: shared.accountant.recent.json(limit: limit), head: head)
         default:
             writeError(context: context, .notFound(method: head.method.rawValue, path: String(path)),
                        version: head.version, keepAlive: head.isKeepAlive)

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOExtras
 import NIOHTTP1
@@ -65,7 +66,7 @@ public final class ProxyServer: Sendable {
     public let config: ProxyConfiguration
     private let group: MultiThreadedEventLoopGroup
     private let shared: ProxyShared
-    private let quiesce: ServerQuiescingHelper
+    private let quiesce: NIOLockedValueBox<ServerQuiescingHelper?>
     private let channel: any Channel
     private let logger: Logger
 
@@ -78,7 +79,7 @@ public final class ProxyServer: Sendable {
         self.config = config
         self.group = group
         self.shared = shared
-        self.quiesce = quiesce
+        self.quiesce = NIOLockedValueBox(quiesce)
         self.channel = channel
         self.logger = logger
     }
@@ -135,20 +136,30 @@ public final class ProxyServer: Sendable {
     public func shutdown() async {
         shared.startDraining()
         let promise = group.next().makePromise(of: Void.self)
-        quiesce.initiateShutdown(promise: promise)
+        if let helper = quiesce.withLockedValue({ $0 }) {
+            helper.initiateShutdown(promise: promise)
+        } else {
+            promise.succeed()
+        }
         let drained = promise.futureResult
-        let deadline = group.next().scheduleTask(in: config.drainTimeout) {}
-        let timedOut = deadline.futureResult.map { false }
-        let first = group.next().makePromise(of: Bool.self)
-        drained.map { true }.cascade(to: first)
-        timedOut.cascade(to: first)
-        let clean = (try? await first.futureResult.get()) ?? false
-        deadline.cancel()
+        let limit = Duration.nanoseconds(config.drainTimeout.nanoseconds)
+        let clean = await withTaskGroup(of: Bool.self) { tasks in
+            tasks.addTask { (try? await drained.get()) != nil }
+            tasks.addTask {
+                try? await Task.sleep(for: limit)
+                return false
+            }
+            let first = await tasks.next() ?? false
+            tasks.cancelAll()
+            return first
+        }
         if !clean { logger.warning("drain timeout reached, closing remaining connections") }
         for pool in shared.pools.values {
-            try? await pool.eventLoop.submit { pool.close() }.get()
+            try? await pool.eventLoop.flatSubmit { pool.close() }.get()
         }
         try? await shared.client.shutdown()
+        // The quiescing helper fails a promise in its deinit: let that happen while the event loops still run.
+        quiesce.withLockedValue { $0 = nil }
         try? await group.shutdownGracefully()
         shared.accountant.close()
     }

@@ -131,10 +131,12 @@ final class UpstreamPool: @unchecked Sendable {
         if let i = idle.firstIndex(where: { $0 === connection }) { idle.remove(at: i) }
     }
 
-    func close() {
+    /// Closes the idle connections; completes when they are closed.
+    func close() -> EventLoopFuture<Void> {
         closed = true
-        for c in idle { c.channel.close(promise: nil) }
+        let closing = idle.map { $0.channel.close() }
         idle.removeAll()
+        return EventLoopFuture.andAllComplete(closing, on: eventLoop)
     }
 }
 

@@ -4,6 +4,7 @@ faults mapped to 502/504, client disconnects and SIGTERM drain. After every case
 
 from __future__ import annotations
 
+import http.client as httplib
 import json
 import signal
 import socket
@@ -140,9 +141,12 @@ def test_upstream_timeout_is_504(http, start_sidecar):
     assert http.post(sc.v1 + "/chat/completions", json=CHAT).status_code == 200
 
 
-def test_upstream_reset_is_502(http, sidecar):
+def test_upstream_reset_is_502(http, sidecar, mock_upstream):
+    mock_upstream.clear()
     r = http.post(sidecar.v1 + "/chat/completions", json=CHAT, headers={"x-mock-fault": "reset"})
     assert_openai_error(r, 502)
+    # A POST is not idempotent: the sidecar must not have sent it twice.
+    assert len(mock_upstream.received("/v1/chat/completions")) == 1, "sidecar retried a POST after a reset"
 
 
 # Framing (content-length vs chunked) and per-hop fields may differ; everything else must be relayed as is.
@@ -250,6 +254,21 @@ def test_sigterm_drains_inflight_stream(start_sidecar, mock_upstream):
     assert code == 0, f"exit code after SIGTERM: {code}\n{sc.log_tail()}"
 
 
+def test_sigterm_after_traffic_shuts_down_cleanly(start_sidecar, http):
+    """After serving traffic (pooled upstream connections open), SIGTERM -> exit 0 without NIO misuse errors
+    (SwiftNIO announces that scheduling on a shut-down event loop will become a crash)."""
+    sc = start_sidecar(name="sidecar-clean-exit")
+    for _ in range(3):
+        assert http.get(sc.v1 + "/models").status_code == 200
+        assert http.post(sc.v1 + "/chat/completions", json={**CHAT, "stream": True}).status_code == 200
+    sc.signal(signal.SIGTERM)
+    code = sc.wait(timeout=15)
+    sc.stopped_by_test = True
+    log = sc.log_text()
+    assert code == 0, f"exit {code}\n{sc.log_tail()}"
+    assert "Cannot schedule tasks on an EventLoop that has already shut down" not in log, sc.log_tail()
+
+
 def test_sigterm_idle_exits_promptly(start_sidecar):
     sc = start_sidecar(name="sidecar-idle-term")
     sc.signal(signal.SIGTERM)
@@ -272,3 +291,88 @@ def test_upstream_timeout_is_per_byte_not_total(http, start_sidecar):
     # and a slow first byte under the limit is fine too
     r = http.post(sc.v1 + "/chat/completions", json=CHAT, headers={"x-mock-latency-ms": "500"})
     assert r.status_code == 200
+
+
+def test_upstream_restart_recovers(aobin, start_sidecar, http):
+    """The upstream restarts (its pooled keep-alive connections die): the next POST still succeeds."""
+    from conftest import MockUpstream, _mock_argv, free_port
+    port = free_port()
+    mock = MockUpstream("mock-restart", _mock_argv(aobin, port), port).start()
+    try:
+        sc = start_sidecar(upstream=mock.v1, name="sidecar-restart")
+        for _ in range(3):
+            assert http.post(sc.v1 + "/chat/completions", json=CHAT).status_code == 200
+        mock.stop()
+        mock = MockUpstream("mock-restart-2", _mock_argv(aobin, port), port).start()
+        time.sleep(0.2)
+        for i in range(3):
+            r = http.post(sc.v1 + "/chat/completions", json=CHAT)
+            assert r.status_code == 200, f"request {i} after the upstream restart: {r.status_code} {r.text[:300]}"
+    finally:
+        mock.stop()
+
+
+def test_http10_client(sidecar):
+    body = json.dumps(CHAT).encode()
+    with socket.create_connection((HOST, sidecar.port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        data = b""
+        while True:  # HTTP/1.0 without keep-alive: the server closes after the response
+            part = s.recv(65536)
+            if not part:
+                break
+            data += part
+    head, _, payload = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0], head[:200]
+    assert b"chunked" not in head.lower(), "chunked encoding sent to an HTTP/1.0 client"
+    assert json.loads(payload)["object"] == "chat.completion"
+
+
+def test_expect_100_continue(sidecar):
+    body = json.dumps(CHAT).encode()
+    with socket.create_connection((HOST, sidecar.port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        s.settimeout(3)
+        interim = s.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100"), f"no 100 Continue: {interim[:100]!r}"
+        s.settimeout(10)
+        s.sendall(body)
+        resp = httplib.HTTPResponse(s)
+        resp.begin()
+        assert resp.status == 200, resp.read()[:300]
+        assert json.loads(resp.read())["object"] == "chat.completion"
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_client_backpressure(sidecar):
+    """A client that does not read a fast ~23 MB stream: the sidecar must not buffer it (memory stays flat),
+    and the whole stream arrives once the client reads."""
+    body = json.dumps({**CHAT, "stream": True}).encode()
+    before = _rss_mb(sidecar.proc.pid)
+    with socket.create_connection((HOST, sidecar.port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"x-mock-completion-tokens: 100000\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+                  + body)
+        time.sleep(2.0)
+        grown = _rss_mb(sidecar.proc.pid) - before
+        total, tail = 0, b""
+        while True:
+            part = s.recv(1 << 20)
+            if not part:
+                break
+            total += len(part)
+            tail = (tail + part)[-200:]
+            if b"data: [DONE]" in tail:
+                break
+    assert grown < 8, f"sidecar RSS grew {grown:.1f} MB while the client was not reading (buffering the stream?)"
+    assert total > 10_000_000 and b"data: [DONE]" in tail, f"stream incomplete: {total} bytes"

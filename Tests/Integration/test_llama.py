@@ -87,3 +87,30 @@ def test_llama_plain_and_stream_agree_at_temperature_0(llm_client):
     streamed = "".join((c.choices[0].delta.content or "") for c in llm_client.chat.completions.create(
         model="smollm2", messages=MESSAGES, temperature=0, max_tokens=16, stream=True) if c.choices)
     assert streamed == plain.choices[0].message.content
+
+
+def test_llama_streamed_usage_is_estimated_by_the_sidecar(llama_server, start_sidecar):
+    """llama.cpp's server sends no usage when streaming: the sidecar counts the completion itself."""
+    import time
+
+    from conftest import httpx
+    sc = start_sidecar(upstream=llama_server.v1, name="sidecar-llama-acct")
+    c = openai.OpenAI(base_url=sc.v1, api_key="sk-local", max_retries=0, timeout=60.0)
+    chunks = list(c.chat.completions.create(model="smollm2", messages=MESSAGES, temperature=0, max_tokens=16,
+                                            stream=True, extra_headers={"x-app-id": "llama-est"}))
+    c.close()
+    assert all(ch.usage is None for ch in chunks), "the client did not ask for usage"
+    text = "".join((ch.choices[0].delta.content or "") for ch in chunks if ch.choices)
+    rec = None
+    for _ in range(100):
+        data = httpx.get(f"{sc.v1}/optimizer/requests?limit=10", trust_env=False).json()["data"]
+        rec = next((r for r in data if r["application"] == "llama-est"), None)
+        if rec:
+            break
+        time.sleep(0.05)
+    assert rec is not None
+    assert rec["usage_estimated"] is True
+    assert rec["token_count_is_estimate"] is True  # smollm2 has no OpenAI encoding: o200k_base stands in
+    assert rec["usage"]["prompt_tokens"] == rec["prompt_tokens_optimized"] > 0
+    assert 0 < rec["usage"]["completion_tokens"] <= len(text)
+    assert rec["finish_reasons"] and rec["finish_reasons"][-1] in ("stop", "length")
