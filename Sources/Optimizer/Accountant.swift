@@ -18,7 +18,7 @@ public final class Accountant: Sendable {
         public var record: RequestRecord
         /// The client's request, as read.
         public var original: RequestView?
-        /// The body sent upstream when it differs from the client's.
+        /// The body sent upstream when its prompt differs from the client's (nil: same prompt).
         public var sent: ByteBuffer?
         /// Generated text seen in the response (for usage estimates).
         public var completionText: String

@@ -13,6 +13,9 @@ public struct RequestPlan: Sendable {
     public var injectedStreamUsage = false
     /// Prompt tokens removed by optimization (compression); zero when the prompt is unchanged.
     public var tokensSaved = 0
+    /// Whether the messages themselves changed (not just the model or stream options): only then is the sent
+    /// prompt counted separately.
+    public var promptChanged = false
     /// The rule that decided the plan.
     public var rule: String?
 

@@ -409,7 +409,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         }
         x.record.timings.overhead = .nanoseconds(x.overhead.nanoseconds)
         shared.accountant.submit(Accountant.Draft(
-            record: x.record, original: x.view, sent: x.sentBody, completionText: x.facts?.completionText ?? "",
+            record: x.record, original: x.view, sent: x.plan?.promptChanged == true ? x.sentBody : nil, completionText: x.facts?.completionText ?? "",
             response: x.responseParts, responseIsStream: x.isStream))
     }
 
