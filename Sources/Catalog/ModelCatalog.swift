@@ -153,6 +153,38 @@ public struct ModelCatalog: Sendable {
         )
     }
 
+    /// The same cost in whole pico-dollars (1e-12 USD): exact for every price with at most six decimals per 1M
+    /// tokens (otherwise rounded half-up to the pico-dollar). Cheap integer arithmetic, for per-request accounting.
+    public func costPicoUSD(model: String, inputTokens: Int, cachedInputTokens: Int = 0, outputTokens: Int) -> Int64? {
+        guard let entry = lookup(model)?.entry else { return nil }
+        return Self.costPicoUSD(pricing: entry.pricing, inputTokens: inputTokens, cachedInputTokens: cachedInputTokens,
+                                outputTokens: outputTokens)
+    }
+
+    public static func costPicoUSD(pricing: ModelPricing, inputTokens: Int, cachedInputTokens: Int = 0,
+                                   outputTokens: Int) -> Int64?
+    {
+        guard inputTokens >= 0, outputTokens >= 0, cachedInputTokens >= 0, cachedInputTokens <= inputTokens else {
+            return nil
+        }
+        if let u = pricing.units {
+            let (a, o1) = Int64(inputTokens - cachedInputTokens).multipliedReportingOverflow(by: u.input)
+            let (b, o2) = Int64(cachedInputTokens).multipliedReportingOverflow(by: u.cached)
+            let (c, o3) = Int64(outputTokens).multipliedReportingOverflow(by: u.output)
+            let (ab, o4) = a.addingReportingOverflow(b)
+            let (total, o5) = ab.addingReportingOverflow(c)
+            if !(o1 || o2 || o3 || o4 || o5) { return total }
+        }
+        guard let usd = cost(pricing: pricing, inputTokens: inputTokens, cachedInputTokens: cachedInputTokens,
+                             outputTokens: outputTokens)
+        else { return nil }
+        var scaled = usd * Decimal(sign: .plus, exponent: 12, significand: 1)
+        var rounded = Decimal()
+        NSDecimalRound(&rounded, &scaled, 0, .plain)
+        guard rounded < Decimal(Int64.max) else { return nil }
+        return Int64(truncating: NSDecimalNumber(decimal: rounded))
+    }
+
     /// ``cost(model:inputTokens:cachedInputTokens:outputTokens:)`` for given prices.
     public static func cost(pricing: ModelPricing, inputTokens: Int, cachedInputTokens: Int = 0, outputTokens: Int)
         -> Decimal?

@@ -16,22 +16,22 @@ struct RecordedRequest: Sendable {
 
 final class MockState: Sendable {
     let options: MockOptions
-    private let recorded = NIOLockedValueBox<[RecordedRequest]>([])
+    private let recorded = NIOLockedValueBox(CircularBuffer<RecordedRequest>(initialCapacity: 64))
     static let capacity = 64
 
     init(options: MockOptions) { self.options = options }
 
     func record(_ r: RecordedRequest) {
-        recorded.withLockedValue { list in
-            if list.count >= Self.capacity { list.removeFirst(list.count - Self.capacity + 1) }
-            list.append(r)
+        recorded.withLockedValue { ring in
+            if ring.count >= Self.capacity { ring.removeFirst() }
+            ring.append(r)
         }
     }
 
     func clear() { recorded.withLockedValue { $0.removeAll() } }
 
     func recordedJSON() -> String {
-        let list = recorded.withLockedValue { $0 }
+        let list = recorded.withLockedValue { Array($0) }
         let items = list.map { r -> String in
             let headers = r.headers.map { "[\(JSONString.quoted($0.0)),\(JSONString.quoted($0.1))]" }.joined(separator: ",")
             let body = r.body.map { Data($0.readableBytesView).base64EncodedString() } ?? ""

@@ -3,10 +3,11 @@ import NIOCore
 import Tokenizer
 import Wire
 
-/// Prices per model, in USD per one million tokens. The `Catalog` provides them.
+/// Prices per model. The `Catalog` provides them.
 public protocol PriceBook: Sendable {
-    /// Cost of `usage` on `model` (cached prompt tokens at the cached price), or nil for an unknown model.
-    func cost(model: String, usage: Usage) -> Decimal?
+    /// Cost of `usage` on `model` in whole pico-dollars (1e-12 USD; cached prompt tokens at the cached price), or
+    /// nil for an unknown model.
+    func costPicoUSD(model: String, usage: Usage) -> Int64?
 }
 
 /// Turns finished exchanges into `RequestRecord`s: prices them (cheap, on the hot path, for response headers),
@@ -73,14 +74,14 @@ public final class Accountant: Sendable {
         guard let usage = record.usage else { return }
         let served = record.servedModel ?? record.requestedModel
         let requested = record.requestedModel ?? served
-        record.costUSD = served.flatMap { prices.cost(model: $0, usage: usage) }
+        record.costPicoUSD = served.flatMap { prices.costPicoUSD(model: $0, usage: usage) }
         var original = usage
         original.promptTokens += record.tokensSaved
-        record.counterfactualCostUSD = requested.flatMap { prices.cost(model: $0, usage: original) }
-        if let a = record.costUSD, let c = record.counterfactualCostUSD {
-            record.costSavedUSD = c - a
+        record.counterfactualCostPicoUSD = requested.flatMap { prices.costPicoUSD(model: $0, usage: original) }
+        if let a = record.costPicoUSD, let c = record.counterfactualCostPicoUSD {
+            record.costSavedPicoUSD = c - a
         } else {
-            record.costSavedUSD = nil
+            record.costSavedPicoUSD = nil
         }
     }
 
@@ -130,7 +131,7 @@ public final class Accountant: Sendable {
                             completionTokens: encoding.count(completionText))
             r.usageEstimated = true
         }
-        if r.costUSD == nil { price(&r, prices: prices) }
+        if r.costPicoUSD == nil { price(&r, prices: prices) }
         return r
     }
 }

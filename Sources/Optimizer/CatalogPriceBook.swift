@@ -10,8 +10,8 @@ public struct CatalogPriceBook: PriceBook {
         self.catalog = catalog
     }
 
-    public func cost(model: String, usage: Usage) -> Decimal? {
-        catalog.cost(model: model, inputTokens: usage.promptTokens, cachedInputTokens: usage.cachedTokens,
-                     outputTokens: usage.completionTokens)
+    public func costPicoUSD(model: String, usage: Usage) -> Int64? {
+        catalog.costPicoUSD(model: model, inputTokens: usage.promptTokens, cachedInputTokens: usage.cachedTokens,
+                            outputTokens: usage.completionTokens)
     }
 }

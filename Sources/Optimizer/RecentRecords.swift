@@ -1,25 +1,26 @@
 import Foundation
 import NIOConcurrencyHelpers
+import NIOCore
 import Wire
 
 /// The last N records, newest last: `GET /v1/optimizer/requests` (for operators and tests).
 public final class RecentRecords: RecordSink {
-    private let ring: NIOLockedValueBox<[RequestRecord]>
+    private let ring: NIOLockedValueBox<CircularBuffer<RequestRecord>>
     public let capacity: Int
 
     public init(capacity: Int = 256) {
         self.capacity = capacity
-        self.ring = NIOLockedValueBox([])
+        self.ring = NIOLockedValueBox(CircularBuffer(initialCapacity: capacity))
     }
 
     public func record(_ r: RequestRecord) {
-        ring.withLockedValue { list in
-            if list.count >= capacity { list.removeFirst(list.count - capacity + 1) }
-            list.append(r)
+        ring.withLockedValue { ring in
+            if ring.count >= capacity { ring.removeFirst() }
+            ring.append(r)
         }
     }
 
-    public var records: [RequestRecord] { ring.withLockedValue { $0 } }
+    public var records: [RequestRecord] { ring.withLockedValue { Array($0) } }
 
     /// `{"object":"list","data":[...]}` with the newest `limit` records, oldest first.
     public func json(limit: Int) -> String {

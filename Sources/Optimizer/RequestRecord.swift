@@ -44,12 +44,29 @@ public struct RequestRecord: Sendable, Equatable {
     public var usage: Usage?
     public var usageEstimated: Bool = false
 
-    /// What the request cost on the served model.
-    public var costUSD: Decimal?
-    /// What the original prompt would have cost on the originally requested model.
-    public var counterfactualCostUSD: Decimal?
+    /// What the request cost on the served model, in pico-dollars (1e-12 USD, exact for catalog prices).
+    public var costPicoUSD: Int64?
+    /// What the original prompt would have cost on the originally requested model, in pico-dollars.
+    public var counterfactualCostPicoUSD: Int64?
     public var tokensSaved: Int = 0
-    public var costSavedUSD: Decimal?
+    /// Counterfactual minus actual cost, in pico-dollars.
+    public var costSavedPicoUSD: Int64?
+
+    /// What the request cost on the served model, USD.
+    public var costUSD: Decimal? {
+        get { costPicoUSD.map(USD.fromPico) }
+        set { costPicoUSD = newValue.map(USD.toPico) }
+    }
+    /// What the original prompt would have cost on the originally requested model, USD.
+    public var counterfactualCostUSD: Decimal? {
+        get { counterfactualCostPicoUSD.map(USD.fromPico) }
+        set { counterfactualCostPicoUSD = newValue.map(USD.toPico) }
+    }
+    /// Counterfactual minus actual cost, USD.
+    public var costSavedUSD: Decimal? {
+        get { costSavedPicoUSD.map(USD.fromPico) }
+        set { costSavedPicoUSD = newValue.map(USD.toPico) }
+    }
 
     public var timings = Timings()
     /// The policy rule that decided the request, if any.

@@ -10,8 +10,10 @@ public final class SavingsLedger: RecordSink {
         public var promptTokens = 0
         public var completionTokens = 0
         public var tokensSaved = 0
-        public var costUSD = Decimal(0)
-        public var costSavedUSD = Decimal(0)
+        public var costPicoUSD: Int64 = 0
+        public var costSavedPicoUSD: Int64 = 0
+        public var costUSD: Decimal { USD.fromPico(costPicoUSD) }
+        public var costSavedUSD: Decimal { USD.fromPico(costSavedPicoUSD) }
         /// Requests whose usage or price is an estimate (unknown model, no upstream usage).
         public var estimated = 0
 
@@ -21,8 +23,8 @@ public final class SavingsLedger: RecordSink {
             promptTokens += r.usage?.promptTokens ?? 0
             completionTokens += r.usage?.completionTokens ?? 0
             tokensSaved += r.tokensSaved
-            costUSD += r.costUSD ?? 0
-            costSavedUSD += r.costSavedUSD ?? 0
+            costPicoUSD &+= r.costPicoUSD ?? 0
+            costSavedPicoUSD &+= r.costSavedPicoUSD ?? 0
             if r.usageEstimated || r.tokenCountIsEstimate { estimated += 1 }
         }
     }
@@ -65,6 +67,18 @@ public final class SavingsLedger: RecordSink {
 /// USD amounts: exact `Decimal` arithmetic everywhere; text output rounded half-up to 1e-9 USD (nano-dollars),
 /// trailing zeros trimmed.
 public enum USD {
+    public static func fromPico(_ pico: Int64) -> Decimal {
+        Decimal(sign: pico < 0 ? .minus : .plus, exponent: -12, significand: Decimal(pico.magnitude))
+    }
+
+    /// Rounded half-up to the pico-dollar.
+    public static func toPico(_ usd: Decimal) -> Int64 {
+        var scaled = usd * Decimal(sign: .plus, exponent: 12, significand: 1)
+        var rounded = Decimal()
+        NSDecimalRound(&rounded, &scaled, 0, .plain)
+        return Int64(truncating: NSDecimalNumber(decimal: rounded))
+    }
+
     public static func format(_ value: Decimal) -> String {
         var v = value
         var rounded = Decimal()

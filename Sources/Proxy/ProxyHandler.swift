@@ -356,8 +356,10 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
                 x.firstChunk = NIODeadline.now()
                 context.write(wrapOutboundOut(.body(.byteBuffer(held))), promise: nil)
             }
-        } else if let tap = x.tap {
-            x.facts = tap.facts
+        } else if x.tap != nil {
+            let rest = x.tap!.finish()
+            if rest.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(rest))), promise: nil) }
+            x.facts = x.tap!.facts
         }
         if x.keepAlive {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)

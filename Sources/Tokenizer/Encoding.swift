@@ -196,15 +196,23 @@ public final class Encoding: Sendable {
         var out: [UInt8] = []
         out.reserveCapacity(ids.count * 4)
         for id in ids {
-            if let bytes = vocabulary.bytes(ofRank: id) {
-                out.append(contentsOf: bytes)
-            } else if let special = specialTokenBytes[id] {
-                out.append(contentsOf: special)
-            } else {
+            guard appendBytes(of: id, to: &out) else {
                 throw TokenizerError(code: .unknownTokenID, message: "token id \(id) is not in \(name)")
             }
         }
         return out
+    }
+
+    /// Appends the bytes of token `id` (a rank or a special token); false for an unknown id.
+    private func appendBytes(of id: Int, to out: inout [UInt8]) -> Bool {
+        if let bytes = vocabulary.bytes(ofRank: id) {
+            out.append(contentsOf: bytes)
+        } else if let special = specialTokenBytes[id] {
+            out.append(contentsOf: special)
+        } else {
+            return false
+        }
+        return true
     }
 
     /// The text of `ids`; invalid UTF-8 (a multi-byte character split across a cut) and unknown ids become
@@ -212,14 +220,8 @@ public final class Encoding: Sendable {
     public func decode(_ ids: [Int]) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(ids.count * 4)
-        for id in ids {
-            if let bytes = vocabulary.bytes(ofRank: id) {
-                out.append(contentsOf: bytes)
-            } else if let special = specialTokenBytes[id] {
-                out.append(contentsOf: special)
-            } else {
-                out.append(contentsOf: [0xEF, 0xBF, 0xBD])
-            }
+        for id in ids where !appendBytes(of: id, to: &out) {
+            out.append(contentsOf: [0xEF, 0xBF, 0xBD])
         }
         return String(decoding: out, as: UTF8.self)
     }

@@ -22,6 +22,14 @@ public struct SSEFramer: Sendable {
     /// Bytes of an unfinished event still held.
     public var bufferedBytes: Int { pending.readableBytes }
 
+    /// Hands back the bytes of an unfinished event (the stream ended without its blank line), leaving none held.
+    public mutating func drain() -> ByteBuffer {
+        let rest = pending
+        pending = ByteBuffer()
+        scanned = 0
+        return rest
+    }
+
     /// Feeds the next chunk; returns the events completed by it, in order.
     public mutating func feed(_ chunk: ByteBuffer) -> [SSEEvent] {
         var chunk = chunk

@@ -180,4 +180,10 @@ public struct StreamTap: Sendable {
 
     /// Bytes of an unfinished event still held (only when stripping).
     public var heldBytes: Int { stripInjectedUsage ? framer.bufferedBytes : 0 }
+
+    /// At the end of the stream: what is still held (an event without its closing blank line), to be sent as is.
+    /// Nothing the upstream sent is lost.
+    public mutating func finish() -> ByteBuffer {
+        stripInjectedUsage ? framer.drain() : ByteBuffer()
+    }
 }

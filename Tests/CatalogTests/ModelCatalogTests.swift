@@ -182,3 +182,16 @@ import Testing
         #expect(missing?.code == .unreadable)
     }
 }
+
+@Suite struct PicoCostTests {
+    @Test func picoCostEqualsDecimalCostForEveryBundledModel() throws {
+        let catalog = try ModelCatalog.bundled()
+        for (id, _) in catalog.entries {
+            for (i, c, o) in [(1_000, 0, 200), (123_457, 99_999, 8_191), (0, 0, 0), (1, 1, 1)] {
+                let d = try #require(catalog.cost(model: id, inputTokens: i, cachedInputTokens: c, outputTokens: o))
+                let p = try #require(catalog.costPicoUSD(model: id, inputTokens: i, cachedInputTokens: c, outputTokens: o))
+                #expect(Decimal(sign: .plus, exponent: -12, significand: Decimal(p)) == d, "\(id)")
+            }
+        }
+    }
+}

@@ -13,10 +13,11 @@ struct FixedPrices: PriceBook {
         "gpt-4o-mini": (Decimal(string: "0.15")!, Decimal(string: "0.075")!, Decimal(string: "0.60")!),
     ]
 
-    func cost(model: String, usage: Usage) -> Decimal? {
+    func costPicoUSD(model: String, usage: Usage) -> Int64? {
         guard let (i, c, o) = table[model] else { return nil }
         let uncached = Decimal(usage.promptTokens - usage.cachedTokens)
-        return (uncached * i + Decimal(usage.cachedTokens) * c + Decimal(usage.completionTokens) * o) / 1_000_000
+        return USD.toPico((uncached * i + Decimal(usage.cachedTokens) * c + Decimal(usage.completionTokens) * o)
+                          / 1_000_000)
     }
 }
 

@@ -92,3 +92,15 @@ struct SSETests {
     }
 }
 
+
+@Suite("SSE: nothing is lost")
+struct SSELossTests {
+    @Test func unfinishedLastEventIsHandedBack() {
+        var tap = StreamTap(stripInjectedUsage: true)
+        let a = tap.observe(ByteBuffer(string: "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\ndata: [DO"))
+        #expect(String(buffer: a) == "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n")
+        #expect(tap.heldBytes == 9)
+        #expect(String(buffer: tap.finish()) == "data: [DO")
+        #expect(tap.heldBytes == 0)
+    }
+}
