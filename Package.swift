@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
     ],
     targets: [
         .target(
@@ -40,9 +42,18 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Policy",
+            dependencies: [
+                "Catalog",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Atomics", package: "swift-atomics"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "Optimizer",
             dependencies: [
-                "Tokenizer", "Catalog", "Wire",
+                "Tokenizer", "Catalog", "Wire", "Policy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
@@ -78,7 +89,7 @@ let package = Package(
         .executableTarget(
             name: "auto-optimizer",
             dependencies: [
-                "Proxy", "MockUpstream", "Wire", "Optimizer", "Tokenizer", "Catalog",
+                "Proxy", "MockUpstream", "Wire", "Optimizer", "Tokenizer", "Catalog", "Policy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -92,6 +103,13 @@ let package = Package(
             path: "Sources/tokbench",
             swiftSettings: swiftSettings
         ),
+        .executableTarget(
+            name: "policybench",
+            dependencies: ["Policy", "Catalog"],
+            path: "Sources/policybench",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "Catalog"], swiftSettings: swiftSettings),
         .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: swiftSettings),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"], swiftSettings: swiftSettings),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog"], swiftSettings: swiftSettings),
