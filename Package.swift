@@ -62,9 +62,10 @@ let package = Package(
         .target(
             name: "Proxy",
             dependencies: [
-                "Wire", "Optimizer",
+                "Wire", "Optimizer", "Policy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

@@ -1,4 +1,6 @@
 import NIOCore
+import Policy
+import Tokenizer
 import Wire
 
 /// What the sidecar does to one request before it goes upstream. Computed on the hot path from the request view
@@ -16,26 +18,87 @@ public struct RequestPlan: Sendable {
     /// Whether the messages themselves changed (not just the model or stream options): only then is the sent
     /// prompt counted separately.
     public var promptChanged = false
-    /// The rule that decided the plan.
+    /// The rule that decided the plan (nil: the policy's defaults).
     public var rule: String?
+    /// The policy's decision: upstream, fallback chain, retry settings, budget outcome, model selection.
+    public var decision: PolicyDecision?
+    /// Set when a budget rejects the request: answer 429 without calling any upstream.
+    public var rejection: BudgetRejection?
 
     public init() {}
+
+    /// Upstream attempts allowed for this request (the first included).
+    public var maxAttempts: Int {
+        guard let d = decision else { return 1 }
+        return max(1, d.retry.maxAttempts)
+    }
 }
 
-/// Plans requests. Today: usage injection for streamed chat and completions, so every streamed request can be
-/// accounted for exactly.
+/// Plans requests: the policy's decision (rule, model rewrite, upstream and fallback, budget), applied as byte
+/// splices, and usage injection for streamed chat and completions so every streamed request is accounted exactly.
 public struct Planner: Sendable {
     public init() {}
 
-    /// `endpoint` is `chat.completions`, `completions`, `embeddings`, `responses` or `other`.
-    public func plan(endpoint: String, view: RequestView) -> RequestPlan {
+    /// Plans a request whose body the sidecar read. `endpoint` is `chat.completions`, `completions`,
+    /// `embeddings` or `responses`.
+    public func plan(endpoint: String, view: RequestView, app: String = "default", policy: CompiledPolicy? = nil,
+                     budgets: BudgetTracker? = nil) -> RequestPlan
+    {
         var plan = RequestPlan()
         plan.servedModel = view.model
+        if let policy {
+            let request = PolicyRequest(
+                app: app, model: view.model ?? "", endpoint: PolicyEndpoint(rawValue: endpoint) ?? .other,
+                promptTokens: policy.needsPromptTokens ? Self.promptTokens(view, endpoint: endpoint) : nil,
+                hasTools: view.toolCount > 0, jsonMode: Self.jsonMode(view), metadata: Self.metadata(view))
+            let decision = policy.plan(request, budgets: budgets)
+            plan.decision = decision
+            plan.rule = decision.ruleName
+            if case .reject(let rejection) = decision.budget {
+                plan.rejection = rejection
+                return plan
+            }
+            if decision.modelChanged && !decision.servedModel.isEmpty {
+                view.patchModel(decision.servedModel, into: &plan.patch)
+                plan.servedModel = decision.servedModel
+            }
+        }
         if view.stream && view.includeUsage != true && (endpoint == "chat.completions" || endpoint == "completions") {
             Self.injectIncludeUsage(view, into: &plan.patch)
             plan.injectedStreamUsage = true
         }
         return plan
+    }
+
+    /// Plans a request the sidecar does not read (files, audio, models...): only the policy's upstream choice.
+    public func planUnread(path: String, app: String, policy: CompiledPolicy) -> RequestPlan {
+        var plan = RequestPlan()
+        let decision = policy.plan(PolicyRequest(app: app, model: "", endpoint: PolicyEndpoint(path: path)))
+        plan.decision = decision
+        plan.rule = decision.ruleName
+        return plan
+    }
+
+    static func promptTokens(_ view: RequestView, endpoint: String) -> Int? {
+        guard let (encoding, _) = try? Encoding.forModel(view.model ?? "") else { return nil }
+        return PromptCounter.count(view, endpoint: endpoint, encoding: encoding)
+    }
+
+    /// `response_format` asks for JSON (`json_object` or `json_schema`).
+    static func jsonMode(_ view: RequestView) -> Bool {
+        guard let f = view.field("response_format"), f.kind == .object else { return false }
+        let type = JSONNode(buffer: view.body, range: f.valueRange, kind: .object)["type"]?.string
+        return type == "json_object" || type == "json_schema"
+    }
+
+    /// String members of the request's `metadata` object.
+    static func metadata(_ view: RequestView) -> [String: String] {
+        guard let f = view.field("metadata"), f.kind == .object else { return [:] }
+        var out: [String: String] = [:]
+        for (k, v) in JSONNode(buffer: view.body, range: f.valueRange, kind: .object).members {
+            if let s = v.string { out[k] = s }
+        }
+        return out
     }
 
     /// Sets `stream_options.include_usage` to true, keeping any other stream option the client set.

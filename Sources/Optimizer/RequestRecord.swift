@@ -69,8 +69,11 @@ public struct RequestRecord: Sendable, Equatable {
     }
 
     public var timings = Timings()
-    /// The policy rule that decided the request, if any.
+    /// The policy rule that decided the request (nil: the policy's defaults).
     public var rule: String?
+    /// The upstream (policy name) that served the request, and how many attempts it took.
+    public var upstream: String?
+    public var attempts: Int = 1
 
     public init(requestID: String, application: String, endpoint: String) {
         self.requestID = requestID

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Optimizer
+import Policy
 import Wire
 
 /// The API endpoints whose JSON bodies the sidecar reads. Other `/v1/*` paths are forwarded without reading.
@@ -195,6 +196,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             let x = Exchange(id: nextID, head: head, endpoint: endpoint, start: start,
                              application: head.headers.first(name: "x-app-id") ?? shared.config.applicationID,
                              requestID: shared.requestIDs.next())
+            let runtime = shared.runtime.load(ordering: .acquiring)
+            x.runtime = runtime
             var outgoing = body
             if endpoint.readsBody {
                 let view: RequestView
@@ -207,11 +210,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
                     finish(x, status: 400, error: "invalid_json")
                     return
                 }
-                let plan = shared.planner.plan(endpoint: endpoint.rawValue, view: view)
-                if !plan.patch.isEmpty {
-                    outgoing = plan.patch.apply(to: view.body, allocator: context.channel.allocator)
-                    x.sentBody = outgoing
-                }
+                let plan = shared.planner.plan(endpoint: endpoint.rawValue, view: view, app: x.record.application,
+                                               policy: runtime.policy, budgets: shared.budgets)
                 x.view = view
                 x.plan = plan
                 x.record.requestedModel = view.model
@@ -219,8 +219,29 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
                 x.record.stream = view.stream
                 x.record.tokensSaved = plan.tokensSaved
                 x.record.rule = plan.rule
+                if let rejection = plan.rejection {
+                    state = .idle
+                    let e = OpenAIError(status: rejection.status, message: rejection.message, type: rejection.type,
+                                        code: rejection.code)
+                    writeError(context: context, e, version: head.version, keepAlive: head.isKeepAlive,
+                               extraHeaders: [("retry-after", String(rejection.retryAfterSeconds)),
+                                              ("x-auto-optimizer-rule", plan.decision?.ruleHeaderValue ?? "default")])
+                    finish(x, status: rejection.status, error: rejection.code)
+                    return
+                }
+                if !plan.patch.isEmpty {
+                    outgoing = plan.patch.apply(to: view.body, allocator: context.channel.allocator)
+                    x.sentBody = outgoing
+                }
+            } else {
+                x.plan = shared.planner.planUnread(path: String(upstreamPath), app: x.record.application,
+                                                   policy: runtime.policy)
+                x.record.rule = x.plan?.rule
             }
-            forward(context: context, x, upstreamPath: upstreamPath, body: outgoing)
+            x.upstreamPath = upstreamPath
+            x.outgoing = outgoing
+            state = .forwarding(x)
+            forward(context: context, x)
         case .idle, .forwarding:
             return
         }
@@ -234,24 +255,37 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
 
     // MARK: upstream
 
-    private func forward(context: ChannelHandlerContext, _ x: Exchange, upstreamPath: Substring, body: ByteBuffer?) {
-        state = .forwarding(x)
-        let upstream = shared.config.upstream
-        let headers = ForwardingHeaders.upstreamRequestHeaders(x.requestHeaders)
-        if let pool = shared.pool(for: context.eventLoop) {
+    /// Sends the exchange to the upstream of its current attempt (the policy's upstream, then its fallbacks).
+    private func forward(context: ChannelHandlerContext, _ x: Exchange) {
+        let runtime = x.runtime!
+        let name = x.plan?.decision?.upstream(forAttempt: x.attempt) ?? runtime.upstreams.keys.first ?? ""
+        guard let upstream = runtime.upstreams[name] else {
+            state = .idle
+            writeError(context: context, .badGateway("the policy names an unknown upstream '\(name)'"),
+                       version: x.version, keepAlive: x.keepAlive)
+            finish(x, status: 502, error: "unknown_upstream")
+            return
+        }
+        x.upstreamName = name
+        x.record.upstream = name
+        x.record.attempts = x.attempt
+        var headers = ForwardingHeaders.upstreamRequestHeaders(x.requestHeaders)
+        if let authorization = upstream.authorization { headers.replaceOrAdd(name: "authorization", value: authorization) }
+        let body = x.outgoing
+        if let pool = upstream.pool(for: context.eventLoop) {
             // Plain HTTP: our own keep-alive pool on this event loop.
-            var uri = upstream.basePath + upstreamPath
+            var uri = upstream.url.basePath + x.upstreamPath
             if uri.isEmpty || uri.first == "?" { uri = "/" + uri }
             let head = HTTPRequestHead(version: .http1_1, method: x.method, uri: uri, headers: headers)
             x.dispatched = NIODeadline.now()
-            x.overhead = x.dispatched - x.bodyComplete
+            if x.attempt == 1 { x.overhead = x.dispatched - x.bodyComplete }
             x.upstream = pool.execute(head: head, body: body, id: x.id, handler: self)
             return
         }
         // HTTPS: AsyncHTTPClient (TLS with the system trust store, HTTP/2 via ALPN, pooled).
         let request: HTTPClient.Request
         do {
-            request = try HTTPClient.Request(url: upstream.base + upstreamPath, method: x.method, headers: headers,
+            request = try HTTPClient.Request(url: upstream.url.base + x.upstreamPath, method: x.method, headers: headers,
                                              body: body.map { .byteBuffer($0) })
         } catch {
             state = .idle
@@ -262,9 +296,39 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         }
         let delegate = UpstreamDelegate(handler: NIOLoopBound(self, eventLoop: context.eventLoop), id: x.id)
         x.dispatched = NIODeadline.now()
-        x.overhead = x.dispatched - x.bodyComplete
+        if x.attempt == 1 { x.overhead = x.dispatched - x.bodyComplete }
         x.task = shared.client.execute(request: request, delegate: delegate,
                                        eventLoop: .delegate(on: context.eventLoop), logger: nil)
+    }
+
+    /// Before any byte reached the client, a failed attempt (connect failure, timeout, reset, 429, 5xx) moves on
+    /// to the next upstream of the chain after the policy's backoff. Returns false when no attempt is left.
+    private func retry(context: ChannelHandlerContext, _ x: Exchange, reason: String) -> Bool {
+        guard !x.headSent, x.attempt < (x.plan?.maxAttempts ?? 1) else { return false }
+        x.task?.cancel()
+        x.task = nil
+        x.upstream?.cancel()
+        x.upstream = nil
+        x.attempt += 1
+        nextID &+= 1
+        x.id = nextID  // callbacks of the abandoned attempt no longer match
+        let delay = x.plan?.decision?.retry.delay(beforeAttempt: x.attempt) ?? .zero
+        shared.logger.info("retrying on the next upstream", metadata: [
+            "request_id": "\(x.record.requestID)", "failed": "\(x.upstreamName)", "reason": "\(reason)",
+            "attempt": "\(x.attempt)",
+        ])
+        let nanos = Int64(delay.nanoseconds)
+        if nanos <= 0 {
+            forward(context: context, x)
+        } else {
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: .nanoseconds(nanos)) {
+                let me = handler.value
+                guard case .forwarding(let current) = me.state, current === x, let context = me.context else { return }
+                me.forward(context: context, x)
+            }
+        }
+        return true
     }
 
     private func current(_ id: UInt64) -> (Exchange, ChannelHandlerContext)? {
@@ -274,10 +338,13 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
 
     func upstreamHead(id: UInt64, _ upstream: HTTPResponseHead) -> EventLoopFuture<Void>? {
         guard let (x, context) = current(id) else { return nil }
+        let code = upstream.status.code
+        if (code == 429 || code >= 500) && retry(context: context, x, reason: "HTTP \(code)") { return nil }
         let arrived = NIODeadline.now()
         x.record.status = Int(upstream.status.code)
         x.upstreamRequestID = upstream.headers.first(name: "x-request-id")
         var headers = ForwardingHeaders.clientResponseHeaders(upstream.headers)
+        if let decision = x.plan?.decision { headers.add(name: "x-auto-optimizer-rule", value: decision.ruleHeaderValue) }
         let isStream = upstream.headers.first(name: "content-type")?.hasPrefix("text/event-stream") ?? false
         x.isStream = isStream
         if !x.keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
@@ -382,6 +449,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             finish(x, status: x.record.status, error: "upstream_reset")
             return
         }
+        if retry(context: context, x, reason: "\(error)") { return }
         let e = UpstreamErrors.map(error)
         shared.logger.info("upstream request failed", metadata: ["status": "\(e.status)", "error": "\(error)"])
         writeError(context: context, e, version: x.version, keepAlive: x.keepAlive)
@@ -427,17 +495,18 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     }
 
     private func writeError(context: ChannelHandlerContext, _ error: OpenAIError, version: HTTPVersion,
-                            keepAlive: Bool)
+                            keepAlive: Bool, extraHeaders: [(String, String)] = [])
     {
         writeResponse(context: context, status: HTTPResponseStatus(statusCode: error.status),
                       body: error.body(allocator: context.channel.allocator), version: version, keepAlive: keepAlive,
-                      omitBody: false)
+                      omitBody: false, extraHeaders: extraHeaders)
     }
 
     private func writeResponse(context: ChannelHandlerContext, status: HTTPResponseStatus, body: ByteBuffer,
-                               version: HTTPVersion, keepAlive: Bool, omitBody: Bool)
+                               version: HTTPVersion, keepAlive: Bool, omitBody: Bool,
+                               extraHeaders: [(String, String)] = [])
     {
-        var headers = HTTPHeaders()
+        var headers = HTTPHeaders(extraHeaders)
         headers.add(name: "content-type", value: "application/json")
         headers.add(name: "content-length", value: String(body.readableBytes))
         headers.add(name: "x-auto-optimizer-overhead-ms", value: "0.000")
@@ -455,7 +524,13 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
 
 /// One request in flight: what the sidecar decided, what came back, and its clocks. Event-loop confined.
 final class Exchange {
-    let id: UInt64
+    /// Identifies the current upstream attempt (changes on retry so stale callbacks are ignored).
+    var id: UInt64
+    var attempt = 1
+    var runtime: Runtime?
+    var upstreamName = ""
+    var upstreamPath: Substring = ""
+    var outgoing: ByteBuffer?
     let keepAlive: Bool
     let version: HTTPVersion
     let method: HTTPMethod

@@ -1,4 +1,6 @@
 import AsyncHTTPClient
+import Atomics
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -8,6 +10,7 @@ import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import Optimizer
+import Policy
 import Synchronization
 import Wire
 
@@ -21,39 +24,29 @@ final class RequestIDs: Sendable {
     }
 }
 
-/// What every connection handler shares: configuration, the pooled upstream client, the drain flag.
+/// What every connection handler shares: configuration, the policy runtime, the upstream client, the drain flag.
 final class ProxyShared: Sendable {
     let config: ProxyConfiguration
     let client: HTTPClient
     let logger: Logger
     let planner: Planner
     let accountant: Accountant
+    let budgets: BudgetTracker
     let requestIDs = RequestIDs()
-    /// Plain-HTTP upstream pools, one per event loop (nil for https upstreams, which use `client`).
-    let pools: [ObjectIdentifier: UpstreamPool]
+    /// The current policy and its upstreams: one atomic load per request; replaced whole by a reload.
+    let runtime: ManagedAtomic<Runtime>
     private let draining = Atomic<Bool>(false)
 
     init(config: ProxyConfiguration, client: HTTPClient, logger: Logger, planner: Planner, accountant: Accountant,
-         group: MultiThreadedEventLoopGroup)
+         budgets: BudgetTracker, runtime: Runtime)
     {
-        var pools: [ObjectIdentifier: UpstreamPool] = [:]
-        if config.upstream.scheme == "http" {
-            for loop in group.makeIterator() {
-                pools[ObjectIdentifier(loop)] = UpstreamPool(
-                    eventLoop: loop, upstream: config.upstream, connectTimeout: config.upstreamConnectTimeout,
-                    readTimeout: config.upstreamReadTimeout, maxIdle: config.upstreamConnectionsPerHost)
-            }
-        }
-        self.pools = pools
         self.config = config
         self.client = client
         self.logger = logger
         self.planner = planner
         self.accountant = accountant
-    }
-
-    func pool(for loop: any EventLoop) -> UpstreamPool? {
-        pools.isEmpty ? nil : pools[ObjectIdentifier(loop)]
+        self.budgets = budgets
+        self.runtime = ManagedAtomic(runtime)
     }
 
     var isDraining: Bool { draining.load(ordering: .relaxed) }
@@ -85,10 +78,21 @@ public final class ProxyServer: Sendable {
     }
 
     /// Binds and starts serving. Throws a `ProxyError` when the port cannot be bound.
-    public static func start(config: ProxyConfiguration, accountant: Accountant, planner: Planner = Planner(),
+    /// Binds and starts serving with `policy` (nil: the built-in passthrough policy to `config.upstream`).
+    public static func start(config: ProxyConfiguration, policy: CompiledPolicy? = nil, accountant: Accountant,
+                             budgets: BudgetTracker = BudgetTracker(), planner: Planner = Planner(),
+                             environment: [String: String] = ProcessInfo.processInfo.environment,
                              logger: Logger) async throws -> ProxyServer
     {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, config.threads))
+        let runtime: Runtime
+        do {
+            runtime = try Runtime.make(policy: policy ?? CompiledPolicy.builtIn(upstreamURL: config.upstream.base),
+                                       config: config, group: group, environment: environment)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
         var clientConfig = HTTPClient.Configuration(
             tlsConfiguration: TLSConfiguration.makeClientConfiguration(),
             redirectConfiguration: .disallow,
@@ -101,7 +105,7 @@ public final class ProxyServer: Sendable {
         clientConfig.httpVersion = .automatic
         let client = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: clientConfig)
         let shared = ProxyShared(config: config, client: client, logger: logger, planner: planner,
-                                 accountant: accountant, group: group)
+                                 accountant: accountant, budgets: budgets, runtime: runtime)
         let quiesce = ServerQuiescingHelper(group: group)
 
         let bootstrap = ServerBootstrap(group: group)
@@ -154,8 +158,10 @@ public final class ProxyServer: Sendable {
             return first
         }
         if !clean { logger.warning("drain timeout reached, closing remaining connections") }
-        for pool in shared.pools.values {
-            try? await pool.eventLoop.flatSubmit { pool.close() }.get()
+        for endpoint in shared.runtime.load(ordering: .acquiring).upstreams.values {
+            for pool in endpoint.pools.values {
+                try? await pool.eventLoop.flatSubmit { pool.close() }.get()
+            }
         }
         try? await shared.client.shutdown()
         // The quiescing helper fails a promise in its deinit: let that happen while the event loops still run.
@@ -163,6 +169,19 @@ public final class ProxyServer: Sendable {
         try? await group.shutdownGracefully()
         shared.accountant.close()
     }
+
+    /// Swaps in a new policy (and its upstreams) atomically; requests in flight finish on the old one. Throws,
+    /// keeping the current policy, when an upstream of the new one cannot be set up (bad URL, missing API key).
+    public func reload(policy: CompiledPolicy, environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(ProxyError)
+    {
+        let next = try Runtime.make(policy: policy, config: config, group: group, environment: environment)
+        let old = shared.runtime.exchange(next, ordering: .acquiringAndReleasing)
+        for endpoint in old.upstreams.values { endpoint.closeIdle() }
+    }
+
+    /// The policy in force.
+    public var policy: CompiledPolicy { shared.runtime.load(ordering: .acquiring).policy }
 
     /// Completes when the listener closes.
     public func waitUntilClosed() async {

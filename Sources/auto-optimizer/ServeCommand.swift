@@ -3,6 +3,7 @@ import Foundation
 import Catalog
 import NIOCore
 import Optimizer
+import Policy
 import Proxy
 
 struct Serve: AsyncParsableCommand {
@@ -19,7 +20,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Upstream base URL with its version prefix (env AUTO_OPTIMIZER_UPSTREAM). Default https://api.openai.com/v1.")
     var upstream: String?
 
-    @Option(help: "Policy file (YAML).")
+    @Option(help: "Policy file (YAML; env AUTO_OPTIMIZER_CONFIG). Reloaded when it changes and on SIGHUP. Without one, a built-in passthrough policy to --upstream applies.")
     var config: String?
 
     @Option(help: "Largest accepted request body in bytes (env AUTO_OPTIMIZER_MAX_BODY_BYTES). Default 33554432 (32 MiB).")
@@ -57,17 +58,33 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
-        let accountant = Accountant(prices: CatalogPriceBook(catalog: models))
+        let policyPath = self.config ?? env["AUTO_OPTIMIZER_CONFIG"]
+        var policy: CompiledPolicy?
+        if let policyPath {
+            do {
+                policy = try CompiledPolicy(path: policyPath, catalog: models)
+            } catch {
+                FileHandle.standardError.write(Data("\(error)\n".utf8))
+                throw ExitCode(1)
+            }
+            for warning in policy!.document.warnings { logger.warning("\(warning)") }
+        }
+        let budgets = BudgetTracker()
+        let accountant = Accountant(prices: CatalogPriceBook(catalog: models), sinks: [BudgetSink(budgets: budgets)])
         let server: ProxyServer
         do {
-            server = try await ProxyServer.start(config: config, accountant: accountant, logger: logger)
+            server = try await ProxyServer.start(config: config, policy: policy, accountant: accountant,
+                                                 budgets: budgets, logger: logger)
         } catch {
             logger.critical("\(error)")
             throw ExitCode(1)
         }
         let address = server.localAddress.map { "\($0)" } ?? "\(config.host):\(config.port)"
         logger.info("auto-optimizer listening", metadata: ["address": "\(address)", "upstream": "\(config.upstream)"])
+        let reloader = policyPath.map { PolicyReloader(path: $0, catalog: models, server: server, logger: logger) }
+        reloader?.start()
         let sig = await waitForTermination()
+        reloader?.stop()
         logger.info("signal \(sig): draining (up to \(config.drainTimeout.nanoseconds / 1_000_000_000) s)")
         await server.shutdown()
         logger.info("stopped")
@@ -76,10 +93,6 @@ struct Serve: AsyncParsableCommand {
     /// Flags win over environment variables, which win over defaults.
     func makeConfiguration(environment env: [String: String]) throws -> ProxyConfiguration {
         var c = ProxyConfiguration()
-        if let config {
-            throw ProxyError(code: .invalidConfiguration,
-                             message: "--config \(config): policy files are not supported by this build yet")
-        }
         c.host = host ?? env["AUTO_OPTIMIZER_HOST"] ?? c.host
         if let app = env["AUTO_OPTIMIZER_APP_ID"], !app.isEmpty { c.applicationID = app }
         if let p = try port ?? env["AUTO_OPTIMIZER_PORT"].map({ try int($0, "AUTO_OPTIMIZER_PORT") }) {
