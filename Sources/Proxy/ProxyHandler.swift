@@ -439,6 +439,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
 
     func upstreamError(id: UInt64, _ error: any Error) {
         guard let (x, context) = current(id) else { return }
+        if retry(context: context, x, reason: "\(error)") { return }
         state = .idle
         x.upstreamDone = NIODeadline.now()
         if x.headSent {
@@ -449,7 +450,6 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             finish(x, status: x.record.status, error: "upstream_reset")
             return
         }
-        if retry(context: context, x, reason: "\(error)") { return }
         let e = UpstreamErrors.map(error)
         shared.logger.info("upstream request failed", metadata: ["status": "\(e.status)", "error": "\(error)"])
         writeError(context: context, e, version: x.version, keepAlive: x.keepAlive)

@@ -30,10 +30,20 @@ struct MockUpstreamCommand: AsyncParsableCommand {
     @Option(help: "Event loop threads. Default: one per core.")
     var threads: Int?
 
+    @Option(help: "Answer every API request with this HTTP status and an OpenAI error body (like x-mock-status).")
+    var status: Int?
+
+    @Option(help: "Fault for every API request: reset | stall | reset-mid-stream (like x-mock-fault).")
+    var fault: String?
+
     func validate() throws {
         guard latencyMs >= 0 else { throw ValidationError("--latency-ms must be >= 0") }
         guard tokensPerSecond >= 0 else { throw ValidationError("--tokens-per-second must be >= 0") }
         guard (0...100_000).contains(completionTokens) else { throw ValidationError("--completion-tokens must be 0...100000") }
+        if let status, !(100...599).contains(status) { throw ValidationError("--status must be an HTTP status") }
+        if let fault, MockOptions.Fault(rawValue: fault) == nil {
+            throw ValidationError("--fault must be reset, stall or reset-mid-stream")
+        }
     }
 
     func run() async throws {
@@ -42,6 +52,8 @@ struct MockUpstreamCommand: AsyncParsableCommand {
         options.latencyMs = latencyMs
         options.tokensPerSecond = tokensPerSecond
         options.completionTokens = completionTokens
+        options.status = status
+        options.fault = fault.flatMap(MockOptions.Fault.init(rawValue:))
         let server = try await MockServer.start(host: host, port: port, options: options,
                                                 threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
         logger.info("mock upstream listening", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? "")"])
