@@ -167,14 +167,7 @@ public struct ModelCatalog: Sendable {
         guard inputTokens >= 0, outputTokens >= 0, cachedInputTokens >= 0, cachedInputTokens <= inputTokens else {
             return nil
         }
-        if let u = pricing.units {
-            let (a, o1) = Int64(inputTokens - cachedInputTokens).multipliedReportingOverflow(by: u.input)
-            let (b, o2) = Int64(cachedInputTokens).multipliedReportingOverflow(by: u.cached)
-            let (c, o3) = Int64(outputTokens).multipliedReportingOverflow(by: u.output)
-            let (ab, o4) = a.addingReportingOverflow(b)
-            let (total, o5) = ab.addingReportingOverflow(c)
-            if !(o1 || o2 || o3 || o4 || o5) { return total }
-        }
+        if let total = integerPico(pricing, inputTokens, cachedInputTokens, outputTokens) { return total }
         guard let usd = cost(pricing: pricing, inputTokens: inputTokens, cachedInputTokens: cachedInputTokens,
                              outputTokens: outputTokens)
         else { return nil }
@@ -185,6 +178,17 @@ public struct ModelCatalog: Sendable {
         return Int64(truncating: NSDecimalNumber(decimal: rounded))
     }
 
+    /// The cost as integer pico-dollars when the prices are whole pico-dollars per token and nothing overflows.
+    private static func integerPico(_ pricing: ModelPricing, _ input: Int, _ cached: Int, _ output: Int) -> Int64? {
+        guard let u = pricing.units else { return nil }
+        let (a, o1) = Int64(input - cached).multipliedReportingOverflow(by: u.input)
+        let (b, o2) = Int64(cached).multipliedReportingOverflow(by: u.cached)
+        let (c, o3) = Int64(output).multipliedReportingOverflow(by: u.output)
+        let (ab, o4) = a.addingReportingOverflow(b)
+        let (total, o5) = ab.addingReportingOverflow(c)
+        return o1 || o2 || o3 || o4 || o5 ? nil : total
+    }
+
     /// ``cost(model:inputTokens:cachedInputTokens:outputTokens:)`` for given prices.
     public static func cost(pricing: ModelPricing, inputTokens: Int, cachedInputTokens: Int = 0, outputTokens: Int)
         -> Decimal?
@@ -192,16 +196,9 @@ public struct ModelCatalog: Sendable {
         guard inputTokens >= 0, outputTokens >= 0, cachedInputTokens >= 0, cachedInputTokens <= inputTokens else {
             return nil
         }
-        if let u = pricing.units {
+        if let total = integerPico(pricing, inputTokens, cachedInputTokens, outputTokens) {
             // Integer pico-dollars: the same exact result without Decimal division.
-            let (a, o1) = Int64(inputTokens - cachedInputTokens).multipliedReportingOverflow(by: u.input)
-            let (b, o2) = Int64(cachedInputTokens).multipliedReportingOverflow(by: u.cached)
-            let (c, o3) = Int64(outputTokens).multipliedReportingOverflow(by: u.output)
-            let (ab, o4) = a.addingReportingOverflow(b)
-            let (total, o5) = ab.addingReportingOverflow(c)
-            if !(o1 || o2 || o3 || o4 || o5) {
-                return Decimal(sign: .plus, exponent: -12, significand: Decimal(total))
-            }
+            return Decimal(sign: .plus, exponent: -12, significand: Decimal(total))
         }
         let uncached = Decimal(inputTokens - cachedInputTokens) * pricing.input
         let cached = Decimal(cachedInputTokens) * (pricing.cachedInput ?? pricing.input)
