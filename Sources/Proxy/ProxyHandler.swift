@@ -322,10 +322,12 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             forward(context: context, x)
         } else {
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let id = x.id
             context.eventLoop.scheduleTask(in: .nanoseconds(nanos)) {
                 let me = handler.value
-                guard case .forwarding(let current) = me.state, current === x, let context = me.context else { return }
-                me.forward(context: context, x)
+                // Still the same exchange and attempt (the client may have gone away meanwhile).
+                guard let (current, context) = me.current(id) else { return }
+                me.forward(context: context, current)
             }
         }
         return true
