@@ -42,6 +42,12 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Compression",
+            dependencies: ["Tokenizer", "Wire"],
+            resources: [.copy("Resources")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "Policy",
             dependencies: [
                 "Catalog",
@@ -53,7 +59,7 @@ let package = Package(
         .target(
             name: "Optimizer",
             dependencies: [
-                "Tokenizer", "Catalog", "Wire", "Policy",
+                "Tokenizer", "Catalog", "Wire", "Policy", "Compression",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
@@ -90,7 +96,7 @@ let package = Package(
         .executableTarget(
             name: "auto-optimizer",
             dependencies: [
-                "Proxy", "MockUpstream", "Wire", "Optimizer", "Tokenizer", "Catalog", "Policy",
+                "Proxy", "MockUpstream", "Wire", "Optimizer", "Tokenizer", "Catalog", "Policy", "Compression",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -111,6 +117,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "Catalog"], swiftSettings: swiftSettings),
+        .testTarget(name: "CompressionTests", dependencies: ["Compression", "Tokenizer", "Wire"], swiftSettings: swiftSettings),
         .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: swiftSettings),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"], swiftSettings: swiftSettings),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog"], swiftSettings: swiftSettings),

@@ -15,8 +15,10 @@ public final class CompiledPolicy: Sendable, AtomicReference {
         init(
             name: String, apps: [Glob], checkApp: Bool, models: [Glob], endpointMask: UInt8, usesPromptTokens: Bool,
             promptMin: Int, promptMax: Int, tools: Int8, jsonMode: Int8, metadata: [MetadataCondition],
-            setModel: String?, selector: ModelSelector?, upstream: String, fallback: [String], retry: RetrySettings
+            setModel: String?, selector: ModelSelector?, upstream: String, fallback: [String], retry: RetrySettings,
+            compression: CompressionProfile?
         ) {
+            self.compression = compression
             self.name = name
             self.apps = apps
             self.checkApp = checkApp
@@ -54,6 +56,8 @@ public final class CompiledPolicy: Sendable, AtomicReference {
         let upstream: String
         let fallback: [String]
         let retry: RetrySettings
+        /// The resolved profile (the rule's, else the defaults'; nil for `compression: off`).
+        let compression: CompressionProfile?
 
         @inline(__always)
         func matches(_ r: PolicyRequest) -> Bool {
@@ -109,7 +113,10 @@ public final class CompiledPolicy: Sendable, AtomicReference {
     let defaultUpstream: String
     let defaultFallback: [String]
     let defaultRetry: RetrySettings
+    let defaultCompression: CompressionProfile?
     let budgetsByApp: [String: [Budget]]
+    /// True when some rule (or the defaults) compresses.
+    public var compresses: Bool { defaultCompression != nil || rules.contains { $0.compression != nil } }
     /// True when some rule matches on `prompt_tokens` or selects a model: the caller should count prompt tokens.
     public let needsPromptTokens: Bool
 
@@ -124,6 +131,7 @@ public final class CompiledPolicy: Sendable, AtomicReference {
         self.defaultUpstream = defaults.upstream
         self.defaultFallback = defaults.fallback
         self.defaultRetry = Self.resolve(defaults.retry, chainLength: 1 + defaults.fallback.count)
+        self.defaultCompression = defaults.compression
 
         var rules: [Rule] = []
         var needsTokens = false
@@ -147,7 +155,8 @@ public final class CompiledPolicy: Sendable, AtomicReference {
                     metadata: m.metadata, setModel: r.setModel, selector: selector,
                     upstream: r.upstream ?? defaults.upstream, fallback: fallback,
                     retry: r.retry.map { Self.resolve($0, chainLength: 1 + fallback.count) }
-                        ?? Self.resolve(defaults.retry, chainLength: 1 + fallback.count)))
+                        ?? Self.resolve(defaults.retry, chainLength: 1 + fallback.count),
+                    compression: r.compressionOff ? nil : (r.compression ?? defaults.compression)))
             if literalApps {
                 for app in Set(m.apps.compactMap(\.literal)) { byApp[app, default: []].append(index) }
             } else {
@@ -196,7 +205,8 @@ public final class CompiledPolicy: Sendable, AtomicReference {
     {
         var decision = PolicyDecision(
             ruleName: nil, requestedModel: request.model, servedModel: request.model, upstream: defaultUpstream,
-            fallback: defaultFallback, retry: defaultRetry, budget: .none, selection: nil)
+            fallback: defaultFallback, retry: defaultRetry, budget: .none, selection: nil,
+            compression: defaultCompression)
         if !rules.isEmpty, let index = firstMatch(request) {
             rules.withUnsafeBufferPointer { buffer in apply(buffer[index], request, to: &decision) }
         }
@@ -212,6 +222,7 @@ public final class CompiledPolicy: Sendable, AtomicReference {
             decision.upstream = rule.upstream
             decision.fallback = rule.fallback
             decision.retry = rule.retry
+            decision.compression = rule.compression
             if let model = rule.setModel {
                 decision.servedModel = model
             } else if let selector = rule.selector {

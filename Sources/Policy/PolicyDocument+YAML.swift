@@ -40,6 +40,7 @@ struct PolicyValidator {
     var hasErrors = false
     /// Upstream names defined, for reference checks.
     var upstreamNames: [String] = []
+    var profiles: [CompressionProfile] = []
 
     init(file: String, catalog: ModelCatalog?) {
         self.file = file
@@ -255,7 +256,7 @@ struct PolicyValidator {
 
     // MARK: The document
 
-    static let topKeys = ["version", "upstreams", "defaults", "rules", "budgets"]
+    static let topKeys = ["version", "upstreams", "defaults", "rules", "budgets", "compression_profiles"]
 
     mutating func document(_ root: Node) -> PolicyDocument? {
         guard let top = fields(root, "the policy document", allowed: Self.topKeys) else { return nil }
@@ -275,12 +276,15 @@ struct PolicyValidator {
         }
         upstreamNames = upstreams.map(\.name)
 
+        if let (_, v) = top["compression_profiles"] { profiles = compressionProfiles(v) }
         let defaults = self.defaults(top["defaults"]?.value, root: root)
         var rules: [RuleConfig] = []
         if let (_, v) = top["rules"] { rules = self.rules(v) }
         var budgets: [BudgetConfig] = []
         if let (_, v) = top["budgets"] { budgets = self.budgets(v) }
-        return PolicyDocument(upstreams: upstreams, defaults: defaults, rules: rules, budgets: budgets)
+        var document = PolicyDocument(upstreams: upstreams, defaults: defaults, rules: rules, budgets: budgets)
+        document.compressionProfiles = profiles
+        return document
     }
 
     static let upstreamKeys = ["url", "api_key_env", "api_key_file", "connect_timeout", "read_timeout", "max_connections"]
@@ -377,7 +381,7 @@ struct PolicyValidator {
         return out
     }
 
-    static let defaultsKeys = ["upstream", "fallback", "retry"]
+    static let defaultsKeys = ["upstream", "fallback", "retry", "compression"]
 
     mutating func defaults(_ node: Node?, root: Node) -> DefaultsConfig {
         var result = DefaultsConfig(upstream: upstreamNames.count == 1 ? upstreamNames[0] : "")
@@ -399,6 +403,10 @@ struct PolicyValidator {
             result.fallback = fallbackList(v, "defaults.fallback", upstream: result.upstream) ?? []
         }
         if let (_, v) = f["retry"] { result.retry = retry(v, "defaults.retry") }
+        if let (_, v) = f["compression"] {
+            let (profile, _) = compressionRef(v, "defaults.compression")
+            result.compression = profile
+        }
         return result
     }
 
@@ -419,9 +427,99 @@ struct PolicyValidator {
         return r
     }
 
+    // MARK: Compression profiles
+
+    static let profileKeys = [
+        "target_ratio", "min_prompt_tokens", "min_message_tokens", "preserve_questions", "preserve_sections",
+        "min_quality", "roles", "steps",
+    ]
+
+    mutating func compressionProfiles(_ node: Node) -> [CompressionProfile] {
+        guard case .mapping(let mapping) = node else {
+            error(at: node, "'compression_profiles' must be a mapping of names to profiles, found \(Self.describe(node))")
+            return []
+        }
+        var out: [CompressionProfile] = []
+        for (k, v) in mapping {
+            guard let name = string(k, "a compression profile name") else { continue }
+            if let p = compressionProfile(v, "compression profile '\(name)'", name: name) { out.append(p) }
+        }
+        return out
+    }
+
+    mutating func fraction(_ node: Node, _ context: String, allowZero: Bool) -> Double? {
+        guard case .scalar(let s) = node, let value = Double(s.string), value.isFinite else {
+            error(at: node, "\(context) must be a number, found \(Self.describe(node))")
+            return nil
+        }
+        guard value <= 1 && (allowZero ? value >= 0 : value > 0) else {
+            error(at: node, "\(context) must be \(allowZero ? "between 0 and 1" : "greater than 0 and at most 1"), found \(s.string)")
+            return nil
+        }
+        return value
+    }
+
+    mutating func compressionProfile(_ node: Node, _ ctx: String, name: String) -> CompressionProfile? {
+        guard let f = fields(node, ctx, allowed: Self.profileKeys) else { return nil }
+        var p = CompressionProfile(name: name)
+        if let (_, v) = f["target_ratio"], let r = fraction(v, "\(ctx) target_ratio (the fraction of tokens to keep)", allowZero: false) {
+            p.targetRatio = r
+        }
+        if let (_, v) = f["min_prompt_tokens"], let n = int(v, "\(ctx) min_prompt_tokens", min: 0) { p.minPromptTokens = n }
+        if let (_, v) = f["min_message_tokens"], let n = int(v, "\(ctx) min_message_tokens", min: 0) { p.minMessageTokens = n }
+        if let (_, v) = f["preserve_questions"], let b = bool(v, "\(ctx) preserve_questions") { p.preserveQuestions = b }
+        if let (_, v) = f["preserve_sections"], let list = stringList(v, "\(ctx) preserve_sections") {
+            p.preserveSections = list.map(\.0)
+        }
+        if let (_, v) = f["min_quality"], let q = fraction(v, "\(ctx) min_quality", allowZero: true) { p.minQuality = q }
+        if let (_, v) = f["roles"], let list = stringList(v, "\(ctx) roles") {
+            var roles: [String] = []
+            for (role, n) in list {
+                switch role {
+                case "user", "tool", "assistant": roles.append(role)
+                case "system", "developer":
+                    error(at: n, "\(ctx) roles: the \(role) prompt is never compressed; use user, tool or assistant")
+                default:
+                    error(at: n, "\(ctx) roles: unknown role '\(role)' (use user, tool or assistant)")
+                }
+            }
+            p.roles = roles
+        }
+        if let (_, v) = f["steps"], let list = stringList(v, "\(ctx) steps") {
+            p.lossless = false
+            p.selection = false
+            p.pruning = false
+            for (step, n) in list {
+                switch step {
+                case "lossless": p.lossless = true
+                case "selection": p.selection = true
+                case "pruning": p.pruning = true
+                default: error(at: n, "\(ctx) steps: unknown step '\(step)' (use lossless, selection, pruning)")
+                }
+            }
+        }
+        return p
+    }
+
+    /// `compression: NAME`, `compression: off`, or an inline profile. Returns the profile and whether it is `off`.
+    mutating func compressionRef(_ node: Node, _ ctx: String, inlineName: String? = nil) -> (CompressionProfile?, Bool) {
+        if case .mapping = node {
+            return (compressionProfile(node, ctx, name: inlineName ?? "inline"), false)
+        }
+        if case .scalar(let s) = node, s.style == .plain, s.string == "off" || s.string == "false" { return (nil, true) }
+        guard let name = string(node, ctx) else { return (nil, false) }
+        if let p = profiles.first(where: { $0.name == name }) ?? CompressionProfile.builtIn[name] { return (p, false) }
+        let known = profiles.map(\.name) + CompressionProfile.builtIn.keys.sorted()
+        var message = "\(ctx): unknown compression profile '\(name)'"
+        if let s = Self.suggest(name, among: known) { message += "; did you mean '\(s)'?" }
+        message += " (defined: \(known.joined(separator: ", ")))"
+        error(at: node, message)
+        return (nil, false)
+    }
+
     // MARK: Rules
 
-    static let ruleKeys = ["name", "match", "set_model", "select", "upstream", "fallback", "retry"]
+    static let ruleKeys = ["name", "match", "set_model", "select", "upstream", "fallback", "retry", "compression"]
     static let matchKeys = ["app", "model", "endpoint", "prompt_tokens", "tools", "json_mode", "metadata"]
 
     mutating func rules(_ node: Node) -> [RuleConfig] {
@@ -459,6 +557,11 @@ struct PolicyValidator {
                 rule.fallback = fallbackList(v, "\(ctx) fallback", upstream: rule.upstream)
             }
             if let (_, v) = f["retry"] { rule.retry = retry(v, "\(ctx) retry") }
+            if let (_, v) = f["compression"] {
+                let (profile, off) = compressionRef(v, "\(ctx) compression", inlineName: rule.name)
+                rule.compression = profile
+                rule.compressionOff = off
+            }
             out.append(rule)
         }
         return out

@@ -172,6 +172,48 @@ public struct SelectConfig: Sendable, Hashable {
     }
 }
 
+/// A prompt compression profile (YAML `compression_profiles.NAME`, or inline under a rule's `compression`).
+/// The `Compression` module does the work; the policy only says how much and where.
+public struct CompressionProfile: Sendable, Hashable {
+    public var name: String
+    /// `target_ratio`: fraction of the touched messages' tokens to keep (0.5 keeps half).
+    public var targetRatio: Double = 0.5
+    /// `min_prompt_tokens`: prompts smaller than this are sent as they are.
+    public var minPromptTokens: Int = 1000
+    /// `min_message_tokens`: shorter messages are not touched by the lossy steps.
+    public var minMessageTokens: Int = 128
+    /// `preserve_questions`: keep sentences that ask something.
+    public var preserveQuestions: Bool = true
+    /// `preserve_sections`: markers of blocks kept verbatim (a line containing one, up to the next blank line).
+    public var preserveSections: [String] = []
+    /// `min_quality` (0...1): below this quality score the original prompt is sent.
+    public var minQuality: Double = 0.5
+    /// `roles`: which messages may be touched (user, tool, assistant). Never the system prompt or the last user
+    /// turn.
+    public var roles: [String] = ["user", "tool"]
+    /// `steps`: lossless, selection, pruning.
+    public var lossless = true
+    public var selection = true
+    public var pruning = true
+
+    public init(name: String) { self.name = name }
+
+    /// Profiles every policy (and `auto-optimizer compress`) knows without defining them.
+    public static let builtIn: [String: CompressionProfile] = {
+        var d = CompressionProfile(name: "default")
+        d.targetRatio = 0.5
+        var a = CompressionProfile(name: "aggressive")
+        a.targetRatio = 0.25
+        a.minQuality = 0.4
+        var l = CompressionProfile(name: "lossless")
+        l.targetRatio = 1
+        l.selection = false
+        l.pruning = false
+        l.minPromptTokens = 0
+        return ["default": d, "aggressive": a, "lossless": l]
+    }()
+}
+
 /// One rule (an element of YAML `rules`).
 public struct RuleConfig: Sendable, Hashable {
     /// `name` (default "rule-N", 1-based); reported in `x-auto-optimizer-rule`.
@@ -187,6 +229,10 @@ public struct RuleConfig: Sendable, Hashable {
     public var fallback: [String]?
     /// `retry`; nil: the default's.
     public var retry: RetrySettings?
+    /// `compression`: a profile name or an inline profile; nil: the default's (`defaults.compression`).
+    public var compression: CompressionProfile?
+    /// `compression: off`: no compression even when the defaults compress.
+    public var compressionOff = false
 
     public init(
         name: String, match: MatchConfig = MatchConfig(), setModel: String? = nil, select: SelectConfig? = nil,
@@ -210,6 +256,8 @@ public struct DefaultsConfig: Sendable, Hashable {
     public var fallback: [String]
     /// `retry`; default: one attempt per upstream of the chain, backoff 100ms doubling up to 2s.
     public var retry: RetrySettings?
+    /// `compression`: the profile for requests no rule gives one (nil: no compression).
+    public var compression: CompressionProfile?
 
     public init(upstream: String, fallback: [String] = [], retry: RetrySettings? = nil) {
         self.upstream = upstream
@@ -258,6 +306,8 @@ public struct PolicyDocument: Sendable {
     /// `rules`, in file order: the first match wins.
     public var rules: [RuleConfig]
     public var budgets: [BudgetConfig]
+    /// `compression_profiles`, in file order.
+    public var compressionProfiles: [CompressionProfile] = []
     /// Warnings found while validating (unknown models, say); the document is valid.
     public var warnings: [PolicyDiagnostic]
 

@@ -87,6 +87,8 @@ public struct PolicyDecision: Sendable {
     public var budget: BudgetOutcome
     /// The `select` outcome when the rule selects; its ``ModelSelection/rationale`` explains the choice.
     public var selection: ModelSelection?
+    /// The compression profile to apply (the rule's, else the defaults'); nil: none.
+    public var compression: CompressionProfile? = nil
 
     /// True when the served model differs from the requested one.
     public var modelChanged: Bool { servedModel != requestedModel }

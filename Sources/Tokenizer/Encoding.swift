@@ -163,6 +163,26 @@ public final class Encoding: Sendable {
         }
     }
 
+    /// Visits the pre-tokenizer pieces of `bytes` (valid UTF-8) in order: `body(start, end, tokens)` with the
+    /// piece's byte range and its token count. The counts add up to ``count(_:)`` of the same text, so a caller
+    /// that keeps or drops whole pieces knows its token total without encoding again (prompt compression).
+    public func forEachPiece(_ bytes: UnsafeBufferPointer<UInt8>, _ body: (Int, Int, Int) -> Void) {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        let n = bytes.count
+        let end = base + n
+        let scanner = PreTokenizer(base: base, count: n)
+        let vocabulary = self.vocabulary
+        let o200k = name == .o200kBase
+        var p = 0
+        while p < n {
+            let e = o200k ? scanner.nextO200k(at: p) : scanner.nextCl100k(at: p)
+            var sink = CountingSink()
+            vocabulary.encodePiece(base + p, e - p, end, into: &sink)
+            body(p, e, sink.count)
+            p = e
+        }
+    }
+
     private func run<S: TokenSink>(_ text: String, into sink: inout S) {
         var copy = text  // withUTF8 is mutating; native strings are not copied
         copy.withUTF8 { buffer in

@@ -377,3 +377,18 @@ public enum JSONString {
         return String(decoding: out, as: UTF8.self)
     }
 }
+
+/// Validation of JSON embedded in other text (prompt compression minifies JSON it finds in messages).
+public enum JSONValidation {
+    /// The end offset of the one JSON value at the start of `bytes` (leading whitespace allowed), or nil when
+    /// no valid value starts there. Bytes after the value are not looked at.
+    public static func valueEnd(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        var scanner = JSONScanner(bytes)
+        do {
+            _ = try scanner.skipValue()
+            return scanner.index
+        } catch {
+            return nil
+        }
+    }
+}

@@ -8,7 +8,7 @@ struct AutoOptimizer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "auto-optimizer",
         abstract: "LLM Auto-Optimizer: an OpenAI-compatible sidecar proxy that optimizes and accounts for LLM traffic.",
-        subcommands: [Serve.self, MockUpstreamCommand.self, TokensCommand.self, CheckConfigCommand.self],
+        subcommands: [Serve.self, MockUpstreamCommand.self, TokensCommand.self, CompressCommand.self, CheckConfigCommand.self],
         defaultSubcommand: Serve.self)
 }
 

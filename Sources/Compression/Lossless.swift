@@ -1,0 +1,213 @@
+import Wire
+
+/// Lossless rewrites: what the model reads is unchanged, only the bytes (and tokens) that carry nothing go.
+public enum Lossless {
+    /// Whitespace normalisation outside fenced code blocks (```): `\r\n` becomes `\n`, trailing blanks of a line
+    /// go, runs of blanks inside a line become one space (a line's leading indentation is kept), three or more
+    /// newlines become two, and the text loses its leading and trailing blank lines. Fenced blocks are copied
+    /// verbatim. Returns nil when nothing changes.
+    public static func normalizeWhitespace(_ b: [UInt8]) -> [UInt8]? {
+        let n = b.count
+        var out = [UInt8]()
+        out.reserveCapacity(n)
+        var i = 0
+        var inFence = false
+        var pendingNewlines = 0
+        var changed = false
+        // Skip leading blank lines.
+        while i < n {
+            var j = i
+            while j < n && (b[j] == 0x20 || b[j] == 0x09 || b[j] == 0x0D) { j += 1 }
+            if j < n && b[j] == 0x0A {
+                i = j + 1
+                changed = true
+            } else {
+                break
+            }
+        }
+        while i < n {
+            // One line: [i, lineEnd)
+            var lineEnd = i
+            while lineEnd < n && b[lineEnd] != 0x0A { lineEnd += 1 }
+            var contentEnd = lineEnd
+            if !inFence {
+                while contentEnd > i && (b[contentEnd - 1] == 0x20 || b[contentEnd - 1] == 0x09 || b[contentEnd - 1] == 0x0D) {
+                    contentEnd -= 1
+                }
+            } else if contentEnd > i && b[contentEnd - 1] == 0x0D {
+                contentEnd -= 1
+                changed = true
+            }
+            if contentEnd != lineEnd && !inFence { changed = true }
+            // Is this line a fence?
+            var k = i
+            while k < contentEnd && (b[k] == 0x20 || b[k] == 0x09) { k += 1 }
+            let isFence = contentEnd - k >= 3 && b[k] == 0x60 && b[k + 1] == 0x60 && b[k + 2] == 0x60
+            if contentEnd == i && !inFence {
+                pendingNewlines += 1  // blank line
+            } else {
+                if !out.isEmpty {
+                    let newlines = inFence ? 1 + pendingNewlines : min(2, 1 + pendingNewlines)
+                    if newlines != 1 + pendingNewlines { changed = true }
+                    for _ in 0..<newlines { out.append(0x0A) }
+                } else if pendingNewlines > 0 {
+                    changed = true
+                }
+                pendingNewlines = 0
+                if inFence || isFence {
+                    out.append(contentsOf: b[i..<contentEnd])
+                } else {
+                    // Keep indentation, collapse inner blank runs.
+                    var p = i
+                    while p < contentEnd && (b[p] == 0x20 || b[p] == 0x09) {
+                        out.append(b[p])
+                        p += 1
+                    }
+                    while p < contentEnd {
+                        let c = b[p]
+                        if c == 0x20 || c == 0x09 {
+                            var q = p
+                            while q < contentEnd && (b[q] == 0x20 || b[q] == 0x09) { q += 1 }
+                            if q - p > 1 || c == 0x09 { changed = true }
+                            out.append(0x20)
+                            p = q
+                        } else {
+                            out.append(c)
+                            p += 1
+                        }
+                    }
+                }
+                if isFence { inFence.toggle() }
+            }
+            i = lineEnd + 1
+        }
+        if pendingNewlines > 0 { changed = true }
+        if !changed && out.count == n { return nil }
+        return out == b ? nil : out
+    }
+
+    /// Minifies JSON found in the text: the whole text when it is one JSON value, the inside of fenced ```json
+    /// blocks, and JSON objects or arrays that start a line and span several lines. Whitespace outside strings
+    /// goes; strings, numbers, key order and escapes stay byte-identical. Returns nil when nothing changes.
+    public static func minifyJSON(_ b: [UInt8]) -> [UInt8]? {
+        let n = b.count
+        guard n >= 2 else { return nil }
+        // Whole text.
+        var s = 0
+        while s < n && isBlank(b[s]) { s += 1 }
+        if s < n && (b[s] == UInt8(ascii: "{") || b[s] == UInt8(ascii: "[")) {
+            if let end = b.withUnsafeBytes({ JSONValidation.valueEnd(UnsafeRawBufferPointer(rebasing: $0[s...])) }) {
+                var t = s + end
+                while t < n && isBlank(b[t]) { t += 1 }
+                if t == n {
+                    var out = [UInt8]()
+                    out.reserveCapacity(n)
+                    appendMinified(b, s, s + end, to: &out)
+                    return out.count == n ? nil : out
+                }
+            }
+        }
+        // Embedded values at line starts.
+        var out = [UInt8]()
+        var copied = 0
+        var i = 0
+        var changed = false
+        var inFence = false
+        var fenceIsJSON = false
+        while i < n {
+            let lineStart = i
+            var lineEnd = i
+            while lineEnd < n && b[lineEnd] != 0x0A { lineEnd += 1 }
+            var k = lineStart
+            while k < lineEnd && (b[k] == 0x20 || b[k] == 0x09) { k += 1 }
+            if lineEnd - k >= 3 && b[k] == 0x60 && b[k + 1] == 0x60 && b[k + 2] == 0x60 {
+                if !inFence {
+                    let tag = b[(k + 3)..<lineEnd]
+                    fenceIsJSON = tag.starts(with: Array("json".utf8)) || tag.starts(with: Array("JSON".utf8))
+                }
+                inFence.toggle()
+                i = lineEnd + 1
+                continue
+            }
+            if k < lineEnd && (b[k] == UInt8(ascii: "{") || b[k] == UInt8(ascii: "[")) && (!inFence || fenceIsJSON) {
+                if let len = b.withUnsafeBytes({ JSONValidation.valueEnd(UnsafeRawBufferPointer(rebasing: $0[k...])) }) {
+                    let end = k + len
+                    // Only multi-line values: a one-line array in prose ("[1] ...") stays as written.
+                    if b[k..<end].contains(0x0A) {
+                        if out.isEmpty { out.reserveCapacity(n) }
+                        out.append(contentsOf: b[copied..<k])
+                        let before = out.count
+                        appendMinified(b, k, end, to: &out)
+                        if out.count - before != end - k { changed = true }
+                        copied = end
+                        i = end
+                        while i < n && b[i] != 0x0A { i += 1 }
+                        i += 1
+                        continue
+                    }
+                }
+            }
+            i = lineEnd + 1
+        }
+        guard changed else { return nil }
+        out.append(contentsOf: b[copied..<n])
+        return out
+    }
+
+    @inline(__always)
+    static func isBlank(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 }
+
+    /// Copies the valid JSON `b[s..<e]` without insignificant whitespace.
+    static func appendMinified(_ b: [UInt8], _ s: Int, _ e: Int, to out: inout [UInt8]) {
+        var i = s
+        while i < e {
+            let c = b[i]
+            if c == UInt8(ascii: "\"") {
+                var j = i + 1
+                while j < e && b[j] != UInt8(ascii: "\"") {
+                    j += b[j] == UInt8(ascii: "\\") ? 2 : 1
+                }
+                out.append(contentsOf: b[i...min(j, e - 1)])
+                i = j + 1
+            } else if isBlank(c) {
+                i += 1
+            } else {
+                out.append(c)
+                i += 1
+            }
+        }
+    }
+
+    /// Splits `b` into blocks separated by blank lines: (start, end) byte ranges, separators excluded.
+    static func blocks(_ b: [UInt8]) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        let n = b.count
+        var i = 0
+        var start = 0
+        while i < n {
+            if b[i] == 0x0A {
+                var j = i + 1
+                var sawBlank = false
+                while j < n {
+                    var k = j
+                    while k < n && (b[k] == 0x20 || b[k] == 0x09 || b[k] == 0x0D) { k += 1 }
+                    if k < n && b[k] == 0x0A {
+                        sawBlank = true
+                        j = k + 1
+                    } else {
+                        break
+                    }
+                }
+                if sawBlank {
+                    if i > start { out.append(start..<i) }
+                    start = j
+                    i = j
+                    continue
+                }
+            }
+            i += 1
+        }
+        if n > start { out.append(start..<n) }
+        return out
+    }
+}
