@@ -117,13 +117,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "Catalog"], swiftSettings: swiftSettings),
-        .testTarget(name: "CompressionTests", dependencies: ["Compression", "Tokenizer", "Wire"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CompressionTests",
+            dependencies: ["Compression", "Tokenizer", "Wire", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "WireTests", dependencies: ["Wire"], swiftSettings: swiftSettings),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"], swiftSettings: swiftSettings),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog"], swiftSettings: swiftSettings),
         .testTarget(
             name: "OptimizerTests",
-            dependencies: ["Optimizer", "Wire", "Tokenizer", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["Optimizer", "Wire", "Tokenizer", "Policy", "Catalog", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -88,6 +88,20 @@ public final class Lexicon: Sendable {
         }
     }
 
+    /// The Zipf value times 10 (0: not listed).
+    @inline(__always)
+    public func zipf10(_ h: UInt64) -> UInt8 {
+        keys.withUnsafeBufferPointer { k in
+            var slot = Int(truncatingIfNeeded: h) & mask
+            while true {
+                let key = k[slot]
+                if key == h { return values[slot] }
+                if key == 0 { return 0 }
+                slot = (slot + 1) & mask
+            }
+        }
+    }
+
     /// Self-information of a word on a 0...8 scale (8 minus its Zipf value): ~0.3 for "the", 6 for unknown words.
     @inline(__always)
     public func information(_ h: UInt64) -> Double {

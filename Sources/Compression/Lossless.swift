@@ -2,94 +2,11 @@ import Wire
 
 /// Lossless rewrites: what the model reads is unchanged, only the bytes (and tokens) that carry nothing go.
 public enum Lossless {
-    /// Whitespace normalisation outside fenced code blocks (```): `\r\n` becomes `\n`, trailing blanks of a line
-    /// go, runs of blanks inside a line become one space (a line's leading indentation is kept), three or more
-    /// newlines become two, and the text loses its leading and trailing blank lines. Fenced blocks are copied
-    /// verbatim. Returns nil when nothing changes.
-    public static func normalizeWhitespace(_ b: [UInt8]) -> [UInt8]? {
-        let n = b.count
-        var out = [UInt8]()
-        out.reserveCapacity(n)
-        var i = 0
-        var inFence = false
-        var pendingNewlines = 0
-        var changed = false
-        // Skip leading blank lines.
-        while i < n {
-            var j = i
-            while j < n && (b[j] == 0x20 || b[j] == 0x09 || b[j] == 0x0D) { j += 1 }
-            if j < n && b[j] == 0x0A {
-                i = j + 1
-                changed = true
-            } else {
-                break
-            }
-        }
-        while i < n {
-            // One line: [i, lineEnd)
-            var lineEnd = i
-            while lineEnd < n && b[lineEnd] != 0x0A { lineEnd += 1 }
-            var contentEnd = lineEnd
-            if !inFence {
-                while contentEnd > i && (b[contentEnd - 1] == 0x20 || b[contentEnd - 1] == 0x09 || b[contentEnd - 1] == 0x0D) {
-                    contentEnd -= 1
-                }
-            } else if contentEnd > i && b[contentEnd - 1] == 0x0D {
-                contentEnd -= 1
-                changed = true
-            }
-            if contentEnd != lineEnd && !inFence { changed = true }
-            // Is this line a fence?
-            var k = i
-            while k < contentEnd && (b[k] == 0x20 || b[k] == 0x09) { k += 1 }
-            let isFence = contentEnd - k >= 3 && b[k] == 0x60 && b[k + 1] == 0x60 && b[k + 2] == 0x60
-            if contentEnd == i && !inFence {
-                pendingNewlines += 1  // blank line
-            } else {
-                if !out.isEmpty {
-                    let newlines = inFence ? 1 + pendingNewlines : min(2, 1 + pendingNewlines)
-                    if newlines != 1 + pendingNewlines { changed = true }
-                    for _ in 0..<newlines { out.append(0x0A) }
-                } else if pendingNewlines > 0 {
-                    changed = true
-                }
-                pendingNewlines = 0
-                if inFence || isFence {
-                    out.append(contentsOf: b[i..<contentEnd])
-                } else {
-                    // Keep indentation, collapse inner blank runs.
-                    var p = i
-                    while p < contentEnd && (b[p] == 0x20 || b[p] == 0x09) {
-                        out.append(b[p])
-                        p += 1
-                    }
-                    while p < contentEnd {
-                        let c = b[p]
-                        if c == 0x20 || c == 0x09 {
-                            var q = p
-                            while q < contentEnd && (b[q] == 0x20 || b[q] == 0x09) { q += 1 }
-                            if q - p > 1 || c == 0x09 { changed = true }
-                            out.append(0x20)
-                            p = q
-                        } else {
-                            out.append(c)
-                            p += 1
-                        }
-                    }
-                }
-                if isFence { inFence.toggle() }
-            }
-            i = lineEnd + 1
-        }
-        if pendingNewlines > 0 { changed = true }
-        if !changed && out.count == n { return nil }
-        return out == b ? nil : out
-    }
-
     /// Minifies JSON found in the text: the whole text when it is one JSON value, the inside of fenced ```json
     /// blocks, and JSON objects or arrays that start a line and span several lines. Whitespace outside strings
-    /// goes; strings, numbers, key order and escapes stay byte-identical. Returns nil when nothing changes.
-    public static func minifyJSON(_ b: [UInt8]) -> [UInt8]? {
+    /// goes; strings, numbers, key order and escapes stay byte-identical. Returns the new text and where the
+    /// minified values are in it (later steps leave those bytes alone), or nil when nothing changes.
+    public static func minifyJSON(_ b: [UInt8]) -> (bytes: [UInt8], spans: [Range<Int>])? {
         let n = b.count
         guard n >= 2 else { return nil }
         // Whole text.
@@ -103,12 +20,13 @@ public enum Lossless {
                     var out = [UInt8]()
                     out.reserveCapacity(n)
                     appendMinified(b, s, s + end, to: &out)
-                    return out.count == n ? nil : out
+                    return out.count == n ? nil : (out, [0..<out.count])
                 }
             }
         }
         // Embedded values at line starts.
         var out = [UInt8]()
+        var spans: [Range<Int>] = []
         var copied = 0
         var i = 0
         var changed = false
@@ -139,6 +57,7 @@ public enum Lossless {
                         let before = out.count
                         appendMinified(b, k, end, to: &out)
                         if out.count - before != end - k { changed = true }
+                        spans.append(before..<out.count)
                         copied = end
                         i = end
                         while i < n && b[i] != 0x0A { i += 1 }
@@ -151,7 +70,7 @@ public enum Lossless {
         }
         guard changed else { return nil }
         out.append(contentsOf: b[copied..<n])
-        return out
+        return (out, spans)
     }
 
     @inline(__always)

@@ -36,10 +36,37 @@ public struct TextCompression: Sendable {
 ///
 /// Quality score (0...1): with a question, the mean of (a) the share of question-word weight (IDF) present in the
 /// original that is still present and (b) the best kept sentence's score over the best sentence's score; without a
-/// question, the mean of (c) the share of protected pieces kept and (d) the share of self-information kept, divided
-/// by the kept token share (so a 2x compression that keeps the informative half scores near 1).
+/// question, the mean of (c) the share of protected pieces kept and (d) the square root of the share of
+/// self-information kept (the informative half of a text carries well over half of its information).
 ///
 /// Everything runs on the UTF-8 bytes with one tokenizer pass; no dictionaries are built per call.
+struct HashSet64 {
+    var keys: [UInt64]
+    let mask: Int
+
+    init(capacity: Int) {
+        var size = 16
+        while size < capacity * 2 { size <<= 1 }
+        keys = [UInt64](repeating: 0, count: size)
+        mask = size - 1
+    }
+
+    /// Inserts `h` (non-zero); false when it was there.
+    @inline(__always)
+    mutating func insert(_ h: UInt64) -> Bool {
+        var slot = Int(truncatingIfNeeded: h ^ (h >> 29)) & mask
+        while true {
+            let k = keys[slot]
+            if k == h { return false }
+            if k == 0 {
+                keys[slot] = h
+                return true
+            }
+            slot = (slot + 1) & mask
+        }
+    }
+}
+
 public struct TextCompressor: Sendable {
     public let encoding: Encoding
     public let lexicon: Lexicon
@@ -68,6 +95,7 @@ public struct TextCompressor: Sendable {
     static let kCarry: Double = 0.25
     static let kPhrase: Double = 0.5
     static let kPunct: Double = 0.6
+    static let articles: Set<UInt64> = Set(["the", "a", "an"].map { WordHash.of($0) })
 
     public init(encoding: Encoding, lexicon: Lexicon = .shared) {
         self.encoding = encoding
@@ -87,12 +115,23 @@ public struct TextCompressor: Sendable {
         var hash: UInt64 = 0
         /// For newline pieces: where the line break starts (".\n" is one piece; its "." goes with its sentence).
         var breakStart: Int32 = 0
+        /// What is emitted (after whitespace normalisation); `start..<end` unless normalised.
+        var emitStart: Int32 = 0
+        var emitEnd: Int32 = 0
+        /// Zipf value x 10 of a word (0: not listed; ``unknown``: not looked up yet, see ``information``).
+        var zipf10: UInt8 = Piece.unknown
+        static let unknown: UInt8 = 255
+
+        /// Self-information 0...8 of a word piece (unlisted words count as Zipf 2).
+        var information: Double {
+            zipf10 == 0 || zipf10 == Piece.unknown ? 8 - Lexicon.unknownZipf : max(0, 8 - Double(zipf10) / 10)
+        }
     }
 
     enum Kind: UInt8 { case word, number, punct, space, newline }
 
     struct Flags: OptionSet {
-        let rawValue: UInt8
+        let rawValue: UInt16
         static let capital = Flags(rawValue: 1)
         static let protected = Flags(rawValue: 2)
         static let term = Flags(rawValue: 4)
@@ -101,6 +140,9 @@ public struct TextCompressor: Sendable {
         static let terminal = Flags(rawValue: 32)  // ends with . ! ?
         static let question = Flags(rawValue: 64)  // ends with ?
         static let repeated = Flags(rawValue: 128)  // a name seen before
+        static let collapsed = Flags(rawValue: 256)  // a blank run normalised away
+        static let asSpace = Flags(rawValue: 512)  // a blank run emitted as one space
+        static let spacePrefix = Flags(rawValue: 1024)  // "\tword": emitted as " word"
     }
 
     struct Sentence {
@@ -126,38 +168,47 @@ public struct TextCompressor: Sendable {
     public func compress(_ original: [UInt8], question: String?, ratio: Double, options: CompressionOptions)
         -> TextCompression
     {
-        let originalTokens = count(original)
         var bytes = original
         var techniques: CompressionTechniques = []
-        if options.lossless {
-            if let b = Lossless.minifyJSON(bytes) {
-                bytes = b
-                techniques.insert(.json)
-            }
-            if let b = Lossless.normalizeWhitespace(bytes) {
-                bytes = b
-                techniques.insert(.whitespace)
-            }
+        var originalTokens: Int? = nil
+        var jsonSpans: [Range<Int>] = []
+        if options.lossless, let m = Lossless.minifyJSON(bytes) {
+            originalTokens = count(original)
+            bytes = m.bytes
+            jsonSpans = m.spans
+            techniques.insert(.json)
         }
-        let budget = Int((Double(originalTokens) * ratio).rounded(.down))
+        let wholeJSON = Self.isJSON(bytes)
         var pieces = self.pieces(bytes)
         var total = 0
         for p in pieces { total += Int(p.tokens) }
+        let originalCount = originalTokens ?? total
+        if !wholeJSON { Self.protect(Self.protectedSpans(bytes) + jsonSpans, in: &pieces) }
+        if options.lossless && !wholeJSON && normalizeSpacing(bytes, &pieces) {
+            techniques.insert(.whitespace)
+            total = 0
+            for p in pieces { total += Int(p.tokens) }
+        }
+        let budget = Int((Double(originalCount) * ratio).rounded(.down))
         let lossy = options.selection || options.pruning
-        if total <= budget || !lossy || originalTokens < options.minMessageTokens || Self.isJSON(bytes) {
+        if total <= budget || !lossy || originalCount < options.minMessageTokens || wholeJSON {
+            let all = [Sentence(first: 0, end: Int32(pieces.count), passage: 0, kept: true)]
+            let out = emit(bytes, pieces, all)
+            if out.bytes == original { techniques = [] }
             return TextCompression(
-                bytes: bytes, originalTokens: originalTokens, tokens: total, quality: 1, techniques: techniques)
+                bytes: out.bytes, originalTokens: originalCount, tokens: out.tokens, quality: 1, techniques: techniques)
         }
         var sentences = segment(bytes, &pieces, options: options)
         let terms = questionTerms(question)
-        let hasQuestion = !terms.isEmpty
         var termWeights: [Double] = []
         var bestScore = 0.0
         var passageScores: [Double] = []
-        if hasQuestion {
+        if !terms.isEmpty {
             (termWeights, bestScore, passageScores) = score(
                 &sentences, &pieces, terms: terms, answerType: Self.answerType(question))
         }
+        // A question none of whose words occur ("Summarize this.") cannot rank anything: prune instead.
+        let hasQuestion = bestScore > 0
         var used = 0
         if hasQuestion && options.selection {
             used = select(
@@ -171,71 +222,232 @@ public struct TextCompressor: Sendable {
         if options.pruning && used > budget {
             if prune(bytes, &pieces, sentences, toDrop: used - budget) { techniques.insert(.pruning) }
         }
-        // Emit.
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count)
-        var kept = 0
-        var protectedAll = 0
-        var protectedKept = 0
-        var infoAll = 0.0
-        var infoKept = 0.0
-        bytes.withUnsafeBufferPointer { b in
-            for p in pieces {
-                let s = sentences[Int(p.sentence)]
-                let isStructural = p.kind == .newline
-                let keep = isStructural || (s.kept && !p.flags.contains(.dropped))
-                if !hasQuestion && (p.kind == .word || p.kind == .number) {
-                    let info = p.kind == .number ? 6 : lexicon.information(p.hash)
-                    infoAll += info
-                    if p.flags.contains(.protected) { protectedAll += 1 }
-                    if keep {
-                        infoKept += info
-                        if p.flags.contains(.protected) { protectedKept += 1 }
-                    }
-                }
-                guard keep else { continue }
-                if isStructural {
-                    // Separators survive only between kept content, once; the punctuation before a line break
-                    // (".\n") only with its sentence.
-                    if out.isEmpty || out.last == 0x0A { continue }
-                    let from = s.kept ? Int(p.start) : Int(p.breakStart)
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: b[from..<Int(p.end)]))
-                    kept += Int(p.tokens)
-                    continue
-                }
-                var start = Int(p.start)
-                if p.flags.contains(.leadingSpace) && (out.isEmpty || out.last == 0x0A) { start += 1 }
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: b[start..<Int(p.end)]))
-                kept += Int(p.tokens)
-            }
-        }
-        while let last = out.last, last == 0x0A || last == 0x20 { out.removeLast() }
+        let out = emit(bytes, pieces, sentences)
         var quality = 1.0
         if hasQuestion {
-            var present = Set<Int>()
-            var surviving = Set<Int>()
+            var present = [Bool](repeating: false, count: terms.count)
+            var surviving = [Bool](repeating: false, count: terms.count)
             var bestKept = 0.0
             for p in pieces where p.flags.contains(.term) {
-                let t = terms.firstIndex(of: p.stem) ?? -1
-                if t >= 0 {
-                    present.insert(t)
-                    if sentences[Int(p.sentence)].kept && !p.flags.contains(.dropped) { surviving.insert(t) }
-                }
+                guard let t = terms.firstIndex(of: p.stem) else { continue }
+                present[t] = true
+                if sentences[Int(p.sentence)].kept && !p.flags.contains(.dropped) { surviving[t] = true }
             }
             for s in sentences where s.kept { bestKept = max(bestKept, s.own) }
-            let wAll = present.reduce(0.0) { $0 + termWeights[$1] }
-            let wKept = surviving.reduce(0.0) { $0 + termWeights[$1] }
+            var wAll = 0.0
+            var wKept = 0.0
+            for t in terms.indices where present[t] {
+                wAll += termWeights[t]
+                if surviving[t] { wKept += termWeights[t] }
+            }
             let coverage = wAll > 0 ? wKept / wAll : 1
             let evidence = bestScore > 0 ? bestKept / bestScore : 1
             quality = 0.5 * coverage + 0.5 * evidence
         } else {
+            var protectedAll = 0
+            var protectedKept = 0
+            var infoAll = 0.0
+            var infoKept = 0.0
+            for p in pieces where p.kind == .word || p.kind == .number {
+                let info = p.kind == .number
+                    ? 6 : (p.zipf10 == Piece.unknown ? lexicon.information(p.hash) : p.information)
+                let keep = sentences[Int(p.sentence)].kept && !p.flags.contains(.dropped)
+                infoAll += info
+                if p.flags.contains(.protected) { protectedAll += 1 }
+                if keep {
+                    infoKept += info
+                    if p.flags.contains(.protected) { protectedKept += 1 }
+                }
+            }
             let protectedShare = protectedAll > 0 ? Double(protectedKept) / Double(protectedAll) : 1
-            let keptShare = total > 0 ? max(Double(kept) / Double(total), 1e-9) : 1
-            let infoShare = infoAll > 0 ? min(1, (infoKept / infoAll) / keptShare) : 1
+            let infoShare = infoAll > 0 ? (infoKept / infoAll).squareRoot() : 1
             quality = 0.5 * protectedShare + 0.5 * infoShare
         }
         return TextCompression(
-            bytes: out, originalTokens: originalTokens, tokens: kept, quality: quality, techniques: techniques)
+            bytes: out.bytes, originalTokens: originalCount, tokens: out.tokens, quality: quality,
+            techniques: techniques)
+    }
+
+    /// Concatenates the kept pieces. Line breaks survive only between kept content, once; the punctuation glued to
+    /// a line break (".\n") only with its sentence; a leading space is dropped at the start of a line.
+    func emit(_ bytes: [UInt8], _ pieces: [Piece], _ sentences: [Sentence]) -> (bytes: [UInt8], tokens: Int) {
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count)
+        var kept = 0
+        bytes.withUnsafeBufferPointer { b in
+            for p in pieces {
+                if p.flags.contains(.collapsed) { continue }
+                let s = sentences[Int(p.sentence)]
+                if p.kind == .newline {
+                    // ".\n": the punctuation goes with its sentence; a bare break only between kept content.
+                    let withPunct = s.kept && p.breakStart > p.start && p.emitStart == p.start
+                    if !withPunct && (out.isEmpty || out.last == 0x0A) { continue }
+                    let from = withPunct ? Int(p.emitStart) : Int(p.breakStart)
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: b[from..<Int(p.emitEnd)]))
+                    kept += Int(p.tokens)
+                    continue
+                }
+                guard s.kept && !p.flags.contains(.dropped) else { continue }
+                var start = Int(p.emitStart)
+                if p.flags.contains(.leadingSpace) && (out.isEmpty || out.last == 0x0A) { start = Int(p.start) + 1 }
+                if p.flags.contains(.asSpace) {
+                    if let last = out.last, last != 0x0A && last != 0x20 { out.append(0x20) }
+                } else if p.flags.contains(.spacePrefix) {
+                    if let last = out.last, last != 0x0A && last != 0x20 { out.append(0x20) }
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: b[(Int(p.start) + 1)..<Int(p.emitEnd)]))
+                } else {
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: b[start..<Int(p.emitEnd)]))
+                }
+                kept += Int(p.tokens)
+            }
+        }
+        while let last = out.last, last == 0x0A || last == 0x20 || last == 0x09 || last == 0x0D {
+            out.removeLast()
+        }
+        return (out, kept)
+    }
+
+    /// Byte ranges that must survive verbatim: URLs, `code`, short "quoted" strings (straight or curly quotes).
+    static func protectedSpans(_ b: [UInt8]) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        let n = b.count
+        var i = 0
+        func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D }
+        while i < n {
+            let c = b[i]
+            if c == UInt8(ascii: "h") || c == UInt8(ascii: "w") {
+                let atWordStart = i == 0 || !isWordByte(b[i - 1])
+                if atWordStart && (Self.hasPrefix(b, i, "https://") || Self.hasPrefix(b, i, "http://")
+                    || Self.hasPrefix(b, i, "www."))
+                {
+                    var e = i
+                    while e < n && !isSpace(b[e]) && b[e] != UInt8(ascii: "\"") && b[e] != UInt8(ascii: "<")
+                        && b[e] != UInt8(ascii: ">")
+                    {
+                        e += 1
+                    }
+                    while e > i && [UInt8(ascii: "."), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: ":"),
+                                    UInt8(ascii: ")"), UInt8(ascii: "?"), UInt8(ascii: "!")].contains(b[e - 1])
+                    {
+                        e -= 1
+                    }
+                    out.append(i..<e)
+                    i = e
+                    continue
+                }
+            }
+            if c == UInt8(ascii: "`") || c == UInt8(ascii: "\"") || (c == 0xE2 && i + 2 < n && b[i + 1] == 0x80 && b[i + 2] == 0x9C) {
+                let limit = c == UInt8(ascii: "`") ? 300 : 160
+                let open = c == 0xE2 ? 3 : 1
+                var e = i + open
+                while e < n && e - i <= limit && b[e] != 0x0A {
+                    if c == 0xE2 ? (b[e] == 0xE2 && e + 2 < n && b[e + 1] == 0x80 && b[e + 2] == 0x9D) : b[e] == c { break }
+                    e += 1
+                }
+                if e < n && e - i <= limit && b[e] != 0x0A {
+                    let end = e + (c == 0xE2 ? 3 : 1)
+                    out.append(i..<end)
+                    i = end
+                    continue
+                }
+            }
+            i += 1
+        }
+        return out
+    }
+
+    static func hasPrefix(_ b: [UInt8], _ i: Int, _ p: StaticString) -> Bool {
+        let n = p.utf8CodeUnitCount
+        guard i + n <= b.count else { return false }
+        let s = p.utf8Start
+        for k in 0..<n where b[i + k] != s[k] { return false }
+        return true
+    }
+
+    /// Marks pieces overlapping any of `spans` protected.
+    static func protect(_ spans: [Range<Int>], in pieces: inout [Piece]) {
+        guard !spans.isEmpty else { return }
+        let sorted = spans.sorted { $0.lowerBound < $1.lowerBound }
+        var k = 0
+        for j in pieces.indices {
+            let s = Int(pieces[j].start)
+            let e = Int(pieces[j].end)
+            while k < sorted.count && sorted[k].upperBound <= s { k += 1 }
+            guard k < sorted.count else { break }
+            if sorted[k].lowerBound < e { pieces[j].flags.insert(.protected) }
+        }
+    }
+
+    /// Whitespace normalisation on the pieces, outside fenced code blocks: blank runs inside a line become one
+    /// space (or nothing when the next piece brings its own), spaces before a line break go, three or more line
+    /// breaks become two. Leading and trailing blank lines go at emission. Returns whether anything changed.
+    func normalizeSpacing(_ bytes: [UInt8], _ pieces: inout [Piece]) -> Bool {
+        var changed = false
+        var inFence = false
+        var lineStart = true
+        let n = pieces.count
+        bytes.withUnsafeBufferPointer { b in
+            let base = b.baseAddress!
+            for j in 0..<n {
+                let p = pieces[j]
+                if lineStart {
+                    lineStart = false
+                    var k = Int(p.start)
+                    if p.kind == .space {
+                        k = Int(p.end)
+                    }
+                    while k < b.count && (base[k] == 0x20 || base[k] == 0x09) { k += 1 }
+                    if k + 2 < b.count && base[k] == 0x60 && base[k + 1] == 0x60 && base[k + 2] == 0x60 {
+                        inFence.toggle()
+                    }
+                }
+                if p.kind == .newline {
+                    lineStart = true
+                    if inFence { continue }  // breaks inside a fence stay verbatim
+                    let s = Int(p.start)
+                    let e = Int(p.end)
+                    var newlines: [Int] = []
+                    for k in s..<e where base[k] == 0x0A { newlines.append(k) }
+                    guard newlines.count >= 3 || (newlines.first.map { $0 > s } ?? false) else { continue }
+                    // At most two line breaks (from the second-to-last one), then the next line's indentation.
+                    var breakFrom = newlines.count >= 3 ? newlines[newlines.count - 2] : newlines[0]
+                    if breakFrom > s && base[breakFrom - 1] == 0x0D && newlines.count < 3 { breakFrom -= 1 }
+                    let punctEnd = Int(p.breakStart)
+                    if punctEnd > s {
+                        // ".\n\n\n": the punctuation and two breaks when kept, two breaks when not.
+                        if newlines.count >= 3 {
+                            pieces[j].emitEnd = Int32(newlines[1] + 1)
+                            pieces[j].breakStart = Int32(breakFrom)
+                            changed = true
+                        }
+                    } else {
+                        pieces[j].emitStart = Int32(breakFrom)
+                        pieces[j].breakStart = Int32(breakFrom)
+                        changed = true
+                    }
+                    continue
+                }
+                if p.kind == .word && !inFence && base[Int(p.start)] == 0x09 && !p.flags.contains(.protected) {
+                    pieces[j].flags.insert(.spacePrefix)
+                    changed = true
+                }
+                if p.kind == .space && !inFence && !p.flags.contains(.protected) {
+                    let atLineStart = j == 0 || pieces[j - 1].kind == .newline
+                    if atLineStart && j > 0 { continue }  // indentation stays
+                    let nextBrings = j + 1 >= n || pieces[j + 1].flags.contains(.leadingSpace)
+                        || pieces[j + 1].kind == .newline
+                    if nextBrings || j == 0 {
+                        pieces[j].flags.insert(.collapsed)
+                        pieces[j].tokens = 0
+                        changed = true
+                    } else if p.end - p.start > 1 || base[Int(p.start)] != 0x20 {
+                        pieces[j].flags.insert(.asSpace)
+                        changed = true
+                    }
+                }
+            }
+        }
+        return changed
     }
 
     func count(_ bytes: [UInt8]) -> Int {
@@ -259,19 +471,37 @@ public struct TextCompressor: Sendable {
             let base = b.baseAddress!
             encoding.forEachPiece(b) { s, e, t in
                 var p = Piece(start: Int32(s), end: Int32(e), tokens: Int32(t), kind: .punct, flags: [])
+                p.emitStart = Int32(s)
+                p.emitEnd = Int32(e)
+                p.breakStart = Int32(s)
                 var i = s
                 let c0 = base[s]
-                if c0 == 0x20 && e - s > 1 {
+                if c0 == 0x20 && e - s > 1 && base[s + 1] != 0x20 && base[s + 1] != 0x0A && base[s + 1] != 0x09
+                    && base[s + 1] != 0x0D
+                {
                     p.flags.insert(.leadingSpace)
                     i += 1
                 }
                 // Classify by the first non-space byte.
                 var hasNewline = false
-                var allSpace = true
-                for k in s..<e {
-                    let c = base[k]
-                    if c == 0x0A { hasNewline = true }
-                    if c != 0x20 && c != 0x09 && c != 0x0A && c != 0x0D { allSpace = false }
+                var allSpace = false
+                if c0 == 0x20 || c0 == 0x0A || c0 == 0x09 || c0 == 0x0D {
+                    // Whitespace pieces start with whitespace; a word's leading space is followed by more.
+                    allSpace = true
+                    for k in s..<e {
+                        let c = base[k]
+                        if c == 0x0A { hasNewline = true }
+                        if c != 0x20 && c != 0x09 && c != 0x0A && c != 0x0D {
+                            allSpace = false
+                            break
+                        }
+                    }
+                    if !allSpace { hasNewline = false }
+                }
+                if !allSpace {
+                    // Punctuation runs may end in line breaks (".\n").
+                    let last = base[e - 1]
+                    hasNewline = last == 0x0A || last == 0x0D
                 }
                 if hasNewline {
                     p.kind = .newline
@@ -352,8 +582,6 @@ public struct TextCompressor: Sendable {
         var pendingTerminal = false
         var lineStart = true
         var protectRest = false  // fenced code / preserved section running
-        var quoteOpen = false
-        var quoteStart = 0
         bytes.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
             func close(at i: Int) {
@@ -372,7 +600,6 @@ public struct TextCompressor: Sendable {
                     let newlines = Self.countNewlines(base, s, Int(p.end))
                     lineStart = true
                     pendingTerminal = false
-                    quoteOpen = false
                     if newlines >= 2 || !hasBlankLines {
                         passage += 1
                         current.passage = passage
@@ -450,27 +677,9 @@ public struct TextCompressor: Sendable {
                     // A sentence-initial common word ("The", "In", "It") is protected only before another
                     // capitalised word ("The Beatles").
                     let nextCapital = i + 1 < n && pieces[i + 1].flags.contains(.capital)
-                    if !nextCapital && (lexicon.zipf(p.hash) ?? 0) >= Self.kInitZ { protect = false }
+                    if !nextCapital && Double(lexicon.zipf10(p.hash)) / 10 >= Self.kInitZ { protect = false }
                 }
                 if protect { p.flags.insert(.protected) }
-                if p.kind == .word && !p.flags.contains(.protected) {
-                    // URLs, code spans.
-                    if Self.startsURL(base, s, Int(p.end)) { p.flags.insert(.protected) }
-                }
-                // Backtick code and short quoted strings: protect everything between the delimiters.
-                let q = Self.quoteByte(base, s, Int(p.end))
-                if q {
-                    if quoteOpen {
-                        if i - quoteStart <= 24 {
-                            for j in quoteStart...i { pieces[j].flags.insert(.protected) }
-                            p.flags.insert(.protected)
-                        }
-                        quoteOpen = false
-                    } else {
-                        quoteOpen = true
-                        quoteStart = i
-                    }
-                }
                 if protectRest { current.mustKeep = true }
                 p.sentence = Int32(sentences.count)
                 pieces[i] = p
@@ -507,7 +716,7 @@ public struct TextCompressor: Sendable {
                 }
                 var k = j
                 while k < n && k - j < 2 && pieces[k].kind == .word && !pieces[k].flags.contains(.protected)
-                    && (lexicon.zipf(pieces[k].hash) ?? 0) >= Self.kSandZ
+                    && Double(lexicon.zipf10(pieces[k].hash)) / 10 >= Self.kSandZ
                 {
                     k += 1
                 }
@@ -521,22 +730,6 @@ public struct TextCompressor: Sendable {
                 let before = j + 1 < n && pieces[j + 1].kind == .number && !pieces[j + 1].flags.contains(.leadingSpace)
                     && pieces[j].end - pieces[j].start <= 2
                 if glued || before { pieces[j].flags.insert(.protected) }
-            }
-            var seenWords = Set<UInt64>()
-            for j in 0..<n where pieces[j].kind == .word && !pieces[j].flags.contains(.protected) {
-                if !seenWords.insert(pieces[j].hash).inserted { pieces[j].flags.insert(.repeated) }
-            }
-            var seen = Set<UInt64>()
-            for j in 0..<n where pieces[j].kind == .word && pieces[j].flags.contains(.capital)
-                && pieces[j].flags.contains(.protected)
-            {
-                let after = j + 1 < n && pieces[j + 1].kind == .space ? j + 2 : j + 1
-                let alone = !(j > 0 && solid(j - 1)) && !(after < n && solid(after))
-                guard alone else { continue }
-                if !seen.insert(pieces[j].hash).inserted {
-                    pieces[j].flags.remove(.protected)
-                    pieces[j].flags.insert(.repeated)
-                }
             }
             // A lone space piece before a number (" 18" is " " + "18" in o200k) goes with what follows it.
             for j in 0..<(n - 1) where pieces[j].kind == .space && pieces[j + 1].flags.contains(.protected) {
@@ -665,21 +858,6 @@ public struct TextCompressor: Sendable {
         return abbreviations.contains(prev.hash)
     }
 
-    static func startsURL(_ base: UnsafePointer<UInt8>, _ s: Int, _ e: Int) -> Bool {
-        var i = s
-        if base[i] == 0x20 { i += 1 }
-        return e - i >= 4 && base[i] == UInt8(ascii: "h") && base[i + 1] == UInt8(ascii: "t")
-            && base[i + 2] == UInt8(ascii: "t") && base[i + 3] == UInt8(ascii: "p")
-            || e - i >= 3 && base[i] == UInt8(ascii: "w") && base[i + 1] == UInt8(ascii: "w")
-                && base[i + 2] == UInt8(ascii: "w")
-    }
-
-    /// The piece is (or contains) a backtick or a double quote.
-    static func quoteByte(_ base: UnsafePointer<UInt8>, _ s: Int, _ e: Int) -> Bool {
-        for k in s..<e where base[k] == 0x60 || base[k] == 0x22 { return true }
-        return false
-    }
-
     // MARK: Question terms and scoring
 
     /// Stem hashes of the question's content words (stop words out, duplicates out, at most 32).
@@ -732,22 +910,42 @@ public struct TextCompressor: Sendable {
 
     /// What kind of answer the question asks for, from its wh-word.
     static func answerType(_ question: String?) -> AnswerType {
-        guard let q = question?.lowercased() else { return .none }
-        let words = q.split(whereSeparator: { !$0.isLetter && $0 != "'" }).prefix(12)
-        guard let first = words.firstIndex(where: { ["who", "whom", "whose", "when", "how", "where", "which"].contains($0) || $0 == "what" })
-        else { return .none }
-        switch words[first] {
-        case "who", "whom", "whose", "where": return .name
-        case "when": return .number
-        case "how":
-            let next = words.dropFirst(first - words.startIndex + 1).first ?? ""
-            return ["many", "much", "old", "long", "tall", "far", "big"].contains(next) ? .number : .none
-        case "what", "which":
-            let next = words.dropFirst(first - words.startIndex + 1).first ?? ""
-            return ["year", "date", "time", "day", "age", "percentage"].contains(next) ? .number : .none
-        default: return .none
+        guard var q = question else { return .none }
+        return q.withUTF8 { b -> AnswerType in
+            // Lowercased ASCII words of the first dozen.
+            var words: [UInt64] = []
+            var i = 0
+            while i < b.count && words.count < 12 {
+                while i < b.count && !isLetter(b[i]) { i += 1 }
+                var e = i
+                while e < b.count && (isLetter(b[e]) || b[e] == UInt8(ascii: "'")) { e += 1 }
+                if e > i { words.append(WordHash.of(b.baseAddress! + i, e - i)) }
+                i = e
+            }
+            guard let first = words.firstIndex(where: { Self.whWords[$0] != nil }) else { return .none }
+            let next = first + 1 < words.count ? words[first + 1] : 0
+            switch Self.whWords[words[first]]! {
+            case 0: return .name
+            case 1: return .number
+            case 2: return Self.howNumber.contains(next) ? .number : .none
+            default: return Self.whatNumber.contains(next) ? .number : .none
+            }
         }
     }
+
+    @inline(__always)
+    static func isLetter(_ c: UInt8) -> Bool { (c >= 0x61 && c <= 0x7A) || (c >= 0x41 && c <= 0x5A) }
+
+    static let whWords: [UInt64: Int] = {
+        var d: [UInt64: Int] = [:]
+        for w in ["who", "whom", "whose", "where"] { d[WordHash.of(w)] = 0 }
+        d[WordHash.of("when")] = 1
+        d[WordHash.of("how")] = 2
+        for w in ["what", "which"] { d[WordHash.of(w)] = 3 }
+        return d
+    }()
+    static let howNumber = Set(["many", "much", "old", "long", "tall", "far", "big"].map { WordHash.of($0) })
+    static let whatNumber = Set(["year", "date", "time", "day", "age", "percentage"].map { WordHash.of($0) })
 
     func score(_ sentences: inout [Sentence], _ pieces: inout [Piece], terms: [UInt64], answerType: AnswerType = .none)
         -> ([Double], Double, [Double])
@@ -906,7 +1104,34 @@ public struct TextCompressor: Sendable {
 
     /// Drops the least informative unprotected pieces of kept sentences until `toDrop` tokens are gone (or
     /// nothing droppable is left). Returns whether anything was dropped.
+    /// Marks later occurrences of a lowercase word (less informative in context) and of a stand-alone name (it
+    /// loses its protection: one intact occurrence is enough).
+    func markRepeats(_ pieces: inout [Piece]) {
+        let n = pieces.count
+        func solid(_ j: Int) -> Bool {
+            pieces[j].flags.contains(.protected) && (pieces[j].kind == .word || pieces[j].kind == .number)
+        }
+        var seenWords = HashSet64(capacity: n)
+        var seenNames = HashSet64(capacity: n)
+        for j in 0..<n where pieces[j].kind == .word {
+            if !pieces[j].flags.contains(.protected) {
+                if !seenWords.insert(pieces[j].hash) { pieces[j].flags.insert(.repeated) }
+            } else if pieces[j].flags.contains(.capital) {
+                let after = j + 1 < n && pieces[j + 1].kind == .space ? j + 2 : j + 1
+                let alone = !(j > 0 && solid(j - 1)) && !(after < n && solid(after))
+                if alone && !seenNames.insert(pieces[j].hash) {
+                    pieces[j].flags.remove(.protected)
+                    pieces[j].flags.insert(.repeated)
+                }
+            }
+        }
+    }
+
     func prune(_ bytes: [UInt8], _ pieces: inout [Piece], _ sentences: [Sentence], toDrop: Int) -> Bool {
+        markRepeats(&pieces)
+        for j in pieces.indices where pieces[j].kind == .word && pieces[j].zipf10 == Piece.unknown {
+            pieces[j].zipf10 = lexicon.zipf10(pieces[j].hash)
+        }
         // Priority buckets 0...255 (information x 32); protected and structural pieces are not candidates.
         var bucketTokens = [Int](repeating: 0, count: 256)
         var priority = [UInt8](repeating: 255, count: pieces.count)
@@ -919,7 +1144,7 @@ public struct TextCompressor: Sendable {
             var info: Double
             switch p.kind {
             case .word:
-                info = lexicon.information(p.hash)
+                info = p.information
                 if p.flags.contains(.repeated) { info = p.flags.contains(.capital) ? Self.kCapRep : info * Self.kRep }
             case .number: info = 6
             case .punct: info = p.flags.contains(.terminal) ? Self.kPunct + 0.3 : Self.kPunct
@@ -931,7 +1156,7 @@ public struct TextCompressor: Sendable {
                 let next = pieces[j + 1]
                 if next.kind == .word || next.kind == .number {
                     let nextInfo = next.flags.contains(.protected) || next.kind == .number
-                        ? 6 : lexicon.information(next.hash)
+                        ? 6 : next.information
                     info = max(info, nextInfo * Self.kArticle)
                 }
             }

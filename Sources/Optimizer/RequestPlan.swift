@@ -1,3 +1,4 @@
+import Compression
 import NIOCore
 import Policy
 import Tokenizer
@@ -24,6 +25,8 @@ public struct RequestPlan: Sendable {
     public var decision: PolicyDecision?
     /// Set when a budget rejects the request: answer 429 without calling any upstream.
     public var rejection: BudgetRejection?
+    /// What prompt compression did, when the policy asked for it.
+    public var compression: CompressionSummary?
 
     public init() {}
 
@@ -62,12 +65,38 @@ public struct Planner: Sendable {
                 view.patchModel(decision.servedModel, into: &plan.patch)
                 plan.servedModel = decision.servedModel
             }
+            if let profile = decision.compression, endpoint == "chat.completions" {
+                compress(view, profile: profile, model: plan.servedModel ?? "", into: &plan)
+            }
         }
         if view.stream && view.includeUsage != true && (endpoint == "chat.completions" || endpoint == "completions") {
             Self.injectIncludeUsage(view, into: &plan.patch)
             plan.injectedStreamUsage = true
         }
         return plan
+    }
+
+    /// Compresses the request's messages per `profile` and splices the new contents into the body.
+    func compress(_ view: RequestView, profile: CompressionProfile, model: String, into plan: inout RequestPlan) {
+        let started = ContinuousClock.now
+        let encoding = (try? Encoding.forModel(model).encoding) ?? (try? Encoding.named(.o200kBase))
+        guard let encoding else { return }
+        let result = PromptCompressor(encoding: encoding).compress(view, options: profile.options)
+        for (index, text) in result.edits {
+            view.patchMessageContent(index, text: String(decoding: text, as: UTF8.self), into: &plan.patch)
+        }
+        if !result.edits.isEmpty {
+            plan.promptChanged = true
+            plan.tokensSaved = result.tokensSaved
+        }
+        let changed = result.applied && !result.edits.isEmpty
+        plan.compression = CompressionSummary(
+            technique: changed ? result.techniques.name : "none", originalTokens: result.originalTokens,
+            compressedTokens: changed ? result.compressedTokens : result.originalTokens,
+            ratio: changed && result.originalTokens > 0
+                ? Double(result.compressedTokens) / Double(result.originalTokens) : 1,
+            qualityScore: result.quality, duration: ContinuousClock.now - started, profile: profile.name,
+            applied: result.applied)
     }
 
     /// Plans a request the sidecar does not read (files, audio, models...): only the policy's upstream choice.

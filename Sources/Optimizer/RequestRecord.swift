@@ -68,6 +68,9 @@ public struct RequestRecord: Sendable, Equatable {
         set { costSavedPicoUSD = newValue.map(USD.toPico) }
     }
 
+    /// What prompt compression did (nil: no compression profile applied).
+    public var compression: CompressionSummary?
+
     public var timings = Timings()
     /// The policy rule that decided the request (nil: the policy's defaults).
     public var rule: String?

@@ -218,6 +218,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
                 x.record.servedModel = plan.servedModel
                 x.record.stream = view.stream
                 x.record.tokensSaved = plan.tokensSaved
+                x.record.compression = plan.compression
                 x.record.rule = plan.rule
                 if let rejection = plan.rejection {
                     state = .idle
@@ -463,6 +464,18 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         headers.add(name: "x-auto-optimizer-served-model", value: r.servedModel ?? "")
         headers.add(name: "x-auto-optimizer-tokens-saved", value: String(r.tokensSaved))
         headers.add(name: "x-auto-optimizer-cost-saved-usd", value: costSaved)
+        if let c = r.compression {
+            headers.add(
+                name: "x-auto-optimizer-compression",
+                value: "\(c.technique); ratio=\(Self.fixed3(c.ratio)); quality=\(Self.fixed3(c.qualityScore))"
+                    + "; tokens=\(c.originalTokens)->\(c.compressedTokens)\(c.applied ? "" : "; guarded")")
+        }
+    }
+
+    static func fixed3(_ x: Double) -> String {
+        let m = Int((x * 1000).rounded())
+        let frac = String(m % 1000)
+        return "\(m / 1000).\(String(repeating: "0", count: 3 - frac.count))\(frac)"
     }
 
     /// Completes the record and hands it to the accountant (counting and sinks happen off the event loop).

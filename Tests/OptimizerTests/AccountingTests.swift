@@ -3,6 +3,8 @@ import NIOCore
 import Testing
 import Tokenizer
 import Wire
+import Catalog
+import Policy
 
 @testable import Optimizer
 
@@ -145,5 +147,37 @@ struct AccountingTests {
         let json = ledger.json()
         #expect(json.contains(#""by_application":{"a":{"requests":2"#))
         #expect(json.contains(#""gpt-4o-mini":{"requests":1"#))
+    }
+}
+
+@Suite("Planner: compression")
+struct PlannerCompressionTests {
+    @Test func compressionRuleSplicesCompressedMessagesAndRecordsTheSummary() throws {
+        let yaml = """
+            version: 1
+            upstreams: { main: { url: "http://127.0.0.1:9/v1" } }
+            defaults: { compression: { target_ratio: 0.3, min_prompt_tokens: 0, min_message_tokens: 0, min_quality: 0 } }
+            """
+        let policy = CompiledPolicy(document: try PolicyDocument.parse(yaml: yaml, file: "t.yaml", catalog: nil),
+                                    catalog: ModelCatalog(entries: []))
+        let docs = (1...12).map { i in
+            "Document [\(i)](Title: Topic \(i)) " + (i == 7
+                ? "The first Nobel Prize in Physics was awarded in 1901 to Wilhelm Conrad Röntgen of Germany."
+                : "This passage talks about subject number \(i), its history, its geography and its many customs.")
+        }.joined(separator: "\\n")
+        let body = #"{"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"\#(docs)"},{"role":"user","content":"who won the first nobel prize in physics"}],"temperature":0.70}"#
+        let view = try RequestView.parse(ByteBuffer(string: body))
+        let plan = Planner().plan(endpoint: "chat.completions", view: view, policy: policy)
+        let summary = try #require(plan.compression)
+        #expect(summary.applied)
+        #expect(summary.technique.contains("selection"))
+        #expect(summary.ratio < 0.5)
+        #expect(plan.promptChanged)
+        #expect(plan.tokensSaved > 0)
+        let sent = String(buffer: plan.patch.apply(to: view.body))
+        #expect(sent.contains("Röntgen"))
+        #expect(sent.hasPrefix(#"{"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},"#))
+        #expect(sent.hasSuffix(#"{"role":"user","content":"who won the first nobel prize in physics"}],"temperature":0.70}"#))
+        #expect(!sent.contains("subject number 3"))
     }
 }
