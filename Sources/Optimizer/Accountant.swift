@@ -122,6 +122,10 @@ public final class Accountant: Sendable {
         r.promptTokensOriginal = before
         if let sent = draft.sent, let sentView = try? RequestView.parse(sent) {
             r.promptTokensOptimized = PromptCounter.count(sentView, endpoint: r.endpoint, encoding: encoding)
+            if r.compression?.applied == true, let a = r.promptTokensOptimized {
+                // The compressor's own figure is a sum over message contents; the exact whole-prompt count wins.
+                r.tokensSaved = max(0, before - a)
+            }
         } else {
             r.promptTokensOptimized = before
         }

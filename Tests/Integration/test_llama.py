@@ -114,3 +114,42 @@ def test_llama_streamed_usage_is_estimated_by_the_sidecar(llama_server, start_si
     assert rec["usage"]["prompt_tokens"] == rec["prompt_tokens_optimized"] > 0
     assert 0 < rec["usage"]["completion_tokens"] <= len(text)
     assert rec["finish_reasons"] and rec["finish_reasons"][-1] in ("stop", "length")
+
+
+def test_llama_answers_a_compressed_retrieval_prompt(llama_server, aobin, tmp_path):
+    """A compression rule in front of the real model: the prompt shrinks, the model still answers."""
+    import gzip
+    import json as _json
+    from conftest import Service, _sidecar_argv, free_port
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    with gzip.open(root / "fixtures" / "qa" / "nq-open-oracle.jsonl.gz", "rt", encoding="utf-8") as f:
+        rows = [_json.loads(next(f)) for _ in range(12)]
+    context = "\n".join("Document [%d](Title: %s) %s" % (i + 1, r["ctxs"][0]["title"], r["ctxs"][0]["text"])
+                        for i, r in enumerate(rows))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""
+version: 1
+upstreams: {{ llama: {{ url: "{llama_server.v1}" }} }}
+defaults: {{ compression: {{ target_ratio: 0.4, min_prompt_tokens: 200, min_quality: 0.2 }} }}
+""")
+    port = free_port()
+    sc = Service("sidecar-llama-compress", _sidecar_argv(aobin, port, llama_server.v1, ["--config", str(policy)]),
+                 port).start()
+    try:
+        client = openai.OpenAI(base_url=sc.v1, api_key="sk-none", max_retries=0, timeout=120)
+        raw = client.chat.completions.with_raw_response.create(
+            model="smollm2", temperature=0, max_tokens=24,
+            messages=[{"role": "system", "content": "Answer from the documents."},
+                      {"role": "user", "content": context},
+                      {"role": "user", "content": rows[0]["question"]}])
+        c = raw.parse()
+        assert c.choices[0].message.role == "assistant"
+        assert c.choices[0].finish_reason in ("stop", "length")
+        assert isinstance(c.choices[0].message.content, str) and c.choices[0].message.content.strip()
+        assert int(raw.headers["x-auto-optimizer-tokens-saved"]) > 100
+        assert "selection" in raw.headers["x-auto-optimizer-compression"]
+        # llama.cpp counts the prompt it received: fewer tokens than the uncompressed one would have.
+        assert c.usage.prompt_tokens < 1200
+    finally:
+        sc.stop()
