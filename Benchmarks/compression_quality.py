@@ -195,6 +195,40 @@ BASELINES = [("truncation", truncate), ("random drop", random_drop), ("stop-word
 
 # ---- the sidecar's compressor -------------------------------------------------------------------------------------
 
+def lossless_check(cli, rows, seed):
+    """Lossless profile on JSON tool results (pretty-printed, and fenced inside prose): values must be identical."""
+    rng = random.Random(seed)
+    cases = []
+    for i, r in enumerate(rows[:400]):
+        results = [{"rank": k + 1, "title": rows[(i + k) % len(rows)]["title"],
+                    "score": round(rng.random(), 4), "tiny": 1e-5 * (k + 1), "id": 10**18 + k,
+                    "text": rows[(i + k) % len(rows)]["text"][:300]} for k in range(5)]
+        doc = {"query": r["question"], "results": results, "meta": {"ok": True, "next": None}}
+        if i % 2 == 0:
+            cases.append(("whole", json.dumps(doc, indent=2, ensure_ascii=False)))
+        else:
+            cases.append(("fenced", "The search tool returned:\n\n\n```json\n%s\n```\n\nUse   it   to answer.   " %
+                          json.dumps(doc, indent=4, ensure_ascii=False)))
+    lines = "\n".join(json.dumps({"prompt": t}) for _, t in cases) + "\n"
+    p = subprocess.run([cli, "compress", "--jsonl", "--profile", "lossless"], input=lines.encode(),
+                       capture_output=True, check=True)
+    outs = [json.loads(x) for x in p.stdout.decode().splitlines()]
+    same = 0
+    orig = comp = 0
+    for (kind, text), o in zip(cases, outs):
+        c = o["compressed"]
+        orig += o["original_tokens"]
+        comp += o["compressed_tokens"]
+        if kind == "whole":
+            ok = json.loads(c) == json.loads(text)
+        else:
+            a = text.split("```json\n", 1)[1].split("\n```", 1)[0]
+            b = c.split("```json\n", 1)[1].split("\n```", 1)[0]
+            ok = json.loads(a) == json.loads(b)
+        same += ok
+    return {"cases": len(cases), "identical": same, "achieved": comp / orig}
+
+
 def run_cli(cli, items, ratio, with_question, profile=None):
     lines = []
     for it in items:
@@ -307,17 +341,22 @@ def main():
             ratio, len(speed_rows), speed[ratio]["tokens_mean"], speed[ratio]["p50"], speed[ratio]["p99"]),
             file=sys.stderr)
 
+    lossless = lossless_check(args.cli, rows, args.seed)
+    print("lossless: %d/%d JSON values identical, achieved keep %.3f" % (
+        lossless["identical"], lossless["cases"], lossless["achieved"]), file=sys.stderr)
+
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"split": args.split, "seed": args.seed, "prompts": len(items), "tokens_total": total_orig,
-                       "results": results, "speed": {str(k): v for k, v in speed.items()}}, f, indent=1)
+                       "results": results, "speed": {str(k): v for k, v in speed.items()},
+                       "lossless": lossless}, f, indent=1)
     if args.out:
         with open(args.out, "w") as f:
-            f.write(report(args, items, total_orig, results, speed))
+            f.write(report(args, items, total_orig, results, speed, lossless))
     shutil.rmtree(cache, ignore_errors=True)
 
 
-def report(args, items, total_orig, results, speed):
+def report(args, items, total_orig, results, speed, lossless):
     lines = ["| compressor | question | target keep | achieved keep | answers kept | us per 1k tokens (p50 / p99) |",
              "|---|---|---|---|---|---|"]
     for r in results:
@@ -334,7 +373,10 @@ def report(args, items, total_orig, results, speed):
             args.split, len(items), total_orig, args.seed), "",
         "Command: `python Benchmarks/compression_quality.py .build/release/auto-optimizer --split %s --out ...`" % args.split,
         "", *lines, "", "## Speed on ~4k-token prompts (30 documents, with question), release build, in-process timing", "",
-        *sp, ""])
+        *sp, "", "## Lossless steps on JSON tool results (400 prompts: pretty-printed JSON, and JSON fenced in prose)", "",
+        "JSON values identical after compression: %d/%d (%.1f%%); achieved keep %.3f (%.2fx)." % (
+            lossless["identical"], lossless["cases"], 100.0 * lossless["identical"] / lossless["cases"],
+            lossless["achieved"], 1 / lossless["achieved"]), ""])
 
 
 if __name__ == "__main__":

@@ -315,6 +315,10 @@ public struct TextCompressor: Sendable {
         func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D }
         while i < n {
             let c = b[i]
+            if c < 0x60 && c != 0x22 || (c > 0x77 && c != 0xE2) {
+                i += 1  // fast path: none of " ` h w and the curly-quote lead byte
+                continue
+            }
             if c == UInt8(ascii: "h") || c == UInt8(ascii: "w") {
                 let atWordStart = i == 0 || !isWordByte(b[i - 1])
                 if atWordStart && (Self.hasPrefix(b, i, "https://") || Self.hasPrefix(b, i, "http://")
