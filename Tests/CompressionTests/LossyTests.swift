@@ -189,3 +189,41 @@ func chat(_ messages: [[String: Any]], extra: String = "") throws -> String {
         #expect(r.skipped == "below min_prompt_tokens")
     }
 }
+
+@Suite struct RobustnessTests {
+    /// Seeded random texts from a mix of words, punctuation, whitespace runs, fences, JSON-ish and non-Latin scripts:
+    /// every ratio and question must give valid UTF-8 no longer than the input, without crashing.
+    @Test func randomTextsNeverBreakTheCompressor() throws {
+        let c = TextCompressor(encoding: try o200k())
+        let atoms = ["the", "The", "Document [3](Title: X (y))", "\n", "\n\n\n", "   ", "\t", "```", "```json\n",
+                     "{", "}", "[", "]", "\"", "`", ".", "?", "!", ",", "1901", "3.14", "Röntgen", "日本語", "👩‍👩‍👧",
+                     "https://a.b/c?d=1", "## Head", "1. ", "[2] ", "don't", "e.g.", "U.S.", "\r\n", "é", "—", "“q”"]
+        var rng = SplitMix(seed: 42)
+        for round in 0..<300 {
+            var s = ""
+            for _ in 0..<(Int(rng.next() % 400)) {
+                s += atoms[Int(rng.next() % UInt64(atoms.count))]
+                if rng.next() % 3 == 0 { s += " " }
+            }
+            let ratio = [0.1, 0.25, 0.5, 0.9, 1.0][round % 5]
+            let question: String? = round % 3 == 0 ? nil : "who is the Röntgen of 1901 document?"
+            let options = CompressionOptions(minMessageTokens: 0, preserveSections: round % 4 == 0 ? ["## Head"] : [])
+            let r = c.compress(s, question: question, ratio: ratio, options: options)
+            #expect(String(validating: r.bytes, as: UTF8.self) != nil)
+            #expect(r.bytes.count <= s.utf8.count)
+            #expect(r.quality >= 0 && r.quality <= 1)
+        }
+    }
+}
+
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -76,6 +76,28 @@ let goldenVectors: [(Encoding.Name, String, [Int])] = [
         #expect(try Encoding.named(.cl100kBase).pieces("1234567") == ["123", "456", "7"])
     }
 
+    @Test(arguments: Encoding.Name.allCases)
+    func forEachPieceTilesTheTextAndItsCountsAddUp(_ name: Encoding.Name) throws {
+        let encoding = try Encoding.named(name)
+        // Repeats exercise the per-call piece cache; long pieces bypass it.
+        var text = goldenVectors.map(\.1).joined(separator: " \n")
+        text += String(repeating: " the cat sat on the mat, and the dog.", count: 200)
+        text += " " + String(repeating: "x", count: 300) + " supercalifragilisticexpialidocious 1234567890"
+        let bytes = Array(text.utf8)
+        var next = 0
+        var total = 0
+        bytes.withUnsafeBufferPointer { b in
+            encoding.forEachPiece(b) { s, e, t in
+                #expect(s == next)
+                #expect(t == encoding.count(String(decoding: bytes[s..<e], as: UTF8.self)))
+                next = e
+                total += t
+            }
+        }
+        #expect(next == bytes.count)
+        #expect(total == encoding.count(text))
+    }
+
     @Test func specialTokenTextIsOrdinaryAndSpecialIDsDecode() throws {
         let o200k = try Encoding.named(.o200kBase)
         #expect(o200k.encode("<|endoftext|>").count == 7)
