@@ -19,7 +19,8 @@ Reported per compressor and ratio:
   collapsed) that still contain one after compression;
 - latency per 1k tokens: the sidecar's compressor is timed in-process by the CLI (`--timing`, monotonic clock
   around the compress call, release build, after a warm-up pass); baselines are timed in Python (for scale only).
-A separate speed set of ~4k-token prompts (30 documents each) gives p50 / p99 per 1k tokens for the sidecar.
+A separate speed set of ~4k-token prompts (30 documents each) gives p50 / p99 per 1k tokens for the sidecar
+(each prompt's fastest of three passes; wall time and the thread's CPU time).
 
 Baselines: truncation (keep the first N tokens), random token drop (seeded), stop-word removal (ratio is what it
 achieves), BM25 passage selection (whole documents by BM25 score against the question, original order, within the
@@ -333,13 +334,19 @@ def main():
     speed_orig = [len(enc.encode_ordinary(it["context"])) for it in speed_rows]
     speed = {}
     for ratio in ratios:
-        out = run_cli(args.cli, speed_rows, ratio, True)
-        per1k = [o["micros"] / (n / 1000.0) for o, n in zip(out, speed_orig)]
+        best = None
+        for _ in range(3):  # three passes; per prompt, the fastest (other processes only ever add time)
+            out = run_cli(args.cli, speed_rows, ratio, True)
+            cur = [(o["micros"], o["cpu_micros"]) for o in out]
+            best = cur if best is None else [(min(a[0], b[0]), min(a[1], b[1])) for a, b in zip(best, cur)]
+        per1k = [w / (n / 1000.0) for (w, _), n in zip(best, speed_orig)]
+        cpu1k = [c / (n / 1000.0) for (_, c), n in zip(best, speed_orig)]
         speed[ratio] = {"prompts": len(speed_rows), "tokens_mean": statistics.mean(speed_orig),
-                        "p50": pct(per1k, 0.5), "p99": pct(per1k, 0.99), "max": max(per1k)}
-        print("speed ratio %.2f: %d prompts, mean %.0f tokens, per 1k tokens p50 %.1f us p99 %.1f us" % (
-            ratio, len(speed_rows), speed[ratio]["tokens_mean"], speed[ratio]["p50"], speed[ratio]["p99"]),
-            file=sys.stderr)
+                        "p50": pct(per1k, 0.5), "p99": pct(per1k, 0.99), "max": max(per1k),
+                        "cpu_p50": pct(cpu1k, 0.5), "cpu_p99": pct(cpu1k, 0.99)}
+        print("speed ratio %.2f: %d prompts, mean %.0f tokens, per 1k tokens p50 %.1f us p99 %.1f us (cpu p50 %.1f p99 %.1f)" % (
+            ratio, len(speed_rows), speed[ratio]["tokens_mean"], speed[ratio]["p50"], speed[ratio]["p99"],
+            speed[ratio]["cpu_p50"], speed[ratio]["cpu_p99"]), file=sys.stderr)
 
     lossless = lossless_check(args.cli, rows, args.seed)
     print("lossless: %d/%d JSON values identical, achieved keep %.3f" % (
@@ -365,9 +372,11 @@ def report(args, items, total_orig, results, speed, lossless):
         lines.append("| %s | %s | %s | %.3f (%.1fx) | %.1f%% (%d/%d) | %s |" % (
             r["compressor"], "yes" if r["question"] else "no", tgt, r["achieved"], 1 / r["achieved"] if r["achieved"] else 0,
             100 * r["retention"], r["kept"], r["present"], lat))
-    sp = ["| target keep | prompts | mean tokens | p50 us/1k | p99 us/1k | max us/1k |", "|---|---|---|---|---|---|"]
+    sp = ["| target keep | prompts | mean tokens | p50 us/1k | p99 us/1k | max us/1k | CPU p50 us/1k | CPU p99 us/1k |",
+          "|---|---|---|---|---|---|---|---|"]
     for k, v in speed.items():
-        sp.append("| %.2f | %d | %.0f | %.1f | %.1f | %.1f |" % (k, v["prompts"], v["tokens_mean"], v["p50"], v["p99"], v["max"]))
+        sp.append("| %.2f | %d | %.0f | %.1f | %.1f | %.1f | %.1f | %.1f |" % (
+            k, v["prompts"], v["tokens_mean"], v["p50"], v["p99"], v["max"], v["cpu_p50"], v["cpu_p99"]))
     return "\n".join([
         "# Prompt compression quality (%s split, %d prompts, %d o200k tokens, seed %d)" % (
             args.split, len(items), total_orig, args.seed), "",

@@ -315,7 +315,7 @@ public struct TextCompressor: Sendable {
         func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D }
         while i < n {
             let c = b[i]
-            if c < 0x60 && c != 0x22 || (c > 0x77 && c != 0xE2) {
+            if !Self.spanStart[Int(c)] {
                 i += 1  // fast path: none of " ` h w and the curly-quote lead byte
                 continue
             }
@@ -358,6 +358,11 @@ public struct TextCompressor: Sendable {
             i += 1
         }
         return out
+    }
+
+    /// Bytes that may start a protected span.
+    static let spanStart: [Bool] = (0..<256).map { c in
+        c == 0x22 || c == 0x60 || c == Int(UInt8(ascii: "h")) || c == Int(UInt8(ascii: "w")) || c == 0xE2
     }
 
     static func hasPrefix(_ b: [UInt8], _ i: Int, _ p: StaticString) -> Bool {

@@ -11,7 +11,8 @@ import Tokenizer
 /// Compresses a prompt the way the sidecar does for one long context message and prints the result; statistics go
 /// to stderr. With `--jsonl` every input line `{"prompt": ..., "question": ...}` (question optional) gives one
 /// output line `{"compressed": ..., "original_tokens": N, "compressed_tokens": M, "quality": q, "technique": t}`,
-/// in order (`--timing` adds `"micros"`, the in-process time of the compression alone).
+/// in order (`--timing` adds `"micros"`, the in-process wall time of the compression alone, and `"cpu_micros"`, the
+/// thread's CPU time for it).
 struct CompressCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compress",
@@ -139,6 +140,7 @@ struct CompressCommand: ParsableCommand {
         var quality: Double
         var technique: String
         var micros: Double?
+        var cpu_micros: Double?
     }
 
     private func runJSONLines(
@@ -173,14 +175,17 @@ struct CompressCommand: ParsableCommand {
             }
             let bytes = Array(item.prompt.utf8)
             let q = item.question ?? question
+            let c0 = Self.threadCPUNanos()
             let t0 = ContinuousClock.now
             let result = compressor.compress(bytes, question: q, ratio: options.targetRatio, options: options)
             let elapsed = ContinuousClock.now - t0
+            let cpu = Double(Self.threadCPUNanos() - c0) / 1000
             let text = result.text
             let o = Output(
                 compressed: text, original_tokens: result.originalTokens,
                 compressed_tokens: compressor.encoding.count(text), quality: (result.quality * 1000).rounded() / 1000,
-                technique: result.techniques.name, micros: timing ? Self.micros(elapsed) : nil)
+                technique: result.techniques.name, micros: timing ? Self.micros(elapsed) : nil,
+                cpu_micros: timing ? (cpu * 10).rounded() / 10 : nil)
             out.append(contentsOf: try encoder.encode(o))
             out.append(0x0A)
             if out.count >= 1 << 16 {
@@ -188,6 +193,13 @@ struct CompressCommand: ParsableCommand {
                 out.removeAll(keepingCapacity: true)
             }
         }
+    }
+
+    /// CPU time of the calling thread (immune to other processes sharing the cores).
+    static func threadCPUNanos() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 
     static func micros(_ d: Duration) -> Double {
