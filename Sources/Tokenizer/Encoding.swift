@@ -173,38 +173,13 @@ public final class Encoding: Sendable {
         let scanner = PreTokenizer(base: base, count: n)
         let vocabulary = self.vocabulary
         let o200k = name == .o200kBase
-        // Word frequencies are Zipfian: a small direct-mapped cache of short pieces' counts (keyed by a 64-bit
-        // hash of the bytes) answers most pieces from L1 instead of probing the 200k-token table.
-        let cacheSize = 2048
-        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: cacheSize) { keys in
-            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: cacheSize) { counts in
-                keys.initialize(repeating: 0)
-                var p = 0
-                while p < n {
-                    let e = o200k ? scanner.nextO200k(at: p) : scanner.nextCl100k(at: p)
-                    let length = e - p
-                    if length <= 16 {
-                        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-                        for i in p..<e { h = (h ^ UInt64(base[i])) &* 0x0000_0100_0000_01B3 }
-                        h = (h << 5) | UInt64(length) | 1 << 4
-                        let slot = Int(truncatingIfNeeded: h ^ (h >> 17)) & (cacheSize - 1)
-                        if keys[slot] == h {
-                            body(p, e, Int(counts[slot]))
-                        } else {
-                            var sink = CountingSink()
-                            vocabulary.encodePiece(base + p, length, end, into: &sink)
-                            keys[slot] = h
-                            counts[slot] = UInt8(sink.count)  // <= 16 tokens for <= 16 bytes
-                            body(p, e, sink.count)
-                        }
-                    } else {
-                        var sink = CountingSink()
-                        vocabulary.encodePiece(base + p, length, end, into: &sink)
-                        body(p, e, sink.count)
-                    }
-                    p = e
-                }
-            }
+        var p = 0
+        while p < n {
+            let e = o200k ? scanner.nextO200k(at: p) : scanner.nextCl100k(at: p)
+            var sink = CountingSink()
+            vocabulary.encodePiece(base + p, e - p, end, into: &sink)
+            body(p, e, sink.count)
+            p = e
         }
     }
 
