@@ -30,6 +30,14 @@ public struct PromptCompressor: Sendable {
         self.text = TextCompressor(encoding: encoding, lexicon: lexicon)
     }
 
+    /// Loads the word table and both vocabularies (~0.2 s, once per process) so the first compressed request does
+    /// not pay for it on an event loop. Call off the event loops, at startup or when a policy starts compressing.
+    public static func warmUp() {
+        _ = Lexicon.shared
+        _ = try? Encoding.named(.o200kBase)
+        _ = try? Encoding.named(.cl100kBase)
+    }
+
     /// What a message that only repeated earlier blocks becomes.
     public static let repeatedMarker = "(same content as an earlier message)"
 

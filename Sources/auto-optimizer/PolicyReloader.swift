@@ -1,3 +1,4 @@
+import Compression
 import Catalog
 import Dispatch
 import Foundation
@@ -64,6 +65,7 @@ final class PolicyReloader: @unchecked Sendable {
     private func reload(reason: String) {
         do {
             let policy = try CompiledPolicy(path: path, catalog: catalog)
+            if policy.compresses { PromptCompressor.warmUp() }  // this thread, before requests can use it
             try server.reload(policy: policy)
             reloads += 1
             logger.info("policy reloaded", metadata: [

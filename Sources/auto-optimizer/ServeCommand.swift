@@ -3,6 +3,7 @@ import Foundation
 import Catalog
 import NIOCore
 import Optimizer
+import Compression
 import Policy
 import Proxy
 
@@ -68,6 +69,7 @@ struct Serve: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             for warning in policy!.document.warnings { logger.warning("\(warning)") }
+            if policy!.compresses { Thread.detachNewThread { PromptCompressor.warmUp() } }
         }
         let budgets = BudgetTracker()
         let accountant = Accountant(prices: CatalogPriceBook(catalog: models), sinks: [BudgetSink(budgets: budgets)])
