@@ -74,12 +74,12 @@ public struct TextCompressor: Sendable {
     // Benchmarks/compression_quality.py). Pruning: a repeated lowercase word keeps this share of its
     // self-information; a repeated stand-alone name drops to this information; function words (Zipf >= kSandZ) between
     // protected words and sentence-initial capitalised words of Zipf >= kInitZ; an article takes this share of the
-    // next word's information.
+    // next word's information, a function word between two informative words (>= 3.5) kBridge of the lesser.
     static let kRep: Double = 0.5
     static let kCapRep: Double = 1.2
     static let kSandZ: Double = 5.0
     static let kInitZ: Double = 5.0
-    static let kArticle: Double = 0.5
+    static let kArticle: Double = 0.9
     // Selection: whole passages (best BM25 first) up to this share of the budget, then the best sentence of each
     // remaining passage (kCover), then any sentence by score. Term weights: local IDF times global rarity (kGlobal).
     // Sentence score: own BM25 + kPassageW x passage BM25 + kCarry x previous sentence's + kPhrase per adjacent
@@ -95,6 +95,7 @@ public struct TextCompressor: Sendable {
     static let kCarry: Double = 0.25
     static let kPhrase: Double = 0.5
     static let kPunct: Double = 0.6
+    static let kBridge: Double = 0.7
     static let articles: Set<UInt64> = Set(["the", "a", "an"].map { WordHash.of($0) })
 
     public init(encoding: Encoding, lexicon: Lexicon = .shared) {
@@ -1168,6 +1169,17 @@ public struct TextCompressor: Sendable {
                         ? 6 : next.information
                     info = max(info, nextInfo * Self.kArticle)
                 }
+            }
+            if p.kind == .word && info < 2 && j > 0 && j + 1 < pieces.count && Self.kBridge > 0 {
+                // A function word bridging two informative words ("tenderness of meat") goes with them.
+                let a = pieces[j - 1]
+                let b = pieces[j + 1]
+                func weight(_ x: Piece) -> Double {
+                    if x.kind == .number || x.flags.contains(.protected) { return 6 }
+                    return x.kind == .word ? x.information : 0
+                }
+                let bridge = min(weight(a), weight(b))
+                if bridge >= 3.5 { info = max(info, bridge * Self.kBridge) }
             }
             let bucket = UInt8(min(254, Int(info * 32)))
             priority[j] = bucket
