@@ -283,6 +283,7 @@ def main():
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--skip-baselines", action="store_true")
+    ap.add_argument("--speed-only", action="store_true", help="only the ~4k-token speed set")
     ap.add_argument("--out")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -312,7 +313,7 @@ def main():
             "%.1f" % row["us_per_1k_p50"] if per1k else "-"), file=sys.stderr)
 
     record("original", True, 1.0, [it["context"] for it in items], None)
-    for ratio in ratios:
+    for ratio in ([] if args.speed_only else ratios):
         for question in (True, False):
             out = run_cli(args.cli, items, ratio, question)
             record("auto-optimizer", question, ratio, [o["compressed"] for o in out], [o["micros"] for o in out])
