@@ -1,0 +1,180 @@
+import CoreMetrics
+import Foundation
+import NIOConcurrencyHelpers
+import Optimizer
+import Prometheus
+
+/// The sidecar's metrics, recorded from finished `RequestRecord`s on the accounting thread: kept in a Prometheus
+/// registry (text on `GET /metrics`) and, when OTLP metrics are on, also sent to swift-otel's metrics factory
+/// (exported over OTLP by swift-otel). OpenTelemetry names (dots) are the source; the Prometheus names follow the
+/// OpenTelemetry-to-Prometheus convention: dots become underscores, the unit is appended (`_seconds`,
+/// `_milliseconds`, `_usd`; `{token}`-style annotations are dropped) and counters end in `_total`.
+public final class TelemetryMetrics: Sendable {
+    /// gen_ai.client.token.usage buckets from the semantic conventions.
+    public static let tokenBuckets: [Double] = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576,
+                                                 4194304, 16777216, 67108864]
+    /// gen_ai.client.operation.duration buckets (seconds) from the semantic conventions.
+    public static let durationBuckets: [Double] = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24,
+                                                    20.48, 40.96, 81.92]
+    /// gen_ai.client.operation.time_to_first_chunk buckets (seconds) from the semantic conventions.
+    public static let firstChunkBuckets: [Double] = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+                                                      1.0, 2.5, 5.0, 7.5, 10.0]
+    /// llm.optimization.duration buckets (milliseconds).
+    public static let optimizationMillisBuckets: [Double] = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250,
+                                                              500, 1000]
+    /// auto_optimizer.added_latency buckets (seconds).
+    public static let addedLatencyBuckets: [Double] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                        0.025, 0.05, 0.1]
+
+    /// OpenTelemetry name -> Prometheus name, as documented in the README.
+    public static let prometheusNames: [(otel: String, prometheus: String)] = [
+        ("llm.optimization.runs", "llm_optimization_runs_total"),
+        ("llm.optimization.duration", "llm_optimization_duration_milliseconds"),
+        ("llm.optimization.tokens_saved", "llm_optimization_tokens_saved_total"),
+        ("llm.optimization.cost_saved", "llm_optimization_cost_saved_usd_total"),
+        ("gen_ai.client.token.usage", "gen_ai_client_token_usage"),
+        ("gen_ai.client.operation.duration", "gen_ai_client_operation_duration_seconds"),
+        ("gen_ai.client.operation.time_to_first_chunk", "gen_ai_client_operation_time_to_first_chunk_seconds"),
+        ("auto_optimizer.requests", "auto_optimizer_requests_total"),
+        ("auto_optimizer.added_latency", "auto_optimizer_added_latency_seconds"),
+        ("auto_optimizer.upstream.errors", "auto_optimizer_upstream_errors_total"),
+        ("auto_optimizer.telemetry.dropped", "auto_optimizer_telemetry_dropped_total"),
+    ]
+
+    public let registry: PrometheusCollectorRegistry
+    private let otel: (any MetricsFactory)?
+    private let builder: SpanBuilder
+    /// Telemetry drop counts already added to the counters, by reason (deltas are added at scrape time).
+    private let droppedSeen = NIOLockedValueBox<[String: Int]>([:])
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), otel: (any MetricsFactory)?,
+                builder: SpanBuilder)
+    {
+        self.registry = registry
+        self.otel = otel
+        self.builder = builder
+    }
+
+    /// Records one finished request.
+    public func record(_ r: RequestRecord) {
+        let op = SpanBuilder.operationName(endpoint: r.endpoint)
+        let served = r.servedModel ?? r.requestedModel ?? ""
+        let failed = r.errorType != nil || r.status >= 400 || r.status == 0
+        // llm.optimization.*
+        let runStatus: String
+        if r.status == 0 || r.status >= 400 {
+            runStatus = r.status == 429 || r.errorType == "budget_exceeded" ? "rejected" : "error"
+        } else if r.tokensSaved != 0 || (r.requestedModel != nil && r.servedModel != r.requestedModel)
+            || r.compression != nil
+        {
+            runStatus = "optimized"
+        } else {
+            runStatus = "unchanged"
+        }
+        let runLabels = [("status", runStatus)]
+        registry.makeCounter(name: "llm_optimization_runs_total", labels: runLabels,
+                             help: "Optimization runs (one per proxied request), by outcome").increment()
+        otel.map { CoreMetrics.Counter(label: "llm.optimization.runs", dimensions: runLabels, factory: $0).increment() }
+
+        let optimizationMillis = (r.compression?.duration ?? r.timings.overhead).seconds * 1000
+        registry.makeValueHistogram(name: "llm_optimization_duration_milliseconds", labels: [],
+                                    buckets: Self.optimizationMillisBuckets,
+                                    help: "Time spent optimizing a request (compression when it ran, else the sidecar's own time), ms")
+            .record(optimizationMillis)
+        otel.map { CoreMetrics.Recorder(label: "llm.optimization.duration", dimensions: [], aggregate: true, factory: $0)
+            .record(optimizationMillis) }
+
+        if r.tokensSaved > 0 {
+            let labels = [("gen_ai_request_model", served)]
+            registry.makeCounter(name: "llm_optimization_tokens_saved_total", labels: labels,
+                                 help: "Prompt tokens saved by optimization").increment(by: Int64(r.tokensSaved))
+            otel.map { CoreMetrics.Counter(label: "llm.optimization.tokens_saved", dimensions: [("gen_ai.request.model", served)],
+                               factory: $0).increment(by: Int64(r.tokensSaved)) }
+        }
+        if let p = r.costSavedPicoUSD, p != 0 {
+            let usd = Double(p) / 1e12
+            registry.makeCounter(name: "llm_optimization_cost_saved_usd_total", labels: [],
+                                 help: "Cost saved by optimization, USD").increment(by: usd)
+            otel.map { CoreMetrics.FloatingPointCounter(label: "llm.optimization.cost_saved", dimensions: [], factory: $0)
+                .increment(by: usd) }
+        }
+
+        // gen_ai.client.*
+        if let op {
+            var genAI: [(String, String)] = [("gen_ai.operation.name", op), ("gen_ai.provider.name", builder.provider(r)),
+                                             ("gen_ai.request.model", served)]
+            if let m = r.responseModel { genAI.append(("gen_ai.response.model", m)) }
+            if let h = r.serverAddress { genAI.append(("server.address", h)) }
+            if let u = r.usage, !failed {
+                for (type, n) in [("input", u.promptTokens), ("output", u.completionTokens)] {
+                    let labels = genAI + [("gen_ai.token.type", type)]
+                    registry.makeValueHistogram(name: "gen_ai_client_token_usage", labels: Self.prom(labels),
+                                                buckets: Self.tokenBuckets, help: "Tokens used per request, by type")
+                        .record(Double(n))
+                    otel.map { CoreMetrics.Recorder(label: "gen_ai.client.token.usage", dimensions: labels, aggregate: true,
+                                        factory: $0).record(n) }
+                }
+            }
+            var durationLabels = genAI
+            if failed { durationLabels.append(("error.type", r.errorType ?? "http_\(r.status)")) }
+            let seconds = r.timings.total.seconds
+            registry.makeValueHistogram(name: "gen_ai_client_operation_duration_seconds",
+                                        labels: Self.prom(durationLabels), buckets: Self.durationBuckets,
+                                        help: "GenAI operation duration as the client sees it, s").record(seconds)
+            otel.map { CoreMetrics.Recorder(label: "gen_ai.client.operation.duration", dimensions: durationLabels, aggregate: true,
+                                factory: $0).record(seconds) }
+            if let ttfc = r.timings.timeToFirstChunk, r.stream {
+                registry.makeValueHistogram(name: "gen_ai_client_operation_time_to_first_chunk_seconds",
+                                            labels: Self.prom(genAI), buckets: Self.firstChunkBuckets,
+                                            help: "Time to the first response chunk of streamed requests, s")
+                    .record(ttfc.seconds)
+                otel.map { CoreMetrics.Recorder(label: "gen_ai.client.operation.time_to_first_chunk", dimensions: genAI,
+                                    aggregate: true, factory: $0).record(ttfc.seconds) }
+            }
+        }
+
+        // The proxy's own.
+        let statusLabels = [("http.response.status_code", String(r.status)), ("endpoint", r.endpoint)]
+        registry.makeCounter(name: "auto_optimizer_requests_total", labels: Self.prom(statusLabels),
+                             help: "Proxied requests by HTTP status sent to the client").increment()
+        otel.map { CoreMetrics.Counter(label: "auto_optimizer.requests", dimensions: statusLabels, factory: $0).increment() }
+        let added = r.timings.overhead.seconds
+        registry.makeValueHistogram(name: "auto_optimizer_added_latency_seconds", labels: [],
+                                    buckets: Self.addedLatencyBuckets,
+                                    help: "Latency the sidecar adds to a request (upstream time excluded), s").record(added)
+        otel.map { CoreMetrics.Recorder(label: "auto_optimizer.added_latency", dimensions: [], aggregate: true, factory: $0)
+            .record(added) }
+        if let e = r.errorType, e.hasPrefix("upstream") || r.status == 502 || r.status == 504 {
+            let labels = [("error.type", e)]
+            registry.makeCounter(name: "auto_optimizer_upstream_errors_total", labels: Self.prom(labels),
+                                 help: "Upstream failures (unreachable, timeout, reset)").increment()
+            otel.map { CoreMetrics.Counter(label: "auto_optimizer.upstream.errors", dimensions: labels, factory: $0).increment() }
+        }
+    }
+
+    /// Brings `auto_optimizer_telemetry_dropped_total` up to date with the pipeline's and accountant's counts.
+    public func updateDropped(_ totals: [String: Int]) {
+        let deltas = droppedSeen.withLockedValue { seen -> [(String, Int)] in
+            var out: [(String, Int)] = []
+            for (reason, total) in totals where total > seen[reason, default: 0] {
+                out.append((reason, total - seen[reason, default: 0]))
+                seen[reason] = total
+            }
+            return out
+        }
+        // Present with zero even when nothing was dropped.
+        _ = registry.makeCounter(name: "auto_optimizer_telemetry_dropped_total", labels: [("reason", "queue_full")],
+                                 help: "Telemetry items dropped, by reason")
+        for (reason, n) in deltas {
+            registry.makeCounter(name: "auto_optimizer_telemetry_dropped_total", labels: [("reason", reason)],
+                                 help: "Telemetry items dropped, by reason").increment(by: Int64(n))
+            otel.map { CoreMetrics.Counter(label: "auto_optimizer.telemetry.dropped", dimensions: [("reason", reason)], factory: $0)
+                .increment(by: Int64(n)) }
+        }
+    }
+
+    /// Prometheus label names: dots become underscores.
+    static func prom(_ labels: [(String, String)]) -> [(String, String)] {
+        labels.map { ($0.0.replacingOccurrences(of: ".", with: "_"), $0.1) }
+    }
+}
