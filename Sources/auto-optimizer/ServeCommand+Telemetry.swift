@@ -45,8 +45,14 @@ extension Serve {
                 logger.info("prometheus metrics", metadata: ["address": "\(host):\(port)", "path": "/metrics"])
             }
         } catch {
-            logger.critical("\(error)")
-            throw ExitCode(1)
+            // An explicitly configured port must be served; the default one is best effort (several sidecars on one
+            // host, tests), so a busy 9090 is reported but does not stop the proxy.
+            let explicit = metricsPort != nil || env["AUTO_OPTIMIZER_METRICS_PORT"] != nil
+            if explicit {
+                logger.critical("\(error)")
+                throw ExitCode(1)
+            }
+            logger.error("\(error); serving without /metrics (set --metrics-port)")
         }
         if t.exportsSpansOverOTLP {
             logger.info("telemetry: OTLP spans", metadata: [
