@@ -160,6 +160,7 @@ public final class SpanExportPipeline: Service, Sendable {
     /// memory backlog beyond its budget. Used by the run loop and by tests.
     public func cycle(collectPending: Bool = true, deadline: ContinuousClock.Instant?) async {
         collect(includePending: collectPending)
+        spill(over: config.memoryBufferBytes)  // before a possibly slow export, so the budget holds meanwhile
         await deliver(deadline: deadline)
         spill(over: config.memoryBufferBytes)
         publish()

@@ -72,12 +72,12 @@ public final class TelemetryMetrics: Sendable {
             runStatus = "unchanged"
         }
         let runLabels = [("status", runStatus)]
-        registry.makeCounter(name: "llm_optimization_runs_total", labels: runLabels,
+        counter("llm_optimization_runs_total", labels: runLabels,
                              help: "Optimization runs (one per proxied request), by outcome").increment()
         otel.map { CoreMetrics.Counter(label: "llm.optimization.runs", dimensions: runLabels, factory: $0).increment() }
 
         let optimizationMillis = (r.compression?.duration ?? r.timings.overhead).seconds * 1000
-        registry.makeValueHistogram(name: "llm_optimization_duration_milliseconds", labels: [],
+        histogram("llm_optimization_duration_milliseconds", labels: [],
                                     buckets: Self.optimizationMillisBuckets,
                                     help: "Time spent optimizing a request (compression when it ran, else the sidecar's own time), ms")
             .record(optimizationMillis)
@@ -86,14 +86,14 @@ public final class TelemetryMetrics: Sendable {
 
         if r.tokensSaved > 0 {
             let labels = [("gen_ai_request_model", served)]
-            registry.makeCounter(name: "llm_optimization_tokens_saved_total", labels: labels,
+            counter("llm_optimization_tokens_saved_total", labels: labels,
                                  help: "Prompt tokens saved by optimization").increment(by: Int64(r.tokensSaved))
             otel.map { CoreMetrics.Counter(label: "llm.optimization.tokens_saved", dimensions: [("gen_ai.request.model", served)],
                                factory: $0).increment(by: Int64(r.tokensSaved)) }
         }
         if let p = r.costSavedPicoUSD, p != 0 {
             let usd = Double(p) / 1e12
-            registry.makeCounter(name: "llm_optimization_cost_saved_usd_total", labels: [],
+            counter("llm_optimization_cost_saved_usd_total", labels: [],
                                  help: "Cost saved by optimization, USD").increment(by: usd)
             otel.map { CoreMetrics.FloatingPointCounter(label: "llm.optimization.cost_saved", dimensions: [], factory: $0)
                 .increment(by: usd) }
@@ -108,7 +108,7 @@ public final class TelemetryMetrics: Sendable {
             if let u = r.usage, !failed {
                 for (type, n) in [("input", u.promptTokens), ("output", u.completionTokens)] {
                     let labels = genAI + [("gen_ai.token.type", type)]
-                    registry.makeValueHistogram(name: "gen_ai_client_token_usage", labels: Self.prom(labels),
+                    histogram("gen_ai_client_token_usage", labels: Self.prom(labels),
                                                 buckets: Self.tokenBuckets, help: "Tokens used per request, by type")
                         .record(Double(n))
                     otel.map { CoreMetrics.Recorder(label: "gen_ai.client.token.usage", dimensions: labels, aggregate: true,
@@ -118,13 +118,13 @@ public final class TelemetryMetrics: Sendable {
             var durationLabels = genAI
             if failed { durationLabels.append(("error.type", r.errorType ?? "http_\(r.status)")) }
             let seconds = r.timings.total.seconds
-            registry.makeValueHistogram(name: "gen_ai_client_operation_duration_seconds",
+            histogram("gen_ai_client_operation_duration_seconds",
                                         labels: Self.prom(durationLabels), buckets: Self.durationBuckets,
                                         help: "GenAI operation duration as the client sees it, s").record(seconds)
             otel.map { CoreMetrics.Recorder(label: "gen_ai.client.operation.duration", dimensions: durationLabels, aggregate: true,
                                 factory: $0).record(seconds) }
             if let ttfc = r.timings.timeToFirstChunk, r.stream {
-                registry.makeValueHistogram(name: "gen_ai_client_operation_time_to_first_chunk_seconds",
+                histogram("gen_ai_client_operation_time_to_first_chunk_seconds",
                                             labels: Self.prom(genAI), buckets: Self.firstChunkBuckets,
                                             help: "Time to the first response chunk of streamed requests, s")
                     .record(ttfc.seconds)
@@ -135,18 +135,18 @@ public final class TelemetryMetrics: Sendable {
 
         // The proxy's own.
         let statusLabels = [("http.response.status_code", String(r.status)), ("endpoint", r.endpoint)]
-        registry.makeCounter(name: "auto_optimizer_requests_total", labels: Self.prom(statusLabels),
+        counter("auto_optimizer_requests_total", labels: Self.prom(statusLabels),
                              help: "Proxied requests by HTTP status sent to the client").increment()
         otel.map { CoreMetrics.Counter(label: "auto_optimizer.requests", dimensions: statusLabels, factory: $0).increment() }
         let added = r.timings.overhead.seconds
-        registry.makeValueHistogram(name: "auto_optimizer_added_latency_seconds", labels: [],
+        histogram("auto_optimizer_added_latency_seconds", labels: [],
                                     buckets: Self.addedLatencyBuckets,
                                     help: "Latency the sidecar adds to a request (upstream time excluded), s").record(added)
         otel.map { CoreMetrics.Recorder(label: "auto_optimizer.added_latency", dimensions: [], aggregate: true, factory: $0)
             .record(added) }
         if let e = r.errorType, e.hasPrefix("upstream") || r.status == 502 || r.status == 504 {
             let labels = [("error.type", e)]
-            registry.makeCounter(name: "auto_optimizer_upstream_errors_total", labels: Self.prom(labels),
+            counter("auto_optimizer_upstream_errors_total", labels: Self.prom(labels),
                                  help: "Upstream failures (unreachable, timeout, reset)").increment()
             otel.map { CoreMetrics.Counter(label: "auto_optimizer.upstream.errors", dimensions: labels, factory: $0).increment() }
         }
@@ -163,14 +163,33 @@ public final class TelemetryMetrics: Sendable {
             return out
         }
         // Present with zero even when nothing was dropped.
-        _ = registry.makeCounter(name: "auto_optimizer_telemetry_dropped_total", labels: [("reason", "queue_full")],
+        _ = counter("auto_optimizer_telemetry_dropped_total", labels: [("reason", "queue_full")],
                                  help: "Telemetry items dropped, by reason")
         for (reason, n) in deltas {
-            registry.makeCounter(name: "auto_optimizer_telemetry_dropped_total", labels: [("reason", reason)],
+            counter("auto_optimizer_telemetry_dropped_total", labels: [("reason", reason)],
                                  help: "Telemetry items dropped, by reason").increment(by: Int64(n))
             otel.map { CoreMetrics.Counter(label: "auto_optimizer.telemetry.dropped", dimensions: [("reason", reason)], factory: $0)
                 .increment(by: Int64(n)) }
         }
+    }
+
+    /// A Prometheus counter; `name` is the full name (`..._total`).
+    private func counter(_ name: String, labels: [(String, String)], help: String) -> Prometheus.Counter {
+        registry.makeCounter(descriptor: Self.descriptor(name, help), labels: labels)
+    }
+
+    private func histogram(_ name: String, labels: [(String, String)], buckets: [Double], help: String)
+        -> Prometheus.ValueHistogram
+    {
+        registry.makeValueHistogram(descriptor: Self.descriptor(name, help), labels: labels, buckets: buckets)
+    }
+
+    /// The descriptor joins metric name and unit with `_`: split the unit suffix off the full name.
+    static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        for unit in ["total", "seconds", "milliseconds"] where name.hasSuffix("_" + unit) {
+            return MetricNameDescriptor(metricName: String(name.dropLast(unit.count + 1)), unitName: unit, helpText: help)
+        }
+        return MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
     }
 
     /// Prometheus label names: dots become underscores.

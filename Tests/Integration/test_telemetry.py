@@ -23,7 +23,7 @@ SECRET = "sk-telemetry-SECRET-never-exported-0123456789"
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_METRIC_EXPORT_INTERVAL": "300",
-               "AUTO_OPTIMIZER_TELEMETRY_RETRY_MAX_MS": "300"}
+               "AUTO_OPTIMIZER_TELEMETRY_RETRY_MAX_MS": "300", "OTEL_EXPORTER_OTLP_TIMEOUT": "2000"}
 
 
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
@@ -319,8 +319,10 @@ def test_spans_survive_a_collector_outage(telemetry_sidecar, tmp_path):
         n = 25
         for _ in range(n):
             chat(svc)
-        time.sleep(1.0)  # export attempts fail meanwhile; batches beyond 2000 bytes go to the spool
-        assert list((tmp_path / "spool").glob("seg-*.lz4")), "nothing was spooled while the collector was down"
+        # Export attempts fail meanwhile (or hang until the export timeout while the receiver shuts down); batches
+        # beyond the 2000-byte memory budget go to the spool.
+        wait_until(lambda: list((tmp_path / "spool").glob("seg-*.lz4")), 15,
+                   "spool segments while the collector is down")
         tap2 = OtelTapReceiver(port).start()
         try:
             got = wait_until(lambda: ids if len(ids := _request_ids(tap2.span_list())) >= n else None, 20,
