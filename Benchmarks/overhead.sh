@@ -7,7 +7,7 @@
 #
 # Targets (same request, same mock upstream):
 #   direct   h2load -> mock-upstream
-#   sidecar  h2load -> auto-optimizer serve -> mock-upstream
+#   sidecar  h2load -> auto-optimizer serve -> mock-upstream (telemetry off, no /metrics)
 #   nginx    h2load -> nginx (proxy_pass, upstream keepalive 64, HTTP/1.1) -> mock-upstream
 #   telemetry  the sidecar with telemetry on: OTLP/HTTP spans and metrics (OTEL_BSP_SCHEDULE_DELAY=1000,
 #            OTEL_METRIC_EXPORT_INTERVAL=1000) to a minimal local collector (Benchmarks/otlp_sink.py, on the
@@ -106,7 +106,7 @@ wait_http "http://127.0.0.1:$MOCK_PORT/health" mock
 
 if [[ " $TARGETS " == *" sidecar "* ]]; then
     "${SERVER[@]}" "$BIN" serve --host 127.0.0.1 --port "$SIDECAR_PORT" "${THREAD_ARGS[@]}" \
-        --upstream "http://127.0.0.1:$MOCK_PORT/v1" >"$RUN/sidecar.log" 2>&1 &
+        --telemetry off --metrics-port 0 --upstream "http://127.0.0.1:$MOCK_PORT/v1" >"$RUN/sidecar.log" 2>&1 &
     PIDS+=($!)
     wait_http "http://127.0.0.1:$SIDECAR_PORT/health" sidecar
 fi

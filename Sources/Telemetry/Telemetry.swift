@@ -23,6 +23,12 @@ public final class Telemetry: RecordSink, Sendable {
     let group = NIOLockedValueBox<ServiceGroup?>(nil)
     let metricsServer = NIOLockedValueBox<MetricsServer?>(nil)
 
+    /// Whether anything consumes records: spans, OTLP metrics or the Prometheus endpoint. When not, the composition
+    /// root leaves the sink out and the accounting thread does no telemetry work at all.
+    public var isActive: Bool {
+        pipeline != nil || stdout || config.exportsMetricsOverOTLP || metricsServer.withLockedValue { $0 != nil }
+    }
+
     /// Whether the proxy should do W3C trace context (ids in records, `traceparent` upstream).
     public var wantsTraceContext: Bool { pipeline != nil || stdout }
 

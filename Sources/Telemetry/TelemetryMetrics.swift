@@ -44,6 +44,7 @@ public final class TelemetryMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let otel: (any MetricsFactory)?
     private let builder: SpanBuilder
+    private let handles = NIOLockedValueBox(Handles())
     /// Telemetry drop counts already added to the counters, by reason (deltas are added at scrape time).
     private let droppedSeen = NIOLockedValueBox<[String: Int]>([:])
 
@@ -55,7 +56,8 @@ public final class TelemetryMetrics: Sendable {
         self.builder = builder
     }
 
-    /// Records one finished request.
+    /// Records one finished request (on the accounting thread). Metric handles are cached by name and label
+    /// values, so the common case is a dictionary lookup per metric, no registry lock or label validation.
     public func record(_ r: RequestRecord) {
         let op = SpanBuilder.operationName(endpoint: r.endpoint)
         let served = r.servedModel ?? r.requestedModel ?? ""
@@ -71,84 +73,65 @@ public final class TelemetryMetrics: Sendable {
         } else {
             runStatus = "unchanged"
         }
-        let runLabels = [("status", runStatus)]
-        counter("llm_optimization_runs_total", labels: runLabels,
-                             help: "Optimization runs (one per proxied request), by outcome").increment()
-        otel.map { CoreMetrics.Counter(label: "llm.optimization.runs", dimensions: runLabels, factory: $0).increment() }
+        handles.withLockedValue { h in
+            h.counter("llm_optimization_runs_total", "llm.optimization.runs", [("status", runStatus)],
+                      "Optimization runs (one per proxied request), by outcome", registry, otel).add(Int64(1))
 
-        let optimizationMillis = (r.compression?.duration ?? r.timings.overhead).seconds * 1000
-        histogram("llm_optimization_duration_milliseconds", labels: [],
-                                    buckets: Self.optimizationMillisBuckets,
-                                    help: "Time spent optimizing a request (compression when it ran, else the sidecar's own time), ms")
-            .record(optimizationMillis)
-        otel.map { CoreMetrics.Recorder(label: "llm.optimization.duration", dimensions: [], aggregate: true, factory: $0)
-            .record(optimizationMillis) }
+            let optimizationMillis = (r.compression?.duration ?? r.timings.overhead).seconds * 1000
+            h.histogram("llm_optimization_duration_milliseconds", "llm.optimization.duration", [],
+                        Self.optimizationMillisBuckets,
+                        "Time spent optimizing a request (compression when it ran, else the sidecar's own time), ms",
+                        registry, otel).record(optimizationMillis)
 
-        if r.tokensSaved > 0 {
-            let labels = [("gen_ai_request_model", served)]
-            counter("llm_optimization_tokens_saved_total", labels: labels,
-                                 help: "Prompt tokens saved by optimization").increment(by: Int64(r.tokensSaved))
-            otel.map { CoreMetrics.Counter(label: "llm.optimization.tokens_saved", dimensions: [("gen_ai.request.model", served)],
-                               factory: $0).increment(by: Int64(r.tokensSaved)) }
-        }
-        if let p = r.costSavedPicoUSD, p != 0 {
-            let usd = Double(p) / 1e12
-            counter("llm_optimization_cost_saved_usd_total", labels: [],
-                                 help: "Cost saved by optimization, USD").increment(by: usd)
-            otel.map { CoreMetrics.FloatingPointCounter(label: "llm.optimization.cost_saved", dimensions: [], factory: $0)
-                .increment(by: usd) }
-        }
+            if r.tokensSaved > 0 {
+                h.counter("llm_optimization_tokens_saved_total", "llm.optimization.tokens_saved",
+                          [("gen_ai.request.model", served)], "Prompt tokens saved by optimization", registry, otel)
+                    .add(Int64(r.tokensSaved))
+            }
+            if let p = r.costSavedPicoUSD, p != 0 {
+                h.counter("llm_optimization_cost_saved_usd_total", "llm.optimization.cost_saved", [],
+                          "Cost saved by optimization, USD", registry, otel, floatingPoint: true)
+                    .add(Double(p) / 1e12)
+            }
 
-        // gen_ai.client.*
-        if let op {
-            var genAI: [(String, String)] = [("gen_ai.operation.name", op), ("gen_ai.provider.name", builder.provider(r)),
-                                             ("gen_ai.request.model", served)]
-            if let m = r.responseModel { genAI.append(("gen_ai.response.model", m)) }
-            if let h = r.serverAddress { genAI.append(("server.address", h)) }
-            if let u = r.usage, !failed {
-                for (type, n) in [("input", u.promptTokens), ("output", u.completionTokens)] {
-                    let labels = genAI + [("gen_ai.token.type", type)]
-                    histogram("gen_ai_client_token_usage", labels: Self.prom(labels),
-                                                buckets: Self.tokenBuckets, help: "Tokens used per request, by type")
-                        .record(Double(n))
-                    otel.map { CoreMetrics.Recorder(label: "gen_ai.client.token.usage", dimensions: labels, aggregate: true,
-                                        factory: $0).record(n) }
+            // gen_ai.client.*
+            if let op {
+                var genAI: [(String, String)] = [("gen_ai.operation.name", op),
+                                                 ("gen_ai.provider.name", builder.provider(r)),
+                                                 ("gen_ai.request.model", served)]
+                if let m = r.responseModel { genAI.append(("gen_ai.response.model", m)) }
+                if let a = r.serverAddress { genAI.append(("server.address", a)) }
+                if let u = r.usage, !failed {
+                    for (type, n) in [("input", u.promptTokens), ("output", u.completionTokens)] {
+                        h.histogram("gen_ai_client_token_usage", "gen_ai.client.token.usage",
+                                    genAI + [("gen_ai.token.type", type)], Self.tokenBuckets,
+                                    "Tokens used per request, by type", registry, otel).record(Double(n))
+                    }
+                }
+                var durationLabels = genAI
+                if failed { durationLabels.append(("error.type", r.errorType ?? "http_\(r.status)")) }
+                h.histogram("gen_ai_client_operation_duration_seconds", "gen_ai.client.operation.duration",
+                            durationLabels, Self.durationBuckets, "GenAI operation duration as the client sees it, s",
+                            registry, otel).record(r.timings.total.seconds)
+                if let ttfc = r.timings.timeToFirstChunk, r.stream {
+                    h.histogram("gen_ai_client_operation_time_to_first_chunk_seconds",
+                                "gen_ai.client.operation.time_to_first_chunk", genAI, Self.firstChunkBuckets,
+                                "Time to the first response chunk of streamed requests, s", registry, otel)
+                        .record(ttfc.seconds)
                 }
             }
-            var durationLabels = genAI
-            if failed { durationLabels.append(("error.type", r.errorType ?? "http_\(r.status)")) }
-            let seconds = r.timings.total.seconds
-            histogram("gen_ai_client_operation_duration_seconds",
-                                        labels: Self.prom(durationLabels), buckets: Self.durationBuckets,
-                                        help: "GenAI operation duration as the client sees it, s").record(seconds)
-            otel.map { CoreMetrics.Recorder(label: "gen_ai.client.operation.duration", dimensions: durationLabels, aggregate: true,
-                                factory: $0).record(seconds) }
-            if let ttfc = r.timings.timeToFirstChunk, r.stream {
-                histogram("gen_ai_client_operation_time_to_first_chunk_seconds",
-                                            labels: Self.prom(genAI), buckets: Self.firstChunkBuckets,
-                                            help: "Time to the first response chunk of streamed requests, s")
-                    .record(ttfc.seconds)
-                otel.map { CoreMetrics.Recorder(label: "gen_ai.client.operation.time_to_first_chunk", dimensions: genAI,
-                                    aggregate: true, factory: $0).record(ttfc.seconds) }
-            }
-        }
 
-        // The proxy's own.
-        let statusLabels = [("http.response.status_code", String(r.status)), ("endpoint", r.endpoint)]
-        counter("auto_optimizer_requests_total", labels: Self.prom(statusLabels),
-                             help: "Proxied requests by HTTP status sent to the client").increment()
-        otel.map { CoreMetrics.Counter(label: "auto_optimizer.requests", dimensions: statusLabels, factory: $0).increment() }
-        let added = r.timings.overhead.seconds
-        histogram("auto_optimizer_added_latency_seconds", labels: [],
-                                    buckets: Self.addedLatencyBuckets,
-                                    help: "Latency the sidecar adds to a request (upstream time excluded), s").record(added)
-        otel.map { CoreMetrics.Recorder(label: "auto_optimizer.added_latency", dimensions: [], aggregate: true, factory: $0)
-            .record(added) }
-        if let e = r.errorType, e.hasPrefix("upstream") || r.status == 502 || r.status == 504 {
-            let labels = [("error.type", e)]
-            counter("auto_optimizer_upstream_errors_total", labels: Self.prom(labels),
-                                 help: "Upstream failures (unreachable, timeout, reset)").increment()
-            otel.map { CoreMetrics.Counter(label: "auto_optimizer.upstream.errors", dimensions: labels, factory: $0).increment() }
+            // The proxy's own.
+            h.counter("auto_optimizer_requests_total", "auto_optimizer.requests",
+                      [("http.response.status_code", String(r.status)), ("endpoint", r.endpoint)],
+                      "Proxied requests by HTTP status sent to the client", registry, otel).add(Int64(1))
+            h.histogram("auto_optimizer_added_latency_seconds", "auto_optimizer.added_latency", [],
+                        Self.addedLatencyBuckets, "Latency the sidecar adds to a request (upstream time excluded), s",
+                        registry, otel).record(r.timings.overhead.seconds)
+            if let e = r.errorType, e.hasPrefix("upstream") || r.status == 502 || r.status == 504 {
+                h.counter("auto_optimizer_upstream_errors_total", "auto_optimizer.upstream.errors", [("error.type", e)],
+                          "Upstream failures (unreachable, timeout, reset)", registry, otel).add(Int64(1))
+            }
         }
     }
 
@@ -193,6 +176,82 @@ public final class TelemetryMetrics: Sendable {
     }
 
     /// Prometheus label names: dots become underscores.
+    /// Cached metric handles: one Prometheus series and (when OTLP metrics are on) one swift-metrics instrument per
+    /// metric name and label set.
+    struct Handles {
+        struct CounterPair {
+            var prometheus: Prometheus.Counter
+            var otel: CoreMetrics.Counter?
+            var otelFloat: CoreMetrics.FloatingPointCounter?
+
+            func add(_ n: Int64) {
+                prometheus.increment(by: n)
+                otel?.increment(by: n)
+            }
+
+            func add(_ x: Double) {
+                prometheus.increment(by: x)
+                otelFloat?.increment(by: x)
+            }
+        }
+
+        struct HistogramPair {
+            var prometheus: Prometheus.ValueHistogram
+            var otel: CoreMetrics.Recorder?
+
+            func record(_ x: Double) {
+                prometheus.record(x)
+                otel?.record(x)
+            }
+        }
+
+        var counters: [String: CounterPair] = [:]
+        var histograms: [String: HistogramPair] = [:]
+
+        static func key(_ name: String, _ labels: [(String, String)]) -> String {
+            var k = name
+            for (n, v) in labels {
+                k += "\u{1}"
+                k += n
+                k += "\u{2}"
+                k += v
+            }
+            return k
+        }
+
+        mutating func counter(_ name: String, _ otelName: String, _ labels: [(String, String)], _ help: String,
+                              _ registry: PrometheusCollectorRegistry, _ otel: (any MetricsFactory)?,
+                              floatingPoint: Bool = false) -> CounterPair
+        {
+            let k = Self.key(name, labels)
+            if let c = counters[k] { return c }
+            let prom = registry.makeCounter(descriptor: TelemetryMetrics.descriptor(name, help),
+                                            labels: TelemetryMetrics.prom(labels))
+            let c = CounterPair(
+                prometheus: prom,
+                otel: floatingPoint ? nil : otel.map { CoreMetrics.Counter(label: otelName, dimensions: labels, factory: $0) },
+                otelFloat: floatingPoint
+                    ? otel.map { CoreMetrics.FloatingPointCounter(label: otelName, dimensions: labels, factory: $0) } : nil)
+            counters[k] = c
+            return c
+        }
+
+        mutating func histogram(_ name: String, _ otelName: String, _ labels: [(String, String)], _ buckets: [Double],
+                                _ help: String, _ registry: PrometheusCollectorRegistry,
+                                _ otel: (any MetricsFactory)?) -> HistogramPair
+        {
+            let k = Self.key(name, labels)
+            if let h = histograms[k] { return h }
+            let prom = registry.makeValueHistogram(descriptor: TelemetryMetrics.descriptor(name, help),
+                                                   labels: TelemetryMetrics.prom(labels), buckets: buckets)
+            let h = HistogramPair(prometheus: prom, otel: otel.map {
+                CoreMetrics.Recorder(label: otelName, dimensions: labels, aggregate: true, factory: $0)
+            })
+            histograms[k] = h
+            return h
+        }
+    }
+
     static func prom(_ labels: [(String, String)]) -> [(String, String)] {
         labels.map { ($0.0.replacingOccurrences(of: ".", with: "_"), $0.1) }
     }

@@ -83,7 +83,7 @@ struct Serve: AsyncParsableCommand {
         config.traceContext = telemetry.wantsTraceContext
         let budgets = BudgetTracker()
         let accountant = Accountant(prices: CatalogPriceBook(catalog: models),
-                                    sinks: [BudgetSink(budgets: budgets), telemetry])
+                                    sinks: [BudgetSink(budgets: budgets)] + (telemetry.isActive ? [telemetry] : []))
         telemetry.addDropSource { ["queue_full": accountant.droppedRecords] }
         let telemetryTask = Task { _ = try? await telemetry.run() }
         let server: ProxyServer
