@@ -105,6 +105,8 @@ public enum TelemetryVersion {
 struct ProtoWriter {
     var bytes: [UInt8] = []
 
+    init(capacity: Int = 0) { bytes.reserveCapacity(capacity) }
+
     mutating func varint(_ v: UInt64) {
         var v = v
         while v >= 0x80 {
@@ -155,11 +157,26 @@ struct ProtoWriter {
         bytes.append(contentsOf: s.utf8)
     }
 
-    /// A nested message, written by `body` into its own buffer then length-prefixed.
+    /// A nested message written in place by `body`: a one-byte length is reserved and widened afterwards when the
+    /// message is 128 bytes or longer (one move of its bytes), so small messages cost no extra buffer.
     mutating func message(_ field: Int, _ body: (inout ProtoWriter) -> Void) {
-        var inner = ProtoWriter()
-        body(&inner)
-        bytesField(field, inner.bytes)
+        tag(field, 2)
+        let lengthAt = bytes.count
+        bytes.append(0)
+        body(&self)
+        let length = bytes.count - lengthAt - 1
+        if length < 0x80 {
+            bytes[lengthAt] = UInt8(length)
+            return
+        }
+        var prefix: [UInt8] = []
+        var v = UInt64(length)
+        while v >= 0x80 {
+            prefix.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        prefix.append(UInt8(v))
+        bytes.replaceSubrange(lengthAt..<(lengthAt + 1), with: prefix)
     }
 }
 
@@ -229,7 +246,7 @@ extension OTLPSpan {
 /// ResourceSpans with one ScopeSpans holding `spans`.
 public enum OTLPTraceEncoder {
     public static func exportRequest(resource: OTLPResource, spans: [OTLPSpan]) -> [UInt8] {
-        var w = ProtoWriter()
+        var w = ProtoWriter(capacity: 256 + spans.count * 1600)
         w.message(1) { rs in
             rs.message(1) { r in
                 for a in resource.attributes { r.message(1) { a.encode(into: &$0) } }
