@@ -37,6 +37,7 @@ public final class SpanExportPipeline: Service, Sendable {
     let logger: Logger
     private let shared = NIOLockedValueBox(Shared())
     private let stopping = Atomic<Bool>(false)
+    private let finishedFlag = Atomic<Bool>(false)
     private let worker: NIOLockedValueBox<Worker>
 
     /// Task-owned delivery state (only the run loop or a test touches it, one at a time).
@@ -131,7 +132,11 @@ public final class SpanExportPipeline: Service, Sendable {
             await self.transport.shutdown()
             group.cancelAll()
         }
+        finishedFlag.store(true, ordering: .releasing)
     }
+
+    /// True once `run()` has exported or spooled what it had and returned.
+    public var finished: Bool { finishedFlag.load(ordering: .acquiring) }
 
     /// Stops the loop (for callers not using ServiceLifecycle); `run()` then flushes and spills before it returns.
     public func stop() { stopping.store(true, ordering: .relaxed) }
@@ -151,17 +156,18 @@ public final class SpanExportPipeline: Service, Sendable {
                 await cycle(collectPending: due, deadline: nil)
             }
         }
-        // Shutting down: one last attempt (bounded by the export timeout), then keep what is left in the spool.
-        await cycle(collectPending: true, deadline: ContinuousClock.now + config.exportTimeout)
+        // Shutting down: one last attempt (bounded by the export timeout; none while backing off after a failure),
+        // then keep what is left in the spool.
+        await cycle(collectPending: true, deadline: ContinuousClock.now + config.exportTimeout, ignoreBackoff: false)
         spillAll()
     }
 
     /// Collects waiting spans into batches, delivers what it can (spool first: it holds the oldest), spills the
     /// memory backlog beyond its budget. Used by the run loop and by tests.
-    public func cycle(collectPending: Bool = true, deadline: ContinuousClock.Instant?) async {
+    public func cycle(collectPending: Bool = true, deadline: ContinuousClock.Instant?, ignoreBackoff: Bool = true) async {
         collect(includePending: collectPending)
         spill(over: config.memoryBufferBytes)  // before a possibly slow export, so the budget holds meanwhile
-        await deliver(deadline: deadline)
+        await deliver(deadline: deadline, ignoreBackoff: ignoreBackoff && deadline != nil)
         spill(over: config.memoryBufferBytes)
         publish()
     }
@@ -185,12 +191,12 @@ public final class SpanExportPipeline: Service, Sendable {
         }
     }
 
-    func deliver(deadline: ContinuousClock.Instant?) async {
+    func deliver(deadline: ContinuousClock.Instant?, ignoreBackoff: Bool) async {
         while true {
             if let deadline, ContinuousClock.now >= deadline { return }
             // Take the oldest batch (spool first) without holding the lock across the export.
             let next: (SpanBatch, fromSpool: Bool)? = worker.withLockedValue { w in
-                if ContinuousClock.now < w.nextAttempt && deadline == nil { return nil }
+                if ContinuousClock.now < w.nextAttempt && !ignoreBackoff { return nil }
                 if let s = w.spool, let b = s.peek() { return (b, true) }
                 if let b = w.backlog.first { return (b, false) }
                 return nil

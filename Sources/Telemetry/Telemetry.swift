@@ -6,6 +6,7 @@ import OTel
 import Optimizer
 import Prometheus
 import ServiceLifecycle
+import Synchronization
 
 /// The composition root's handle on telemetry: a `RecordSink` that turns finished request records into spans and
 /// metrics (on the accounting thread, never the hot path), the span export pipeline, swift-otel's OTLP metrics
@@ -22,6 +23,7 @@ public final class Telemetry: RecordSink, Sendable {
     let dropSources = NIOLockedValueBox<[@Sendable () -> [String: Int]]>([])
     let group = NIOLockedValueBox<ServiceGroup?>(nil)
     let metricsServer = NIOLockedValueBox<MetricsServer?>(nil)
+    let runFinished = Atomic<Bool>(false)
 
     /// Whether anything consumes records: spans, OTLP metrics or the Prometheus endpoint. When not, the composition
     /// root leaves the sink out and the accounting thread does no telemetry work at all.
@@ -150,7 +152,24 @@ public final class Telemetry: RecordSink, Sendable {
             .init(service: $0, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore)
         }, logger: logger))
         group.withLockedValue { $0 = g }
+        defer { runFinished.store(true, ordering: .releasing) }
         try await g.run()
+    }
+
+    /// After `shutdown()`: waits until the span pipeline has exported or spooled what it held (at most the export
+    /// timeout plus 2 s), then at most `metricsGrace` for swift-otel's last metrics export (which retries with
+    /// backoff while the collector is down). Returns early when everything stopped.
+    public func waitForShutdown(metricsGrace: Duration = .seconds(1)) async {
+        if services.isEmpty { return }
+        let clock = ContinuousClock()
+        let spansDeadline = clock.now + config.exportTimeout + .seconds(2)
+        while let p = pipeline, !p.finished, clock.now < spansDeadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let deadline = clock.now + metricsGrace
+        while !runFinished.load(ordering: .acquiring), clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
     }
 
     public func shutdown() async {

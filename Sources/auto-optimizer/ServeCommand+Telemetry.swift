@@ -65,10 +65,12 @@ extension Serve {
 
     /// After the proxy drained: let the accountant publish what is queued, then stop the exporters (a last export
     /// attempt; what is left goes to the spool).
-    func stopTelemetry(_ telemetry: Telemetry, task: Task<Void, Never>, accountant: Accountant) async {
+    func stopTelemetry(_ telemetry: Telemetry, task _: Task<Void, Never>, accountant: Accountant) async {
         accountant.close()
         try? await Task.sleep(for: .milliseconds(150))
         await telemetry.shutdown()
-        await task.value
+        // Bounded: spans are exported or spooled first; swift-otel's final metrics export gets a short grace (it
+        // retries for its whole timeout while the collector is down) and is abandoned after it.
+        await telemetry.waitForShutdown()
     }
 }
