@@ -7,8 +7,11 @@
 #
 # Targets (same request, same mock upstream):
 #   direct   h2load -> mock-upstream
-#   sidecar  h2load -> auto-optimizer serve -> mock-upstream
+#   sidecar  h2load -> auto-optimizer serve -> mock-upstream (telemetry off, no /metrics)
 #   nginx    h2load -> nginx (proxy_pass, upstream keepalive 64, HTTP/1.1) -> mock-upstream
+#   telemetry  the sidecar with telemetry on: OTLP/HTTP spans and metrics (OTEL_BSP_SCHEDULE_DELAY=1000,
+#            OTEL_METRIC_EXPORT_INTERVAL=1000) to a minimal local collector (Benchmarks/otlp_sink.py, on the
+#            load generator's CPU), Prometheus /metrics on; opt in: BENCH_TARGETS="direct sidecar telemetry"
 # Targets are interleaved (direct, sidecar, nginx, direct, ...) for each concurrency in every round, so drift in
 # machine load hits all of them alike; the report gives the median over rounds of each round's p50/p99
 # (computed from h2load's per-request log) and of req/s.
@@ -103,9 +106,23 @@ wait_http "http://127.0.0.1:$MOCK_PORT/health" mock
 
 if [[ " $TARGETS " == *" sidecar "* ]]; then
     "${SERVER[@]}" "$BIN" serve --host 127.0.0.1 --port "$SIDECAR_PORT" "${THREAD_ARGS[@]}" \
-        --upstream "http://127.0.0.1:$MOCK_PORT/v1" >"$RUN/sidecar.log" 2>&1 &
+        --telemetry off --metrics-port 0 --upstream "http://127.0.0.1:$MOCK_PORT/v1" >"$RUN/sidecar.log" 2>&1 &
     PIDS+=($!)
     wait_http "http://127.0.0.1:$SIDECAR_PORT/health" sidecar
+fi
+
+if [[ " $TARGETS " == *" telemetry "* ]]; then
+    COLLECTOR_PORT="$(free_port)"
+    TELEMETRY_PORT="$(free_port)"
+    "${LOADGEN[@]}" "$PY" "$HERE/otlp_sink.py" "$COLLECTOR_PORT" >"$RUN/collector.log" 2>&1 &
+    PIDS+=($!)
+    wait_http "http://127.0.0.1:$COLLECTOR_PORT/health" collector
+    OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$COLLECTOR_PORT" OTEL_BSP_SCHEDULE_DELAY=1000 \
+        OTEL_METRIC_EXPORT_INTERVAL=1000 "${SERVER[@]}" "$BIN" serve --host 127.0.0.1 --port "$TELEMETRY_PORT" \
+        "${THREAD_ARGS[@]}" --metrics-port "$(free_port)" --upstream "http://127.0.0.1:$MOCK_PORT/v1" \
+        >"$RUN/telemetry.log" 2>&1 &
+    PIDS+=($!)
+    wait_http "http://127.0.0.1:$TELEMETRY_PORT/health" telemetry
 fi
 
 if [[ " $TARGETS " == *" nginx "* ]]; then
@@ -152,6 +169,7 @@ url_of() {
     case "$1" in
         direct) echo "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ;;
         sidecar) echo "http://127.0.0.1:$SIDECAR_PORT/v1/chat/completions" ;;
+        telemetry) echo "http://127.0.0.1:$TELEMETRY_PORT/v1/chat/completions" ;;
         nginx) echo "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
         *) die "unknown target $1" ;;
     esac
@@ -194,4 +212,7 @@ mkdir -p "$(dirname "$OUT")"
     --meta "pinning=$PINNING" \
     --meta "event loop threads (mock, sidecar)=$THREADS" \
     --meta "nginx=$("$NGINX" -v 2>&1 | sed 's/.*: //'), worker_processes 1, upstream keepalive 64, proxy_http_version 1.1"
+if [[ " $TARGETS " == *" telemetry "* ]]; then
+    log "collector received: $(curl -fsS "http://127.0.0.1:$COLLECTOR_PORT/stats" || echo '?')"
+fi
 log "report written to $OUT"

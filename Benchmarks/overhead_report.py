@@ -23,7 +23,7 @@ from collections import defaultdict
 
 NAME = re.compile(r"^(?P<target>[a-z0-9_]+)-c(?P<conc>\d+)-r(?P<round>\d+)\.log$")
 REQS = re.compile(r"finished in [\d.]+\w*, ([\d.]+) req/s")
-ORDER = {"direct": 0, "sidecar": 1, "nginx": 2}
+ORDER = {"direct": 0, "sidecar": 1, "telemetry": 2, "nginx": 3}
 
 
 def percentile(sorted_values: list[int], p: float) -> float:
@@ -122,6 +122,16 @@ def main() -> int:
                           f"= **{fmt(ratio, 2)}x**")
     if ratios:
         lines += ["", "Sidecar vs nginx, added p50 (median over rounds):", *ratios]
+    tel_lines = []
+    for c in concs:
+        direct, sc, tel = summary.get(("direct", c)), summary.get(("sidecar", c)), summary.get(("telemetry", c))
+        if direct and sc and tel:
+            a_sc, a_tel = sc["p50"] - direct["p50"], tel["p50"] - direct["p50"]
+            growth = (a_tel - a_sc) / a_sc * 100 if a_sc > 0 else math.nan
+            tel_lines.append(f"- concurrency {c}: added p50 with telemetry {a_tel:,.0f} us vs without {a_sc:,.0f} us "
+                             f"= **{signed(growth)}%**")
+    if tel_lines:
+        lines += ["", "Telemetry on (OTLP/HTTP spans + metrics to a local collector) vs off, added p50:", *tel_lines]
     lines += ["", "Per-round p50 (us), in run order:"]
     for (t, c), s in sorted(summary.items(), key=lambda kv: (kv[0][1], ORDER.get(kv[0][0], 9))):
         lines.append(f"- {t} c={c}: {', '.join(fmt(x) for x in s['p50_all'])}")

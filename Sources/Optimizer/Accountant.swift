@@ -115,6 +115,7 @@ public final class Accountant: Sendable {
             if completionText.isEmpty { completionText = facts.completionText }
         }
         guard let view = draft.original else { return r }
+        r.parameters = RequestParameters(view)
         let model = r.servedModel ?? r.requestedModel ?? ""
         guard let (encoding, estimate) = try? Encoding.forModel(model) else { return r }
         r.tokenCountIsEstimate = estimate

@@ -78,6 +78,17 @@ public struct RequestRecord: Sendable, Equatable {
     public var upstream: String?
     public var attempts: Int = 1
 
+    // Telemetry (issue 6).
+    /// The request's W3C trace context (nil when trace context is off).
+    public var trace: TraceContext?
+    /// Wall clock at the end of the exchange, nanoseconds since the Unix epoch (span end; start = end - total).
+    public var endedAtUnixNano: UInt64 = 0
+    /// The upstream host and port the request went to (`server.address`, `server.port`).
+    public var serverAddress: String?
+    public var serverPort: Int?
+    /// max_tokens, temperature, top_p as the client sent them.
+    public var parameters = RequestParameters()
+
     public init(requestID: String, application: String, endpoint: String) {
         self.requestID = requestID
         self.application = application

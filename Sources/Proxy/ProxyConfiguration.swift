@@ -26,6 +26,9 @@ public struct ProxyConfiguration: Sendable {
     public var applicationID: String = "default"
     /// Event loop threads. Default: one per core.
     public var threads: Int = System.coreCount
+    /// W3C trace context (issue 6): continue the client's `traceparent`, give each request a span id, send the
+    /// upstream a `traceparent` naming that span, and put the ids in the request record. Set when telemetry is on.
+    public var traceContext: Bool = false
 
     public init() {}
 }

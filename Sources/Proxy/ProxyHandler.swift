@@ -1,4 +1,9 @@
 import AsyncHTTPClient
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -51,6 +56,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     private var state: State = .idle
     private var nextID: UInt64 = 0
     private var context: ChannelHandlerContext?
+    /// Span/trace ids for W3C trace context (seeded once per connection; no lock, no system call per request).
+    private var traceIDs: TraceIDGenerator?
 
     init(shared: ProxyShared) {
         self.shared = shared
@@ -198,6 +205,12 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
                              requestID: shared.requestIDs.next())
             let runtime = shared.runtime.load(ordering: .acquiring)
             x.runtime = runtime
+            if shared.config.traceContext {
+                if traceIDs == nil { traceIDs = TraceIDGenerator() }
+                x.record.trace = TraceContext.start(traceparent: head.headers.first(name: "traceparent"),
+                                                    tracestate: head.headers.first(name: "tracestate"),
+                                                    ids: &traceIDs!)
+            }
             var outgoing = body
             if endpoint.readsBody {
                 let view: RequestView
@@ -271,6 +284,12 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         x.record.upstream = name
         x.record.attempts = x.attempt
         var headers = ForwardingHeaders.upstreamRequestHeaders(x.requestHeaders)
+        if let trace = x.record.trace {
+            // The upstream's spans become children of the sidecar's span (tracestate passes through as sent).
+            headers.replaceOrAdd(name: "traceparent", value: trace.upstreamTraceparent)
+            x.record.serverAddress = upstream.url.host
+            x.record.serverPort = upstream.url.port
+        }
         if let authorization = upstream.authorization { headers.replaceOrAdd(name: "authorization", value: authorization) }
         let body = x.outgoing
         if let pool = upstream.pool(for: context.eventLoop) {
@@ -493,6 +512,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             x.record.timings.upstream = .nanoseconds((done - x.dispatched).nanoseconds)
         }
         x.record.timings.overhead = .nanoseconds(x.overhead.nanoseconds)
+        if x.record.trace != nil { x.record.endedAtUnixNano = wallClockUnixNano() }
         shared.accountant.submit(Accountant.Draft(
             record: x.record, original: x.view, sent: x.plan?.promptChanged == true ? x.sentBody : nil, completionText: x.facts?.completionText ?? "",
             response: x.responseParts, responseIsStream: x.isStream))
@@ -589,6 +609,13 @@ final class Exchange {
         self.dispatched = bodyComplete
         self.record = RequestRecord(requestID: requestID, application: application, endpoint: endpoint.rawValue)
     }
+}
+
+/// Wall clock, nanoseconds since the Unix epoch (vDSO clock_gettime: no system call).
+func wallClockUnixNano() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }
 
 func formatMillis(_ t: TimeAmount) -> String {

@@ -6,6 +6,7 @@ import Optimizer
 import Compression
 import Policy
 import Proxy
+import Telemetry
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -42,10 +43,19 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Model catalog file (JSON) extending or overriding the built-in one (env AUTO_OPTIMIZER_CATALOG).")
     var catalog: String?
 
+    @Option(help: "Telemetry: auto (OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT or a signal endpoint is set, else none), otlp, stdout (spans as JSON lines) or off (env AUTO_OPTIMIZER_TELEMETRY). Default auto.")
+    var telemetry: String?
+
+    @Option(help: "Port for Prometheus text on GET /metrics, on --host (env AUTO_OPTIMIZER_METRICS_PORT); 0 turns it off. Default 9090.")
+    var metricsPort: Int?
+
+    @Option(help: "Directory where spans wait (LZ4-compressed) while the collector is down; kept across restarts (env AUTO_OPTIMIZER_TELEMETRY_SPOOL). Default: none (memory only).")
+    var telemetrySpool: String?
+
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
         let logger = makeLogger("auto-optimizer", environment: env)
-        let config: ProxyConfiguration
+        var config: ProxyConfiguration
         do {
             config = try makeConfiguration(environment: env)
         } catch {
@@ -71,8 +81,13 @@ struct Serve: AsyncParsableCommand {
             for warning in policy!.document.warnings { logger.warning("\(warning)") }
             if policy!.compresses { Thread.detachNewThread { PromptCompressor.warmUp() } }
         }
+        let telemetry = try await makeTelemetry(environment: env, host: config.host, catalog: models, logger: logger)
+        config.traceContext = telemetry.wantsTraceContext
         let budgets = BudgetTracker()
-        let accountant = Accountant(prices: CatalogPriceBook(catalog: models), sinks: [BudgetSink(budgets: budgets)])
+        let accountant = Accountant(prices: CatalogPriceBook(catalog: models),
+                                    sinks: [BudgetSink(budgets: budgets)] + (telemetry.isActive ? [telemetry] : []))
+        telemetry.addDropSource { ["queue_full": accountant.droppedRecords] }
+        let telemetryTask = Task { _ = try? await telemetry.run() }
         let server: ProxyServer
         do {
             server = try await ProxyServer.start(config: config, policy: policy, accountant: accountant,
@@ -89,6 +104,7 @@ struct Serve: AsyncParsableCommand {
         reloader?.stop()
         logger.info("signal \(sig): draining (up to \(config.drainTimeout.nanoseconds / 1_000_000_000) s)")
         await server.shutdown()
+        await stopTelemetry(telemetry, task: telemetryTask, accountant: accountant)
         logger.info("stopped")
     }
 
