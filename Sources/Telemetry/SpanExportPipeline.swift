@@ -122,7 +122,7 @@ public final class SpanExportPipeline: Service, Sendable {
     }
 
     public func run() async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try? await self.transport.run() }
             await withGracefulShutdownHandler {
                 await self.loop()

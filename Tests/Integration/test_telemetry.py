@@ -356,3 +356,40 @@ def test_spans_survive_collector_outage_and_sidecar_restart(telemetry_sidecar, t
         assert "spool has batches from an earlier run" in svc2.log_text()
     finally:
         tap.stop()
+
+
+def test_compression_attributes_and_child_span(telemetry_sidecar, mock_upstream, tmp_path):
+    """A compression rule: the span carries ratio, quality and technique; a `compress ...` child span exists."""
+    import gzip
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[2]
+    with gzip.open(root / "fixtures" / "qa" / "nq-open-oracle.jsonl.gz", "rt", encoding="utf-8") as f:
+        rows = [json.loads(next(f)) for _ in range(20)]
+    context = "\n".join("Document [%d](Title: %s) %s" % (i + 1, r["ctxs"][0]["title"], r["ctxs"][0]["text"])
+                        for i, r in enumerate(rows))
+    tap = OtelTapReceiver(free_port()).start()
+    try:
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(f"version: 1\nupstreams: {{ main: {{ url: \"{mock_upstream.v1}\" }} }}\n"
+                          "defaults: { compression: { target_ratio: 0.5, min_prompt_tokens: 100 } }\n")
+        svc = telemetry_sidecar(clean_env({"OTEL_EXPORTER_OTLP_ENDPOINT": tap.base_url, **FAST_EXPORT}),
+                                "--config", str(policy), name="sidecar-telemetry-compress")
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": context},
+                                                    {"role": "user", "content": rows[3]["question"]}]}
+        r = httpx.post(svc.v1 + "/chat/completions", json=body, timeout=15, trust_env=False,
+                       headers={"authorization": f"Bearer {SECRET}", "x-app-id": "compress-telemetry"})
+        assert r.status_code == 200, r.text
+        spans = wait_until(lambda: tap.span_list() if client_spans(tap.span_list()) else None, 15, "a CLIENT span")
+        main = client_spans(spans)[0]
+        a = attrs(main.attributes)
+        assert "selection" in a["llm.optimization.technique"]
+        assert 0.3 < a["llm.optimization.compression_ratio"] <= 0.55
+        assert 0 < a["llm.optimization.quality_score"] <= 1
+        assert a["llm.optimization.tokens_saved"] > 500
+        assert a["llm.optimization.optimized_tokens"] < a["llm.optimization.original_tokens"]
+        children = {c.name: attrs(c.attributes) for c in spans if c.parent_span_id == main.span_id}
+        comp = next(v for k, v in children.items() if k.startswith("compress "))
+        assert comp["llm.optimization.compression_applied"] is True
+        assert comp["llm.optimization.optimized_tokens"] < comp["llm.optimization.original_tokens"]
+    finally:
+        tap.stop()
