@@ -20,7 +20,7 @@ Reported per compressor and ratio:
 - latency per 1k tokens: the sidecar's compressor is timed in-process by the CLI (`--timing`, monotonic clock
   around the compress call, release build, after a warm-up pass); baselines are timed in Python (for scale only).
 A separate speed set of ~4k-token prompts (30 documents each) gives p50 / p99 per 1k tokens for the sidecar
-(each prompt's fastest of three passes; wall time and the thread's CPU time).
+(each prompt's fastest of `--passes` passes, default 3; wall time and the thread's CPU time).
 
 Baselines: truncation (keep the first N tokens), random token drop (seeded), stop-word removal (ratio is what it
 achieves), BM25 passage selection (whole documents by BM25 score against the question, original order, within the
@@ -284,6 +284,7 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--skip-baselines", action="store_true")
     ap.add_argument("--speed-only", action="store_true", help="only the ~4k-token speed set")
+    ap.add_argument("--passes", type=int, default=3, help="passes over the speed set (per prompt, the fastest)")
     ap.add_argument("--out")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -336,7 +337,7 @@ def main():
     speed = {}
     for ratio in ratios:
         best = None
-        for _ in range(3):  # three passes; per prompt, the fastest (other processes only ever add time)
+        for _ in range(args.passes):  # per prompt, the fastest pass (other processes only ever add time)
             out = run_cli(args.cli, speed_rows, ratio, True)
             cur = [(o["micros"], o["cpu_micros"]) for o in out]
             best = cur if best is None else [(min(a[0], b[0]), min(a[1], b[1])) for a, b in zip(best, cur)]
