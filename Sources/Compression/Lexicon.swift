@@ -77,15 +77,8 @@ public final class Lexicon: Sendable {
     /// The Zipf value of the word with hash `h`, or nil when it is not listed.
     @inline(__always)
     public func zipf(_ h: UInt64) -> Double? {
-        keys.withUnsafeBufferPointer { k in
-            var slot = Int(truncatingIfNeeded: h) & mask
-            while true {
-                let key = k[slot]
-                if key == h { return Double(values[slot]) / 10 }
-                if key == 0 { return nil }
-                slot = (slot + 1) & mask
-            }
-        }
+        let v = zipf10(h)
+        return v == 0 ? nil : Double(v) / 10
     }
 
     /// The Zipf value times 10 (0: not listed).

@@ -55,15 +55,16 @@ public struct PromptCompressor: Sendable {
         let question = lastUser.flatMap { view.text(ofMessage: $0) }
         var texts: [[UInt8]?] = []
         texts.reserveCapacity(messages.count)
-        var promptTokens = 0
+        var promptBytes = 0
         for i in messages.indices {
             let t = view.text(ofMessage: i).map { Array($0.utf8) }
             texts.append(t)
-            if options.minPromptTokens > 0, let t { promptTokens += text.count(t) }
+            promptBytes += t?.count ?? 0
         }
-        if options.minPromptTokens > 0 && promptTokens < options.minPromptTokens {
-            result.skipped = "below min_prompt_tokens"
-            return result
+        // A token is at least one byte: fewer bytes than the minimum is below it without counting. Otherwise the
+        // count comes after compressing, from the eligible messages' own counts (no second tokenizer pass).
+        if options.minPromptTokens > 0 && promptBytes < options.minPromptTokens {
+            return Self.belowMinimum()
         }
         var eligible: [Int] = []
         for (i, m) in messages.enumerated() {
@@ -80,8 +81,8 @@ public struct PromptCompressor: Sendable {
         // goes from eligible messages.
         var seen = HashSet64(capacity: 64)
         var deduped: [Int: [UInt8]] = [:]
+        let eligibleSet = Set(eligible)
         if options.lossless {
-            let eligibleSet = Set(eligible)
             for i in messages.indices {
                 guard let t = texts[i] else { continue }
                 var keep: [Range<Int>] = []
@@ -133,12 +134,25 @@ public struct PromptCompressor: Sendable {
                 lossyTokens += originalTokens
             }
         }
+        if options.minPromptTokens > 0 {
+            var promptTokens = result.originalTokens
+            for i in messages.indices where !eligibleSet.contains(i) {
+                if let t = texts[i] { promptTokens += text.count(t) }
+            }
+            if promptTokens < options.minPromptTokens { return Self.belowMinimum() }
+        }
         result.quality = lossyTokens > 0 ? weighted / Double(lossyTokens) : 1
         if result.quality < options.minQuality {
             result.applied = false
             result.edits = []
         }
         return result
+    }
+
+    static func belowMinimum() -> PromptCompression {
+        var r = PromptCompression()
+        r.skipped = "below min_prompt_tokens"
+        return r
     }
 
     static func trim(_ t: [UInt8], _ r: Range<Int>) -> Range<Int> {

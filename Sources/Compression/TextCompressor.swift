@@ -221,7 +221,7 @@ public struct TextCompressor: Sendable {
             used = total
         }
         if options.pruning && used > budget {
-            if prune(bytes, &pieces, sentences, toDrop: used - budget) { techniques.insert(.pruning) }
+            if prune(&pieces, sentences, toDrop: used - budget) { techniques.insert(.pruning) }
         }
         let out = emit(bytes, pieces, sentences)
         var quality = 1.0
@@ -1137,7 +1137,7 @@ public struct TextCompressor: Sendable {
         }
     }
 
-    func prune(_ bytes: [UInt8], _ pieces: inout [Piece], _ sentences: [Sentence], toDrop: Int) -> Bool {
+    func prune(_ pieces: inout [Piece], _ sentences: [Sentence], toDrop: Int) -> Bool {
         markRepeats(&pieces)
         for j in pieces.indices where pieces[j].kind == .word && pieces[j].zipf10 == Piece.unknown {
             pieces[j].zipf10 = lexicon.zipf10(pieces[j].hash)

@@ -67,7 +67,7 @@ struct CompressCommand: ParsableCommand {
         options.minMessageTokens = 0
         options.minPromptTokens = 0
         let compressor = TextCompressor(encoding: enc)
-        let input = try readInput()
+        let input = try CLIInput.read(file, fail: Self.fail)
         if jsonl {
             var out = [UInt8]()
             do {
@@ -117,17 +117,6 @@ struct CompressCommand: ParsableCommand {
         return p.options
     }
 
-    private func readInput() throws -> Data {
-        if let file, file != "-" {
-            do {
-                return try Data(contentsOf: URL(fileURLWithPath: file))
-            } catch {
-                throw Self.fail("cannot read \(file): \(error.localizedDescription)")
-            }
-        }
-        return FileHandle.standardInput.readDataToEndOfFile()
-    }
-
     private struct Line: Decodable {
         var prompt: String
         var question: String?
@@ -149,16 +138,9 @@ struct CompressCommand: ParsableCommand {
         let decoder = JSONDecoder()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes]
-        var lineNumber = 0
-        var start = input.startIndex
         var warm = !timing
-        while start < input.endIndex {
-            let end = input[start...].firstIndex(of: 0x0A) ?? input.endIndex
-            lineNumber += 1
-            let line = input[start..<end]
-            start = end < input.endIndex ? input.index(after: end) : end
-            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
-            if !warm, let item = try? decoder.decode(Line.self, from: Data(line)) {
+        try CLIInput.forEachLine(input) { lineNumber, line in
+            if !warm, let item = try? decoder.decode(Line.self, from: line) {
                 // Load the lexicon and vocabulary before the first timed call, as the sidecar does at startup.
                 for _ in 0..<3 {
                     _ = compressor.compress(
@@ -169,7 +151,7 @@ struct CompressCommand: ParsableCommand {
             }
             let item: Line
             do {
-                item = try decoder.decode(Line.self, from: Data(line))
+                item = try decoder.decode(Line.self, from: line)
             } catch {
                 throw Self.fail("line \(lineNumber): expected a JSON object {\"prompt\": \"...\", \"question\": \"...\"} (\(error))")
             }
@@ -188,10 +170,7 @@ struct CompressCommand: ParsableCommand {
                 cpu_micros: timing ? (cpu * 10).rounded() / 10 : nil)
             out.append(contentsOf: try encoder.encode(o))
             out.append(0x0A)
-            if out.count >= 1 << 16 {
-                FileHandle.standardOutput.write(Data(out))
-                out.removeAll(keepingCapacity: true)
-            }
+            CLIInput.flushIfLarge(&out)
         }
     }
 

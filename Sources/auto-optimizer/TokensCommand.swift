@@ -58,7 +58,7 @@ struct TokensCommand: ParsableCommand {
             throw Self.fail("\(error)")
         }
 
-        let input = try readInput()
+        let input = try CLIInput.read(file, fail: Self.fail)
         var out = [UInt8]()
         if jsonl {
             do {
@@ -81,34 +81,16 @@ struct TokensCommand: ParsableCommand {
         FileHandle.standardOutput.write(Data(out))
     }
 
-    private func readInput() throws -> Data {
-        if let file, file != "-" {
-            do {
-                return try Data(contentsOf: URL(fileURLWithPath: file))
-            } catch {
-                throw Self.fail("cannot read \(file): \(error.localizedDescription)")
-            }
-        }
-        return FileHandle.standardInput.readDataToEndOfFile()
-    }
-
     private struct Line: Decodable {
         var text: String
     }
 
     private func runJSONLines(_ input: Data, encoding: Tokenizer.Encoding, out: inout [UInt8]) throws {
         let decoder = JSONDecoder()
-        var lineNumber = 0
-        var start = input.startIndex
-        while start < input.endIndex {
-            let end = input[start...].firstIndex(of: 0x0A) ?? input.endIndex
-            lineNumber += 1
-            let line = input[start..<end]
-            start = end < input.endIndex ? input.index(after: end) : end
-            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+        try CLIInput.forEachLine(input) { lineNumber, line in
             let text: String
             do {
-                text = try decoder.decode(Line.self, from: Data(line)).text
+                text = try decoder.decode(Line.self, from: line).text
             } catch {
                 throw Self.fail("line \(lineNumber): expected a JSON object {\"text\": \"...\"} (\(error))")
             }
@@ -119,10 +101,7 @@ struct TokensCommand: ParsableCommand {
             } else {
                 out.append(contentsOf: "{\"tokens\": \(encoding.count(text))}\n".utf8)
             }
-            if out.count >= 1 << 16 {
-                FileHandle.standardOutput.write(Data(out))
-                out.removeAll(keepingCapacity: true)
-            }
+            CLIInput.flushIfLarge(&out)
         }
     }
 
