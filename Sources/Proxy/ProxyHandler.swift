@@ -58,6 +58,13 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     private var context: ChannelHandlerContext?
     /// Span/trace ids for W3C trace context (seeded once per connection; no lock, no system call per request).
     private var traceIDs: TraceIDGenerator?
+    /// HTTP/1.1 pipelining: parts of requests that arrived while one is in flight, handled in order once its
+    /// response is complete. When they pile up past the body limit, reading stops until they are drained.
+    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    private var queuedBytes = 0
+    private var readingPaused = false
+    /// The server is shutting down: close this connection after the current response.
+    private var quiescing = false
 
     init(shared: ProxyShared) {
         self.shared = shared
@@ -105,7 +112,55 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if case .forwarding = state {
+            enqueue(context: context, part)
+        } else if !queued.isEmpty {
+            enqueue(context: context, part)
+        } else {
+            handle(context: context, part)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            switch state {
+            case .idle where queued.isEmpty:
+                context.close(promise: nil)
+            default:
+                quiescing = true  // `connection: close` on the current response, then close
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func enqueue(context: ChannelHandlerContext, _ part: HTTPServerRequestPart) {
+        if case .body(let b) = part { queuedBytes += b.readableBytes }
+        queued.append(part)
+        if !readingPaused && queuedBytes > shared.config.maxBodyBytes {
+            readingPaused = true
+            context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
+        }
+    }
+
+    /// After a response completed: handles the requests the client pipelined meanwhile, until one is in flight.
+    private func resumeQueued(context: ChannelHandlerContext) {
+        while !queued.isEmpty {
+            if case .forwarding = state { return }
+            let part = queued.removeFirst()
+            if case .body(let b) = part { queuedBytes -= b.readableBytes }
+            handle(context: context, part)
+        }
+        if readingPaused {
+            readingPaused = false
+            context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
+            context.read()
+        }
+    }
+
+    private func handle(context: ChannelHandlerContext, _ part: HTTPServerRequestPart) {
+        switch part {
         case .head(let head):
             onHead(context: context, head)
         case .body(let part):
@@ -278,6 +333,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             writeError(context: context, .badGateway("the policy names an unknown upstream '\(name)'"),
                        version: x.version, keepAlive: x.keepAlive)
             finish(x, status: 502, error: "unknown_upstream")
+            if x.keepAlive && !quiescing { resumeQueued(context: context) }
             return
         }
         x.upstreamName = name
@@ -312,6 +368,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             writeError(context: context, .badRequest("The request URL cannot be forwarded: \(error)"),
                        version: x.version, keepAlive: x.keepAlive)
             finish(x, status: 400, error: "bad_url")
+            if x.keepAlive && !quiescing { resumeQueued(context: context) }
             return
         }
         let delegate = UpstreamDelegate(handler: NIOLoopBound(self, eventLoop: context.eventLoop), id: x.id)
@@ -369,7 +426,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         if let decision = x.plan?.decision { headers.add(name: "x-auto-optimizer-rule", value: decision.ruleHeaderValue) }
         let isStream = upstream.headers.first(name: "content-type")?.hasPrefix("text/event-stream") ?? false
         x.isStream = isStream
-        if !x.keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
+        if !x.keepAlive || quiescing { headers.replaceOrAdd(name: "connection", value: "close") }
         if isStream {
             if x.plan?.injectedStreamUsage == true {
                 // Usage the client did not ask for must come out of the stream: read it as it passes.
@@ -450,13 +507,14 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             if rest.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(rest))), promise: nil) }
             x.facts = x.tap!.facts
         }
-        if x.keepAlive {
+        if x.keepAlive && !quiescing {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         }
         finish(x, status: x.record.status, error: x.record.status >= 400 ? "http_\(x.record.status)" : nil)
+        if x.keepAlive && !quiescing { resumeQueued(context: context) }
     }
 
     func upstreamError(id: UInt64, _ error: any Error) {
@@ -476,6 +534,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         shared.logger.info("upstream request failed", metadata: ["status": "\(e.status)", "error": "\(error)"])
         writeError(context: context, e, version: x.version, keepAlive: x.keepAlive)
         finish(x, status: e.status, error: e.code ?? "upstream_error")
+        if x.keepAlive && !quiescing { resumeQueued(context: context) }
     }
 
     private func addAccountingHeaders(_ headers: inout HTTPHeaders, _ r: RequestRecord, costSaved: String) {
@@ -541,6 +600,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
                                version: HTTPVersion, keepAlive: Bool, omitBody: Bool,
                                extraHeaders: [(String, String)] = [])
     {
+        let keepAlive = keepAlive && !quiescing
         var headers = HTTPHeaders(extraHeaders)
         headers.add(name: "content-type", value: "application/json")
         headers.add(name: "content-length", value: String(body.readableBytes))

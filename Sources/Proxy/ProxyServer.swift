@@ -226,8 +226,14 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
                     }
                 }
             } else {
-                try pipeline.configureHTTPServerPipeline(position: .last, withErrorHandling: false)
-                try pipeline.addHandler(ProxyHandler(shared: shared))
+                // NIO's codec without its pipelining helper and outbound header validation: ProxyHandler
+                // orders pipelined requests itself (the helper toggled EPOLLIN twice per request), and the
+                // headers it writes are either the upstream's (already parsed, so free of CR/LF) or its own.
+                try pipeline.addHandlers([
+                    HTTPResponseEncoder(),
+                    ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
+                    ProxyHandler(shared: shared),
+                ])
             }
             let data = buffered!
             buffered = nil

@@ -93,7 +93,11 @@ final class UpstreamPool: @unchecked Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHTTPClientHandlers()
+                    // No outbound header validation: the request head is the client's (parsed) plus our own.
+                    try sync.addHandlers([
+                        HTTPRequestEncoder(),
+                        ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)),
+                    ])
                     try sync.addHandler(IdleStateHandler(readTimeout: readTimeout))
                     try sync.addHandler(UpstreamConnectionHandler(pool: pool))
                 }

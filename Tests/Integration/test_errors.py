@@ -376,3 +376,50 @@ def test_slow_client_backpressure(sidecar):
                 break
     assert grown < 8, f"sidecar RSS grew {grown:.1f} MB while the client was not reading (buffering the stream?)"
     assert total > 10_000_000 and b"data: [DONE]" in tail, f"stream incomplete: {total} bytes"
+
+
+def _read_response(f) -> tuple[int, bytes]:
+    """One HTTP/1.1 response from a buffered reader (content-length or chunked), leaving the reader positioned
+    at the next response."""
+    status = int(f.readline().split()[1])
+    headers = {}
+    while (line := f.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while (size := int(f.readline().split(b";")[0], 16)) > 0:
+            body += f.read(size)
+            f.readline()
+        while f.readline() not in (b"\r\n", b""):
+            pass
+        return status, body
+    return status, f.read(int(headers.get("content-length", "0")))
+
+
+def test_pipelined_requests_answered_in_order(sidecar):
+    """HTTP/1.1 pipelining: several requests in one write (proxied, local, a 400 and a stream) come back in
+    order on the same connection, and the connection stays usable."""
+    def req(body: bytes, path=b"/v1/chat/completions", method=b"POST") -> bytes:
+        return (method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    models = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]  # the mock echoes the model: tells the answers apart
+    chat = [json.dumps({**CHAT, "model": m}).encode() for m in models]
+    stream = json.dumps({**CHAT, "stream": True}).encode()
+    batch = (req(chat[0]) + req(b"", path=b"/health", method=b"GET") + req(b"{not json")
+             + req(chat[1]) + req(stream) + req(chat[2]))
+    with socket.create_connection((HOST, sidecar.port), timeout=10) as s:
+        s.sendall(batch)
+        f = s.makefile("rb")
+        responses = [_read_response(f) for _ in range(6)]
+        statuses = [r[0] for r in responses]
+        assert statuses == [200, 200, 400, 200, 200, 200], responses
+        bodies = [r[1] for r in responses]
+        assert json.loads(bodies[0])["model"] == models[0]
+        assert b'"status":"ok"' in bodies[1] and b"error" in bodies[2]
+        assert json.loads(bodies[3])["model"] == models[1] and bodies[4].startswith(b"data: ")
+        assert json.loads(bodies[5])["model"] == models[2]
+        # Still open and in sync.
+        s.sendall(req(chat[0]))
+        status, body = _read_response(f)
+        assert status == 200 and json.loads(body)["object"] == "chat.completion"
