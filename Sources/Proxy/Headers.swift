@@ -13,19 +13,32 @@ enum ForwardingHeaders {
 
     /// The client's headers as they go upstream: hop-by-hop ones, those named in `Connection`, Host and
     /// Content-Length (set anew for the upstream) removed; everything else (Authorization, OpenAI-Organization,
-    /// OpenAI-Project, User-Agent, Accept-Encoding, ...) kept in order.
-    static func upstreamRequestHeaders(_ headers: HTTPHeaders) -> HTTPHeaders {
+    /// OpenAI-Project, User-Agent, Accept-Encoding, ...) kept in order. `host` and `contentLength` (own pool) are
+    /// added, and `traceparent` / `authorization`, when given, replace the client's: built in one pass, so the
+    /// header list is allocated once.
+    static func upstreamRequestHeaders(_ headers: HTTPHeaders, host: String? = nil, contentLength: Int? = nil,
+                                       traceparent: String? = nil, authorization: String? = nil) -> HTTPHeaders
+    {
         let named = connectionTokens(headers)
         var out = HTTPHeaders()
-        out.reserveCapacity(headers.count)
+        out.reserveCapacity(headers.count + 3)
+        if let host { out.add(name: "host", value: host) }
         for (name, value) in headers {
             if mayBeDropped(name) {
                 let lower = name.lowercased()
                 if hopByHop.contains(lower) || recomputedOnRequest.contains(lower) { continue }
             }
+            if traceparent != nil || authorization != nil {
+                let n = name.utf8.count
+                if n == 11 && traceparent != nil && name.lowercased() == "traceparent" { continue }
+                if n == 13 && authorization != nil && name.lowercased() == "authorization" { continue }
+            }
             if !named.isEmpty && named.contains(name.lowercased()) { continue }
             out.add(name: name, value: value)
         }
+        if let contentLength { out.add(name: "content-length", value: String(contentLength)) }
+        if let traceparent { out.add(name: "traceparent", value: traceparent) }
+        if let authorization { out.add(name: "authorization", value: authorization) }
         return out
     }
 

@@ -339,25 +339,29 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         x.upstreamName = name
         x.record.upstream = name
         x.record.attempts = x.attempt
-        var headers = ForwardingHeaders.upstreamRequestHeaders(x.requestHeaders)
-        if let trace = x.record.trace {
-            // The upstream's spans become children of the sidecar's span (tracestate passes through as sent).
-            headers.replaceOrAdd(name: "traceparent", value: trace.upstreamTraceparent)
+        if x.record.trace != nil {
             x.record.serverAddress = upstream.url.host
             x.record.serverPort = upstream.url.port
         }
-        if let authorization = upstream.authorization { headers.replaceOrAdd(name: "authorization", value: authorization) }
+        // The upstream's spans become children of the sidecar's span (tracestate passes through as sent).
+        let traceparent = x.record.trace?.upstreamTraceparent
         let body = x.outgoing
         if let pool = upstream.pool(for: context.eventLoop) {
             // Plain HTTP: our own keep-alive pool on this event loop.
             var uri = upstream.url.basePath + x.upstreamPath
             if uri.isEmpty || uri.first == "?" { uri = "/" + uri }
+            let needsLength = body != nil || x.method == .POST || x.method == .PUT || x.method == .PATCH
+            let headers = ForwardingHeaders.upstreamRequestHeaders(
+                x.requestHeaders, host: pool.hostHeader, contentLength: needsLength ? body?.readableBytes ?? 0 : nil,
+                traceparent: traceparent, authorization: upstream.authorization)
             let head = HTTPRequestHead(version: .http1_1, method: x.method, uri: uri, headers: headers)
             x.dispatched = NIODeadline.now()
             if x.attempt == 1 { x.overhead = x.dispatched - x.bodyComplete }
             x.upstream = pool.execute(head: head, body: body, id: x.id, handler: self)
             return
         }
+        let headers = ForwardingHeaders.upstreamRequestHeaders(x.requestHeaders, traceparent: traceparent,
+                                                               authorization: upstream.authorization)
         // HTTPS: AsyncHTTPClient (TLS with the system trust store, HTTP/2 via ALPN, pooled).
         let request: HTTPClient.Request
         do {

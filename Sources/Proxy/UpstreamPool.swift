@@ -41,7 +41,8 @@ final class UpstreamPool: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let host: String
     private let port: Int
-    private let hostHeader: String
+    /// The Host header for requests to this upstream.
+    let hostHeader: String
     private let connectTimeout: TimeAmount
     private let readTimeout: TimeAmount
     private let maxIdle: Int
@@ -62,17 +63,11 @@ final class UpstreamPool: @unchecked Sendable {
         self.maxIdle = maxIdle
     }
 
-    /// Sends the request; the response's events go to `handler`. Returns a cancel action.
+    /// Sends the request (its head carries Host and Content-Length already); the response's events go to
+    /// `handler`. Returns a cancel action.
     func execute(head: HTTPRequestHead, body: ByteBuffer?, id: UInt64, handler: any UpstreamResponseHandler)
         -> UpstreamExchange
     {
-        var head = head
-        head.headers.replaceOrAdd(name: "host", value: hostHeader)
-        if let body {
-            head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
-        } else if head.method == .POST || head.method == .PUT || head.method == .PATCH {
-            head.headers.replaceOrAdd(name: "content-length", value: "0")
-        }
         let exchange = UpstreamExchange(id: id, head: head, body: body, handler: handler)
         while let connection = idle.popLast() {
             if connection.channel.isActive {

@@ -1,4 +1,9 @@
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// A lazy pointer into an already-validated JSON document: member and element lookups scan the bytes on demand,
 /// nothing is decoded that is not read. Made from a `RequestView` field or by `JSONNode.parse`.
@@ -45,8 +50,8 @@ public struct JSONNode: Sendable {
     /// The member `key` of an object (the last one if repeated), or nil.
     public subscript(key: String) -> JSONNode? {
         guard kind == .object else { return nil }
-        let keyBytes = Array(key.utf8)
-        return withScanner { s -> JSONNode? in
+        var utf8 = key
+        return utf8.withUTF8 { keyBytes in withScanner { s -> JSONNode? in
             var found: JSONNode?
             s.index += 1
             if s.peek() == UInt8(ascii: "}") { return nil }
@@ -68,6 +73,30 @@ public struct JSONNode: Sendable {
                 }
                 if matches { found = JSONNode(buffer: buffer, range: valueStart..<s.index, kind: kind) }
                 guard let done = try? s.endOfContainer(UInt8(ascii: "}")), !done else { return found }
+            }
+        } }
+    }
+
+    /// Calls `body` with each member of an object, in order, without collecting them or decoding keys (the
+    /// allocation-free form of `members`, for the accounting path).
+    public func forEachMember(_ body: (JSONKey, JSONNode) -> Void) {
+        guard kind == .object else { return }
+        withScanner { s in
+            s.index += 1
+            if s.peek() == UInt8(ascii: "}") { return }
+            while true {
+                s.skipWhitespace()
+                let keyStart = s.index
+                guard let escaped = try? s.skipString() else { return }
+                let keyEnd = s.index
+                _ = try? s.expect(UInt8(ascii: ":"))
+                s.skipWhitespace()
+                let valueStart = s.index
+                guard let kind = try? s.skipValue() else { return }
+                let key = JSONKey(raw: UnsafeRawBufferPointer(rebasing: s.bytes[(keyStart + 1)..<(keyEnd - 1)]),
+                                  escaped: escaped)
+                body(key, JSONNode(buffer: buffer, range: valueStart..<s.index, kind: kind))
+                guard let done = try? s.endOfContainer(UInt8(ascii: "}")), !done else { return }
             }
         }
     }
@@ -131,4 +160,17 @@ public struct JSONNode: Sendable {
     public var bool: Bool? { kind == .bool ? raw == "true" : nil }
 
     public var isNull: Bool { kind == .null }
+}
+
+/// An object key as it appears in the document (between the quotes), valid only inside `forEachMember`.
+public struct JSONKey {
+    let raw: UnsafeRawBufferPointer
+    let escaped: Bool
+
+    /// Whether the key is `name` (escaped keys are decoded first).
+    public func `is`(_ name: StaticString) -> Bool {
+        if escaped { return JSONString.decode(raw, hasEscapes: true) == name.description }
+        guard raw.count == name.utf8CodeUnitCount else { return false }
+        return raw.count == 0 || memcmp(raw.baseAddress!, name.utf8Start, raw.count) == 0
+    }
 }

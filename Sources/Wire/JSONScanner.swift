@@ -305,7 +305,8 @@ func hexValue(_ c: UInt8) -> UInt32? {
 public enum JSONString {
     /// Decodes the inside of a JSON string (no quotes). Lone surrogates become U+FFFD.
     public static func decode(_ raw: UnsafeRawBufferPointer, hasEscapes: Bool) -> String {
-        if !hasEscapes { return String(decoding: raw, as: UTF8.self) }
+        // Callers that do not know say `hasEscapes: true`; most strings have none and need no scratch array.
+        if !hasEscapes || !raw.contains(UInt8(ascii: "\\")) { return String(decoding: raw, as: UTF8.self) }
         var out = [UInt8]()
         out.reserveCapacity(raw.count)
         var i = 0

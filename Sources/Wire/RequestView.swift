@@ -123,6 +123,7 @@ public struct RequestView: Sendable {
             if s.index < s.end { throw s.unexpected() }
             throw JSONSyntaxError(offset: 0, reason: "the request body must be a JSON object")
         }
+        fields.reserveCapacity(12)  // one allocation for a typical request, not one per doubling
         try s.enter()
         s.index += 1
         if s.peek() == UInt8(ascii: "}") {
@@ -230,6 +231,7 @@ public struct RequestView: Sendable {
 
     private mutating func scanMessages(_ s: inout JSONScanner) throws(JSONSyntaxError) {
         try s.enter()
+        messages.reserveCapacity(8)
         s.index += 1
         if s.peek() == UInt8(ascii: "]") {
             s.index += 1

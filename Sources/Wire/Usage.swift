@@ -60,13 +60,16 @@ public struct ResponseFacts: Sendable, Equatable {
     /// Adds what one JSON object (a whole response or one stream chunk) says.
     mutating func absorb(_ root: JSONNode, streamed: Bool) {
         // One pass over the top-level members (lookups by key would rescan the object each time).
-        for (key, value) in root.members {
-            switch key {
-            case "id": if id == nil { id = value.string }
-            case "model": if model == nil { model = value.string }
-            case "usage": if let usage = Usage(value) { self.usage = usage }
-            case "choices": absorbChoices(value, streamed: streamed)
-            case "output":
+        root.forEachMember { key, value in
+            if key.is("id") {
+                if id == nil { id = value.string }
+            } else if key.is("model") {
+                if model == nil { model = value.string }
+            } else if key.is("usage") {
+                if let usage = Usage(value) { self.usage = usage }
+            } else if key.is("choices") {
+                absorbChoices(value, streamed: streamed)
+            } else if key.is("output") {
                 // Responses API: output[].content[].text, and function call arguments.
                 for item in value.elements {
                     for part in item["content"]?.elements ?? [] {
@@ -74,33 +77,30 @@ public struct ResponseFacts: Sendable, Equatable {
                     }
                     if let a = item["arguments"]?.string { completionText += a }
                 }
-            default: continue
             }
         }
     }
 
     private mutating func absorbChoices(_ choices: JSONNode, streamed: Bool) {
         for choice in choices.elements {
-            for (key, value) in choice.members {
-                switch key {
-                case "finish_reason": if let r = value.string { finishReasons.append(r) }
-                case "text": if let t = value.string { completionText += t }
-                case "message", "delta":
-                    guard (key == "delta") == streamed else { continue }
-                    for (k, v) in value.members {
-                        switch k {
-                        case "content", "refusal": if let c = v.string { completionText += c }
-                        case "tool_calls":
+            choice.forEachMember { key, value in
+                if key.is("finish_reason") {
+                    if let r = value.string { finishReasons.append(r) }
+                } else if key.is("text") {
+                    if let t = value.string { completionText += t }
+                } else if key.is(streamed ? "delta" : "message") {
+                    value.forEachMember { k, v in
+                        if k.is("content") || k.is("refusal") {
+                            if let c = v.string { completionText += c }
+                        } else if k.is("tool_calls") {
                             for call in v.elements {
                                 if let f = call["function"] {
                                     if let n = f["name"]?.string { completionText += n }
                                     if let a = f["arguments"]?.string { completionText += a }
                                 }
                             }
-                        default: continue
                         }
                     }
-                default: continue
                 }
             }
         }

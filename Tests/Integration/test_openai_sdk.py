@@ -444,23 +444,6 @@ def test_large_stream_byte_identical(http, sidecar, mock_upstream):
     assert p.content == d.content
 
 
-def test_http1_pipelining(sidecar):
-    """Two requests written back to back on one connection are answered in order."""
-    b1 = json.dumps({"model": "pipe-1", "messages": MESSAGES}).encode()
-    b2 = json.dumps({"model": "pipe-2", "messages": MESSAGES}).encode()
-    req = b"".join(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                   b"Content-Length: " + str(len(b)).encode() + b"\r\n\r\n" + b for b in (b1, b2))
-    with socket.create_connection((HOST, sidecar.port), timeout=10) as s:
-        s.sendall(req)
-        models = []
-        for _ in range(2):
-            resp = httplib.HTTPResponse(s)
-            resp.begin()
-            assert resp.status == 200
-            models.append(json.loads(resp.read())["model"])
-    assert models == ["pipe-1", "pipe-2"]
-
-
 def test_h2c_concurrent_streams(sidecar):
     """Many requests multiplexed on one h2c connection each get their own answer."""
     import asyncio
