@@ -176,7 +176,22 @@ struct JSONScanner {
     mutating func skipString() throws(JSONSyntaxError) -> Bool {
         index += 1  // opening quote
         var escaped = false
+        let base = bytes.baseAddress
         while index < end {
+            // Eight plain ASCII bytes at a time (no quote, backslash, control character or non-ASCII byte).
+            if let base {
+                while index + 8 <= end {
+                    let x = base.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+                    let ones: UInt64 = 0x0101_0101_0101_0101
+                    let highs: UInt64 = 0x8080_8080_8080_8080
+                    let q = x ^ (ones &* 0x22)
+                    let b = x ^ (ones &* 0x5C)
+                    let special = ((q &- ones) & ~q) | ((b &- ones) & ~b) | ((x &- ones &* 0x20) & ~x) | x
+                    if special & highs != 0 { break }
+                    index += 8
+                }
+            }
+            guard index < end else { break }
             let c = bytes[index]
             if c == UInt8(ascii: "\"") {
                 index += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client as httplib
 import json
+import random
 import signal
 import socket
 import threading
@@ -423,3 +424,32 @@ def test_pipelined_requests_answered_in_order(sidecar):
         s.sendall(req(chat[0]))
         status, body = _read_response(f)
         assert status == 200 and json.loads(body)["object"] == "chat.completion"
+
+
+def test_string_validation_matches_python_json(sidecar):
+    """Differential check of the request validator's string scanning (which skips plain ASCII eight bytes at a
+    time) against Python's strict json: random message contents mixing quotes, escapes, control characters,
+    valid and invalid UTF-8 at every offset get 200 exactly when json.loads accepts them, else 400."""
+    rng = random.Random(7)
+    alphabet = [b"a", b"Z", b" ", b"\"", b"\\", b"\\n", b"\\u00e9", b"\\ud83d\\ude00", b"\\x", b"\x01", b"\x1f",
+                b"\x7f", "é".encode(), "😀".encode(), b"\xc3", b"\xff", b"\xed\xa0\x80", b"0123456", b"\t"]
+    conn = httplib.HTTPConnection(HOST, sidecar.port, timeout=10)
+    mismatches, invalid = [], 0
+    for _ in range(1500):
+        inner = b"".join(rng.choice(alphabet) if rng.random() < 0.3 else b"abcdefgh"[:rng.randint(1, 8)]
+                         for _ in range(rng.randint(0, 40)))
+        body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + inner + b'"}]}'
+        try:
+            json.loads(body.decode("utf-8"))
+            expect = 200
+        except ValueError:
+            expect = 400
+        invalid += expect == 400
+        conn.request("POST", "/v1/chat/completions", body=body, headers={"content-type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        if r.status != expect:
+            mismatches.append((r.status, expect, body))
+    conn.close()
+    assert not mismatches, mismatches[:5]
+    assert 100 < invalid < 1400  # both outcomes exercised
