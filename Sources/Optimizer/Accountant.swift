@@ -54,8 +54,9 @@ public final class Accountant: Sendable {
         self.ledger = ledger
         self.recent = recent
         let all: [any RecordSink] = [ledger, recent] + sinks
+        let counts = TokenCountCache()  // used by the queue's one worker thread only
         self.queue = BoundedWorkQueue(capacity: queueCapacity, name: "accounting") { draft in
-            let record = Accountant.complete(draft, prices: prices)
+            let record = Accountant.complete(draft, prices: prices, counts: counts)
             for sink in all { sink.record(record) }
         }
     }
@@ -94,7 +95,7 @@ public final class Accountant: Sendable {
     public func close() { queue.close() }
 
     /// Exact prompt counts (before and after optimization), usage estimate when missing, prices.
-    static func complete(_ draft: Draft, prices: any PriceBook) -> RequestRecord {
+    static func complete(_ draft: Draft, prices: any PriceBook, counts: TokenCountCache? = nil) -> RequestRecord {
         var r = draft.record
         var completionText = draft.completionText
         if !draft.response.isEmpty {
@@ -119,10 +120,11 @@ public final class Accountant: Sendable {
         let model = r.servedModel ?? r.requestedModel ?? ""
         guard let (encoding, estimate) = try? Encoding.forModel(model) else { return r }
         r.tokenCountIsEstimate = estimate
-        let before = PromptCounter.count(view, endpoint: r.endpoint, encoding: encoding)
+        let before = PromptCounter.count(view, endpoint: r.endpoint, encoding: encoding, cache: counts)
         r.promptTokensOriginal = before
         if let sent = draft.sent, let sentView = try? RequestView.parse(sent) {
-            r.promptTokensOptimized = PromptCounter.count(sentView, endpoint: r.endpoint, encoding: encoding)
+            r.promptTokensOptimized = PromptCounter.count(sentView, endpoint: r.endpoint, encoding: encoding,
+                                                          cache: counts)
             if r.compression?.applied == true, let a = r.promptTokensOptimized {
                 // The compressor's own figure is a sum over message contents; the exact whole-prompt count wins.
                 r.tokensSaved = max(0, before - a)
@@ -143,15 +145,24 @@ public final class Accountant: Sendable {
 
 /// Prompt token counting per endpoint, with OpenAI's documented chat formula.
 public enum PromptCounter {
-    public static func count(_ view: RequestView, endpoint: String, encoding: Encoding) -> Int {
+    /// `cache` (one thread's) remembers the counts of message contents already seen: chat clients resend the
+    /// whole conversation, and the same system prompt, with every turn.
+    public static func count(_ view: RequestView, endpoint: String, encoding: Encoding,
+                             cache: TokenCountCache? = nil) -> Int
+    {
         switch endpoint {
         case "chat.completions":
-            var messages: [ChatMessage] = []
-            messages.reserveCapacity(view.messages.count)
+            // Encoding.countChatTokens' formula, message by message (so each content can come from the cache).
+            var n = 3
             for (i, m) in view.messages.enumerated() {
-                messages.append(ChatMessage(role: m.role ?? "", content: view.text(ofMessage: i) ?? "", name: m.name))
+                n += 3 + encoding.count(m.role ?? "")
+                if let name = m.name { n += encoding.count(name) + 1 }
+                if let cache, let range = m.contentRange, range.count >= TokenCountCache.minimumBytes {
+                    n += cache.count(view.body, range, encoding) { view.text(ofMessage: i).map(encoding.count) ?? 0 }
+                } else {
+                    n += view.text(ofMessage: i).map(encoding.count) ?? 0
+                }
             }
-            var n = encoding.countChatTokens(messages)
             if let tools = view.field("tools"), tools.kind == .array {
                 n += encoding.countToolTokens(toolDefinitions(JSONNode(buffer: view.body, range: tools.valueRange,
                                                                       kind: .array)))
@@ -206,5 +217,43 @@ public enum PromptCounter {
             }
             return ToolDefinition(name: name, description: f["description"]?.string ?? "", parameters: params)
         }
+    }
+}
+
+/// Token counts of message contents seen recently, keyed by the contents' JSON bytes (a 64-bit hash, their
+/// length and the encoding). Not thread-safe: one per thread (the accounting worker). Full: starts over.
+public final class TokenCountCache: @unchecked Sendable {
+    /// Shorter contents are counted directly (hashing would save little).
+    public static let minimumBytes = 64
+    private struct Key: Hashable {
+        var hash: Int
+        var length: Int
+        var encoding: ObjectIdentifier
+    }
+    private var counts: [Key: Int] = [:]
+    private let capacity: Int
+    public private(set) var hits = 0
+    public private(set) var misses = 0
+
+    public init(capacity: Int = 8192) {
+        self.capacity = capacity
+    }
+
+    /// The count for the bytes at `range` of `body` (offsets from its reader index), computing it on a miss.
+    public func count(_ body: ByteBuffer, _ range: Range<Int>, _ encoding: Encoding, compute: () -> Int) -> Int {
+        var hasher = Hasher()
+        body.withUnsafeReadableBytes { raw in
+            hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: raw[range]))
+        }
+        let key = Key(hash: hasher.finalize(), length: range.count, encoding: ObjectIdentifier(encoding))
+        if let n = counts[key] {
+            hits += 1
+            return n
+        }
+        misses += 1
+        let n = compute()
+        if counts.count >= capacity { counts.removeAll(keepingCapacity: true) }
+        counts[key] = n
+        return n
     }
 }

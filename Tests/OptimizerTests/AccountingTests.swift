@@ -103,6 +103,33 @@ struct AccountingTests {
         #expect(r.costSavedUSD == nil)
     }
 
+    @Test func cachedContentCountsEqualDirectCounts() throws {
+        let enc = Encoding.o200kBase
+        let cache = TokenCountCache(capacity: 4)
+        let system = String(repeating: "You answer questions about the attached report, briefly. ", count: 3)
+        var direct: [Int] = []
+        var cached: [Int] = []
+        for turn in 0..<6 {
+            // A conversation that grows by one turn each time, resent whole (a name, escapes, array content too).
+            var messages = [#"{"role":"system","content":"\#(system)"}"#]
+            for t in 0...turn {
+                messages.append(#"{"role":"user","name":"u\#(t)","content":"Question \#(t): what does section \#(t) say about \"costs\"\n in 2024? Please be specific and quote it."}"#)
+                messages.append(#"{"role":"assistant","content":[{"type":"text","text":"Section \#(t) says costs fell by \#(t * 7)% year over year, mostly thanks to cheaper storage."}]}"#)
+            }
+            let view = try RequestView.parse(ByteBuffer(string: #"{"model":"gpt-4o","messages":[\#(messages.joined(separator: ","))]}"#))
+            direct.append(PromptCounter.count(view, endpoint: "chat.completions", encoding: enc))
+            cached.append(PromptCounter.count(view, endpoint: "chat.completions", encoding: enc, cache: cache))
+            // The formula of Encoding.countChatTokens on the decoded messages.
+            let decoded = view.messages.indices.map {
+                ChatMessage(role: view.messages[$0].role ?? "", content: view.text(ofMessage: $0) ?? "",
+                            name: view.messages[$0].name)
+            }
+            #expect(direct.last == enc.countChatTokens(decoded))
+        }
+        #expect(cached == direct)
+        #expect(cache.hits > 0 && cache.misses > 0)  // repeats were served from the cache; capacity 4 forced resets
+    }
+
     @Test func backgroundCompletionCountsPromptAndEstimatesMissingUsage() throws {
         let sink = CollectingSink()
         let accountant = Accountant(prices: FixedPrices(), sinks: [sink])
