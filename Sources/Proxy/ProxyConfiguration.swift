@@ -26,6 +26,9 @@ public struct ProxyConfiguration: Sendable {
     public var applicationID: String = "default"
     /// Event loop threads. Default: one per core.
     public var threads: Int = System.coreCount
+    /// PEM file of extra certificate authorities trusted for https upstreams, on top of the system trust store
+    /// (a company CA, a local gateway). Flag `--upstream-ca-file`, env `AUTO_OPTIMIZER_UPSTREAM_CA_FILE`.
+    public var upstreamCAFile: String?
     /// W3C trace context (issue 6): continue the client's `traceparent`, give each request a span id, send the
     /// upstream a `traceparent` naming that span, and put the ids in the request record. Set when telemetry is on.
     public var traceContext: Bool = false

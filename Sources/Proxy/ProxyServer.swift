@@ -93,8 +93,10 @@ public final class ProxyServer: Sendable {
             try? await group.shutdownGracefully()
             throw error
         }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let ca = config.upstreamCAFile { tls.additionalTrustRoots = [.file(ca)] }
         var clientConfig = HTTPClient.Configuration(
-            tlsConfiguration: TLSConfiguration.makeClientConfiguration(),
+            tlsConfiguration: tls,
             redirectConfiguration: .disallow,
             timeout: .init(connect: config.upstreamConnectTimeout, read: config.upstreamReadTimeout),
             connectionPool: .init(idleTimeout: .seconds(60),

@@ -28,6 +28,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest accepted request body in bytes (env AUTO_OPTIMIZER_MAX_BODY_BYTES). Default 33554432 (32 MiB).")
     var maxBodyBytes: Int?
 
+    @Option(help: "PEM file of extra certificate authorities to trust for https upstreams, besides the system store (env AUTO_OPTIMIZER_UPSTREAM_CA_FILE).")
+    var upstreamCAFile: String?
+
     @Option(help: "Seconds to wait for the upstream's next byte (env AUTO_OPTIMIZER_UPSTREAM_TIMEOUT). Default 600.")
     var upstreamTimeout: Double?
 
@@ -132,6 +135,12 @@ struct Serve: AsyncParsableCommand {
         }
         if let t = try drainTimeout ?? env["AUTO_OPTIMIZER_DRAIN_TIMEOUT"].map({ try seconds($0, "AUTO_OPTIMIZER_DRAIN_TIMEOUT") }) {
             c.drainTimeout = try amount(t, "drain timeout")
+        }
+        if let ca = upstreamCAFile ?? env["AUTO_OPTIMIZER_UPSTREAM_CA_FILE"], !ca.isEmpty {
+            guard FileManager.default.isReadableFile(atPath: ca) else {
+                throw ProxyError(code: .invalidConfiguration, message: "upstream CA file '\(ca)' cannot be read")
+            }
+            c.upstreamCAFile = ca
         }
         if let n = try threads ?? env["AUTO_OPTIMIZER_THREADS"].map({ try int($0, "AUTO_OPTIMIZER_THREADS") }) {
             guard n > 0 && n <= 256 else { throw ProxyError(code: .invalidConfiguration, message: "threads must be 1...256") }

@@ -1,0 +1,136 @@
+"""An https upstream: TLS verified against the trust store (plus --upstream-ca-file), HTTP/2 negotiated by ALPN.
+
+The upstream is a real nginx (Debian nginx-light, installed by scripts/setup.sh) terminating TLS and HTTP/2 with a
+certificate from a throw-away CA made here with openssl, proxying to the mock upstream."""
+from __future__ import annotations
+
+import pathlib
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import HOST, free_port
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+MESSAGES = [{"role": "user", "content": "Say hello over TLS."}]
+
+
+def _openssl(*args: str, cwd: pathlib.Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tls_upstream(tmp_path_factory, mock_upstream):
+    if not pathlib.Path(NGINX).exists() or not shutil.which("openssl"):
+        pytest.fail("nginx and openssl are needed (scripts/setup.sh installs nginx-light; openssl is in the base system)")
+    d = tmp_path_factory.mktemp("tls-upstream")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=auto-optimizer test CA", cwd=d)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=127.0.0.1", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                               "extendedKeyUsage=serverAuth\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.pem", "-days", "2", "-extfile", "san.ext", cwd=d)
+    port = free_port()
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (d / sub).mkdir()
+    conf = d / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    log_format proto '$server_protocol $request_method $request_uri $status';
+    access_log {d}/access.log proto;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream mock {{ server 127.0.0.1:{mock_upstream.port}; keepalive 8; }}
+    server {{
+        listen {HOST}:{port} ssl http2;
+        ssl_certificate {d}/server.pem;
+        ssl_certificate_key {d}/server.key;
+        location / {{
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+""")
+    proc = subprocess.Popen([NGINX, "-p", str(d), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=open(d / "stderr.log", "wb"), start_new_session=True)
+    deadline = time.time() + 10
+    while True:
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"nginx did not start: {(d / 'stderr.log').read_text()} {(d / 'error.log').read_text()}")
+            time.sleep(0.05)
+    yield {"url": f"https://127.0.0.1:{port}/v1", "ca": str(d / "ca.pem"), "access_log": d / "access.log"}
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _access_lines(log: pathlib.Path, wanted: int) -> list[str]:
+    for _ in range(50):  # nginx writes the line when the request ends
+        lines = log.read_text().splitlines() if log.exists() else []
+        if len(lines) >= wanted:
+            return lines
+        time.sleep(0.05)
+    return lines
+
+
+def test_https_upstream_over_http2(tls_upstream, start_sidecar, http):
+    """Plain and streamed chat through the sidecar to an https upstream trusted via --upstream-ca-file; the
+    upstream sees HTTP/2 (ALPN), the client sees the upstream's answer."""
+    before = len(_access_lines(tls_upstream["access_log"], 0))
+    sidecar = start_sidecar("--upstream-ca-file", tls_upstream["ca"], upstream=tls_upstream["url"], name="sidecar-tls")
+    r = http.post(sidecar.v1 + "/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "gpt-4o-mini" and r.json()["choices"][0]["message"]["content"]
+    chunks = []
+    with http.stream("POST", sidecar.v1 + "/chat/completions",
+                     json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}) as s:
+        assert s.status_code == 200
+        for line in s.iter_lines():
+            if line.startswith("data: "):
+                chunks.append(line)
+    assert len(chunks) > 2 and chunks[-1] == "data: [DONE]"
+    lines = _access_lines(tls_upstream["access_log"], before + 2)[before:]
+    assert lines and all(line.startswith("HTTP/2.0 POST /v1/chat/completions 200") for line in lines), lines
+
+
+def test_untrusted_https_upstream_is_502(tls_upstream, start_sidecar, http):
+    """Without the CA the upstream's certificate fails verification against the system trust store: 502, with
+    the TLS failure named, and nothing reaches the upstream."""
+    before = len(_access_lines(tls_upstream["access_log"], 0))
+    sidecar = start_sidecar(upstream=tls_upstream["url"], name="sidecar-tls-untrusted")
+    r = http.post(sidecar.v1 + "/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES})
+    assert r.status_code == 502, r.text
+    err = r.json()["error"]
+    message = err["message"].lower()
+    assert err["type"] and any(w in message for w in ("certificate", "tls", "ssl")), err
+    assert len(_access_lines(tls_upstream["access_log"], 0)) == before
+
+
+def test_unreadable_ca_file_is_a_startup_error(aobin):
+    out = subprocess.run([str(aobin), "serve", "--port", "0", "--upstream-ca-file", "/nonexistent/ca.pem"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "upstream CA file '/nonexistent/ca.pem' cannot be read" in out.stderr
