@@ -237,7 +237,17 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         guard case .receiving(let head, let endpoint, let upstreamPath, var body, let start) = state else { return }
         state = .idle  // drop the reference so `body` is uniquely owned while appending
         if body == nil {
-            body = part
+            let expected = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
+            if expected > part.readableBytes && expected <= shared.config.maxBodyBytes {
+                // More parts follow: one buffer of the announced size, so the parts are copied once, not
+                // re-copied each time the buffer doubles.
+                var whole = context.channel.allocator.buffer(capacity: expected)
+                var part = part
+                whole.writeBuffer(&part)
+                body = whole
+            } else {
+                body = part  // the whole body in one read: no copy at all
+            }
         } else {
             var part = part
             body!.writeBuffer(&part)
