@@ -39,13 +39,34 @@ extension Encoding {
     /// with `isEstimate`. A provider prefix ("openai/gpt-4o", "azure/gpt-4o") and a fine-tune prefix
     /// ("ft:gpt-4o-mini:org::id") are ignored.
     public static func encodingName(forModel model: String) -> ModelEncoding {
-        var id = Substring(model.lowercased())
-        if let slash = id.lastIndex(of: "/") { id = id[id.index(after: slash)...] }
-        if id.hasPrefix("ft:") { id = id.dropFirst(3) }
-        for entry in modelPrefixes where id.hasPrefix(entry.prefix) {
-            return ModelEncoding(name: entry.name, isEstimate: false)
+        // Byte comparisons, ASCII case folded (model ids are ASCII; a non-ASCII byte simply never matches).
+        var utf8 = model
+        return utf8.withUTF8 { bytes -> ModelEncoding in
+            var start = 0
+            if let slash = bytes.lastIndex(of: UInt8(ascii: "/")) { start = slash + 1 }
+            if bytes.count - start >= 3, lower(bytes[start]) == UInt8(ascii: "f"), lower(bytes[start + 1]) == UInt8(ascii: "t"),
+               bytes[start + 2] == UInt8(ascii: ":")
+            {
+                start += 3
+            }
+            let n = bytes.count - start
+            for entry in modelPrefixBytes where entry.prefix.count <= n {
+                var same = true
+                for (k, c) in entry.prefix.enumerated() where lower(bytes[start + k]) != c {
+                    same = false
+                    break
+                }
+                if same { return ModelEncoding(name: entry.name, isEstimate: false) }
+            }
+            return ModelEncoding(name: .o200kBase, isEstimate: true)
         }
-        return ModelEncoding(name: .o200kBase, isEstimate: true)
+    }
+
+    private static let modelPrefixBytes: [(prefix: [UInt8], name: Name)] = modelPrefixes.map { (Array($0.prefix.utf8), $0.name) }
+
+    @inline(__always)
+    private static func lower(_ c: UInt8) -> UInt8 {
+        c &- UInt8(ascii: "A") < 26 ? c | 0x20 : c
     }
 
     /// The loaded encoding of `model` (see ``encodingName(forModel:)``) and whether it is a guess.

@@ -7,7 +7,8 @@ import Testing
         ("gpt-4o", Encoding.Name.o200kBase), ("gpt-4o-mini-2024-07-18", .o200kBase), ("gpt-4.1-nano", .o200kBase),
         ("gpt-5", .o200kBase), ("gpt-5-mini", .o200kBase), ("o1", .o200kBase), ("o3-mini", .o200kBase),
         ("o4-mini", .o200kBase), ("chatgpt-4o-latest", .o200kBase), ("openai/gpt-4.1", .o200kBase),
-        ("ft:gpt-4o-mini:acme::abc123", .o200kBase), ("GPT-4O", .o200kBase),
+        ("ft:gpt-4o-mini:acme::abc123", .o200kBase), ("GPT-4O", .o200kBase), ("FT:GPT-4.1:x::y", .o200kBase),
+        ("Azure/GPT-35-Turbo", .cl100kBase),
         ("gpt-4", .cl100kBase), ("gpt-4-turbo", .cl100kBase), ("gpt-4-0613", .cl100kBase),
         ("gpt-3.5-turbo", .cl100kBase), ("gpt-3.5-turbo-0125", .cl100kBase), ("azure/gpt-35-turbo", .cl100kBase),
         ("text-embedding-3-small", .cl100kBase), ("text-embedding-3-large", .cl100kBase),
@@ -17,7 +18,8 @@ import Testing
         #expect(Encoding.encodingName(forModel: model) == ModelEncoding(name: expected, isEstimate: false))
     }
 
-    @Test(arguments: ["llama-3.1-8b-instant", "groq/llama-3.3-70b-versatile", "smollm2", "deepseek-chat", ""])
+    @Test(arguments: ["llama-3.1-8b-instant", "groq/llama-3.3-70b-versatile", "smollm2", "deepseek-chat", "", "ft:",
+                      "gpt/", "é-gpt-4o"])
     func unknownModelsAreEstimates(model: String) throws {
         #expect(Encoding.encodingName(forModel: model) == ModelEncoding(name: .o200kBase, isEstimate: true))
         let selection = try Encoding.forModel(model)
