@@ -98,7 +98,9 @@ final class UpstreamPool: @unchecked Sendable {
                 }
             }
             .connect(host: host, port: port)
-            .whenComplete { result in
+            .whenComplete { [exchange = NIOLoopBound(exchange, eventLoop: eventLoop)] result in
+                // Completes on the pool's event loop, where the exchange lives.
+                let exchange = exchange.value
                 switch result {
                 case .success(let channel):
                     let handler = try! channel.pipeline.syncOperations.handler(type: UpstreamConnectionHandler.self)
@@ -222,10 +224,12 @@ final class UpstreamConnection {
             // The client's socket is full: stop reading the upstream until the write completes.
             paused = true
             _ = channel.setOption(.autoRead, value: false)
-            future.whenComplete { [self] _ in
-                paused = false
-                _ = channel.setOption(.autoRead, value: true)
-                channel.read()
+            // The write's future completes on the client's event loop, which is this connection's too.
+            future.whenComplete { [me = NIOLoopBound(self, eventLoop: channel.eventLoop)] _ in
+                let me = me.value
+                me.paused = false
+                _ = me.channel.setOption(.autoRead, value: true)
+                me.channel.read()
             }
         }
     }
