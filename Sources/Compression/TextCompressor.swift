@@ -24,9 +24,11 @@ public struct TextCompression: Sendable {
 /// 2. **Question-aware selection** (when there is a question): the text is cut into passages ("Document [i]" lines,
 ///    markdown sections, numbered items, blank-line paragraphs, else lines) and sentences; each sentence is scored
 ///    by BM25 against the question's content words (light stemming), plus its passage's BM25 score, a bonus for
-///    question words appearing next to each other, and a share of the previous sentence's score (answers often
-///    follow the sentence that matches the question). Sentences are taken best first while they fit, then emitted
-///    in their original order; a passage header (`Document [i](Title: ...)`, a markdown heading) is kept with the
+///    question words appearing next to each other, a share of the previous sentence's score (answers often
+///    follow the sentence that matches the question), and for a passage's first sentence a share of its header's
+///    score (a title that matches the question vouches for the lead sentence). Sentences are taken best first while they fit, then emitted
+///    in their original order (a passage's header and line break count against the budget when the passage is
+///    opened); a passage header (`Document [i](Title: ...)`, a markdown heading) is kept with the
 ///    first kept sentence of its passage.
 /// 3. **Pruning** by self-information (wordfreq Zipf values): the most predictable pieces go first ("the", "of",
 ///    commas), never a protected one: numbers, capitalised words, words of the question, URLs, `code`, quoted
@@ -83,7 +85,8 @@ public struct TextCompressor: Sendable {
     // Selection: whole passages (best BM25 first) up to this share of the budget, then the best sentence of each
     // remaining passage (kCover), then any sentence by score. Term weights: local IDF times global rarity (kGlobal).
     // Sentence score: own BM25 + kPassageW x passage BM25 + kCarry x previous sentence's + kPhrase per adjacent
-    // question-word pair + kType when it holds what the question asks for (a name for "who", a number for "when").
+    // question-word pair + kType when it holds what the question asks for (a name for "who", a number for "when")
+    // + kHead x its header's BM25 for a passage's first sentence.
     static let kWhole: Double = 0.6
     static let kGlobal: Double = 1.0
     static let kCover = 1
@@ -96,6 +99,10 @@ public struct TextCompressor: Sendable {
     static let kPhrase: Double = 0.5
     static let kPunct: Double = 0.6
     static let kBridge: Double = 0.7
+    static let kHead: Double = 0.5
+    static let kPreDrop: Double = 0
+    static let kRunRep: Double = 1
+    static let kTokPow: Double = 0.3
     static let articles: Set<UInt64> = Set(["the", "a", "an"].map { WordHash.of($0) })
 
     public init(encoding: Encoding, lexicon: Lexicon = .shared) {
@@ -212,8 +219,13 @@ public struct TextCompressor: Sendable {
         let hasQuestion = bestScore > 0
         var used = 0
         if hasQuestion && options.selection {
+            var breaks = [Int](repeating: 0, count: passageScores.count)
+            for p in pieces where p.kind == .newline && Int(p.sentence) < sentences.count {
+                let k = Int(sentences[Int(p.sentence)].passage)
+                if k < breaks.count { breaks[k] += Int(p.tokens) }
+            }
             used = select(
-                &sentences, passageScores: passageScores,
+                &sentences, passageScores: passageScores, breaks: breaks,
                 budget: Int(Double(budget) / (options.pruning ? Self.kPruneShare : 1.0)))
             techniques.insert(.selection)
         } else {
@@ -221,9 +233,22 @@ public struct TextCompressor: Sendable {
             used = total
         }
         if options.pruning && used > budget {
-            if prune(&pieces, sentences, toDrop: used - budget) { techniques.insert(.pruning) }
+            var toDrop = used - budget
+            if !hasQuestion && Self.kPreDrop > 0 {
+                let gone = dropSentences(&sentences, &pieces, toDrop: Int(Double(toDrop) * Self.kPreDrop))
+                if gone > 0 { techniques.insert(.selection) }
+                toDrop -= gone
+            }
+            if toDrop > 0 && prune(&pieces, sentences, toDrop: toDrop) { techniques.insert(.pruning) }
         }
-        let out = emit(bytes, pieces, sentences)
+        var out = emit(bytes, pieces, sentences)
+        if options.pruning && !hasQuestion && out.tokens > budget {
+            // Protected pieces alone exceed the budget: whole sentences go, least informative first.
+            if dropSentences(&sentences, &pieces, toDrop: out.tokens - budget) > 0 {
+                techniques.insert(.selection)
+                out = emit(bytes, pieces, sentences)
+            }
+        }
         var quality = 1.0
         if hasQuestion {
             var present = [Bool](repeating: false, count: terms.count)
@@ -741,6 +766,23 @@ public struct TextCompressor: Sendable {
                     && pieces[j].end - pieces[j].start <= 2
                 if glued || before { pieces[j].flags.insert(.protected) }
             }
+            // A word the tokenizer split is protected whole when a part of it is: "1940s", "12th", "6ft", "macOS",
+            // "mid-1988" (runs of word, number and inner - ' / . pieces with no space between).
+            var r = 0
+            while r < n {
+                guard Self.glueable(pieces[r]) else {
+                    r += 1
+                    continue
+                }
+                var e = r + 1
+                while e < n && Self.gluesOn(pieces[e]) { e += 1 }
+                var last = e - 1
+                while last > r && pieces[last].kind == .punct { last -= 1 }
+                if last > r && (r...last).contains(where: { solid($0) }) {
+                    for m in r...last { pieces[m].flags.insert(.protected) }
+                }
+                r = e
+            }
             // A lone space piece before a number (" 18" is " " + "18" in o200k) goes with what follows it.
             for j in 0..<(n - 1) where pieces[j].kind == .space && pieces[j + 1].flags.contains(.protected) {
                 pieces[j].flags.insert(.protected)
@@ -756,6 +798,18 @@ public struct TextCompressor: Sendable {
             }
         }
         return sentences
+    }
+
+    /// Pieces that can be part of a word the tokenizer split: words, numbers, and one inner - ' / or . byte.
+    @inline(__always)
+    static func glueable(_ p: Piece) -> Bool {
+        p.kind == .word || p.kind == .number || (p.kind == .punct && p.end - p.start == 1 && !p.flags.contains(.terminal))
+    }
+
+    /// Whether `p` continues the word before it: no space in front.
+    @inline(__always)
+    static func gluesOn(_ p: Piece) -> Bool {
+        glueable(p) && !p.flags.contains(.leadingSpace)
     }
 
     static func contains(_ b: [UInt8], _ needle: [UInt8]) -> Bool {
@@ -1031,6 +1085,8 @@ public struct TextCompressor: Sendable {
         }
         var best = 0.0
         var prevOwn = 0.0
+        var headerOwn = 0.0
+        var lead = true
         var prevPassage: Int32 = -1
         for si in 0..<ns {
             var sc = 0.0
@@ -1041,9 +1097,19 @@ public struct TextCompressor: Sendable {
             }
             if sc > 0 { sc += Self.kPhrase * phrase[si] + (candidate[si] ? Self.kType : 0) }
             sentences[si].own = sc
-            if sentences[si].passage != prevPassage { prevOwn = 0 }
+            if sentences[si].passage != prevPassage {
+                prevOwn = 0
+                headerOwn = 0
+                lead = true
+            }
             sentences[si].score = sc + Self.kPassageW * pscore[Int(sentences[si].passage)] + Self.kCarry * prevOwn
-            if !sentences[si].isHeader { prevOwn = sc }
+            if sentences[si].isHeader {
+                headerOwn = sc
+            } else {
+                if lead { sentences[si].score += Self.kHead * headerOwn }
+                lead = false
+                prevOwn = sc
+            }
             prevPassage = sentences[si].passage
             best = max(best, sc)
         }
@@ -1054,18 +1120,26 @@ public struct TextCompressor: Sendable {
 
     /// Keeps sentences best first while they fit in `budget` tokens (must-keep ones first, whatever they cost);
     /// returns the tokens used.
-    func select(_ sentences: inout [Sentence], passageScores: [Double], budget: Int) -> Int {
+    func select(_ sentences: inout [Sentence], passageScores: [Double], breaks: [Int] = [], budget: Int) -> Int {
         var used = 0
         var opened = Set<Int32>()
         var headerOf: [Int32: Int] = [:]
         for (i, s) in sentences.enumerated() where s.isHeader { headerOf[s.passage] = i }
+        /// What opening passage `p` costs besides its sentences: its header and its line breaks.
+        func openCost(_ p: Int32) -> Int {
+            var c = Int(p) < breaks.count ? breaks[Int(p)] : 0
+            if let h = headerOf[p], !sentences[h].kept { c += Int(sentences[h].tokens) }
+            return c
+        }
         func take(_ i: Int) {
+            guard !sentences[i].kept else { return }
             sentences[i].kept = true
             used += Int(sentences[i].tokens)
             let p = sentences[i].passage
             if !opened.contains(p) {
                 opened.insert(p)
-                if let h = headerOf[p] {
+                used += Int(p) < breaks.count ? breaks[Int(p)] : 0
+                if let h = headerOf[p], !sentences[h].kept {
                     sentences[h].kept = true
                     used += Int(sentences[h].tokens)
                 }
@@ -1076,7 +1150,7 @@ public struct TextCompressor: Sendable {
         if Self.kWhole > 0 && passageScores.count > 1 {
             var cost = [Int](repeating: 0, count: passageScores.count)
             var members = [[Int]](repeating: [], count: passageScores.count)
-            for (i, s) in sentences.enumerated() where !s.kept {
+            for (i, s) in sentences.enumerated() where !s.kept && !s.isHeader {
                 cost[Int(s.passage)] += Int(s.tokens)
                 members[Int(s.passage)].append(i)
             }
@@ -1085,7 +1159,7 @@ public struct TextCompressor: Sendable {
             }
             let cap = Int(Double(budget) * Self.kWhole)
             for p in order where passageScores[p] > 0 && !members[p].isEmpty {
-                if used + cost[p] <= cap {
+                if used + cost[p] + (opened.contains(Int32(p)) ? 0 : openCost(Int32(p))) <= cap {
                     for i in members[p] where !sentences[i].kept { take(i) }
                 }
             }
@@ -1095,19 +1169,79 @@ public struct TextCompressor: Sendable {
         if Self.kCover > 0 {
             // Coverage: the best sentence of every passage not kept yet, best first, before seconds.
             for i in order where !sentences[i].kept && !opened.contains(sentences[i].passage) && sentences[i].own > 0 {
-                var cost = Int(sentences[i].tokens)
-                if let h = headerOf[sentences[i].passage] { cost += Int(sentences[h].tokens) }
+                let cost = Int(sentences[i].tokens) + openCost(sentences[i].passage)
                 if used + cost <= budget { take(i) }
             }
         }
         for i in order where !sentences[i].kept {
-            var cost = Int(sentences[i].tokens)
-            if !opened.contains(sentences[i].passage), let h = headerOf[sentences[i].passage] {
-                cost += Int(sentences[h].tokens)
-            }
+            let p = sentences[i].passage
+            let cost = Int(sentences[i].tokens) + (opened.contains(p) ? 0 : openCost(p))
             if used + cost <= budget { take(i) }
         }
         return used
+    }
+
+    // MARK: Sentence dropping (no question)
+
+    /// Without a question to rank by: unkeeps whole sentences (never must-keep ones or headers), the least
+    /// information per kept token first, until `toDrop` tokens are gone; a passage left with no sentence loses its
+    /// header and line break too. Returns the tokens freed.
+    func dropSentences(_ sentences: inout [Sentence], _ pieces: inout [Piece], toDrop: Int) -> Int {
+        guard toDrop > 0 else { return 0 }
+        let ns = sentences.count
+        var info = [Double](repeating: 0, count: ns)
+        var kept = [Int](repeating: 0, count: ns)
+        var passageCount = 0
+        for s in sentences { passageCount = max(passageCount, Int(s.passage) + 1) }
+        var breaks = [Int](repeating: 0, count: passageCount)
+        var headerOf = [Int](repeating: -1, count: passageCount)
+        var alive = [Int](repeating: 0, count: passageCount)
+        for j in pieces.indices {
+            let si = Int(pieces[j].sentence)
+            guard si < ns else { continue }
+            if pieces[j].kind == .newline {
+                breaks[Int(sentences[si].passage)] += Int(pieces[j].tokens)
+                continue
+            }
+            guard j >= Int(sentences[si].first) && j < Int(sentences[si].end), !pieces[j].flags.contains(.dropped)
+            else { continue }
+            kept[si] += Int(pieces[j].tokens)
+            switch pieces[j].kind {
+            case .word:
+                if pieces[j].zipf10 == Piece.unknown { pieces[j].zipf10 = lexicon.zipf10(pieces[j].hash) }
+                info[si] += pieces[j].flags.contains(.repeated) ? Self.kCapRep : pieces[j].information
+            case .number: info[si] += 6
+            default: break
+            }
+        }
+        var order: [Int] = []
+        for si in 0..<ns {
+            let p = Int(sentences[si].passage)
+            if sentences[si].isHeader {
+                headerOf[p] = si
+            } else if sentences[si].kept {
+                alive[p] += 1
+                if !sentences[si].mustKeep && kept[si] > 0 { order.append(si) }
+            }
+        }
+        let density = order.map { info[$0] / Double(kept[$0]) }
+        let sorted = order.indices.sorted { density[$0] < density[$1] || (density[$0] == density[$1] && $0 > $1) }
+        var freed = 0
+        for k in sorted where freed < toDrop {
+            let si = order[k]
+            sentences[si].kept = false
+            freed += kept[si]
+            let p = Int(sentences[si].passage)
+            alive[p] -= 1
+            if alive[p] == 0 {
+                freed += breaks[p]
+                if headerOf[p] >= 0 && sentences[headerOf[p]].kept {
+                    sentences[headerOf[p]].kept = false
+                    freed += kept[headerOf[p]]
+                }
+            }
+        }
+        return freed
     }
 
     // MARK: Pruning
@@ -1134,6 +1268,39 @@ public struct TextCompressor: Sendable {
                     pieces[j].flags.insert(.repeated)
                 }
             }
+        }
+        guard Self.kRunRep > 0 else { return }
+        // Multi-word names ("Super Bowl LII", "The Divergent Series"): runs of protected pieces within a sentence,
+        // with a capitalised word; a later occurrence of the same run loses its protection as a stand-alone name
+        // does.
+        var j = 0
+        while j < n {
+            guard solid(j) else {
+                j += 1
+                continue
+            }
+            var e = j
+            var words = 0
+            var capital = false
+            var h: UInt64 = 0x9E37_79B9_7F4A_7C15
+            while e < n && pieces[e].flags.contains(.protected) && pieces[e].kind != .newline
+                && !pieces[e].flags.contains(.terminal) && pieces[e].sentence == pieces[j].sentence
+            {
+                if pieces[e].kind == .word || pieces[e].kind == .number {
+                    words += 1
+                    if pieces[e].flags.contains(.capital) { capital = true }
+                    h = (h ^ pieces[e].hash) &* 0x0000_0100_0000_01B3
+                }
+                e += 1
+            }
+            while e > j && !solid(e - 1) { e -= 1 }
+            if words >= 2 && capital && !seenNames.insert(h == 0 ? 1 : h) {
+                for m in j..<e {
+                    pieces[m].flags.remove(.protected)
+                    pieces[m].flags.insert(.repeated)
+                }
+            }
+            j = max(e, j + 1)
         }
     }
 
@@ -1181,6 +1348,7 @@ public struct TextCompressor: Sendable {
                 let bridge = min(weight(a), weight(b))
                 if bridge >= 3.5 { info = max(info, bridge * Self.kBridge) }
             }
+            if Self.kTokPow > 0 && p.tokens > 1 { info /= pow(Double(p.tokens), Self.kTokPow) }
             let bucket = UInt8(min(254, Int(info * 32)))
             priority[j] = bucket
             bucketTokens[Int(bucket)] += Int(p.tokens)
