@@ -31,10 +31,15 @@ public struct TextCompression: Sendable {
 ///    opened); a passage header (`Document [i](Title: ...)`, a markdown heading) is kept with the
 ///    first kept sentence of its passage.
 /// 3. **Pruning** by self-information (wordfreq Zipf values): the most predictable pieces go first ("the", "of",
-///    commas), never a protected one: numbers, capitalised words, words of the question, URLs, `code`, quoted
-///    strings, passage headers, sentences that ask something (``CompressionOptions/preserveQuestions``),
-///    `preserve_sections` blocks, fenced code and JSON. A function word between two protected words ("Bank *of*
-///    America") or an article before a name counts as more informative than elsewhere.
+///    commas), never a protected one: numbers (digits and spelled out, "seven", "eighth"), capitalised words, words
+///    of the question, URLs, `code`, quoted strings, passage headers, sentences that ask something
+///    (``CompressionOptions/preserveQuestions``), `preserve_sections` blocks, fenced code and JSON; a word the
+///    tokenizer split ("1940s", "macOS") is protected whole when a part of it is. A function word between two
+///    protected words ("Bank *of* America") or an article before a name counts as more informative than elsewhere;
+///    a later occurrence of a name (one word or several) is no longer protected; a piece's information is divided
+///    by a power of its token count; a passage's lead sentence counts a little more.
+/// 4. **Budget**: when protected pieces alone exceed the budget (no question), whole sentences go, the least
+///    information per token first, so the achieved ratio holds.
 ///
 /// Quality score (0...1): with a question, the mean of (a) the share of question-word weight (IDF) present in the
 /// original that is still present and (b) the best kept sentence's score over the best sentence's score; without a
@@ -100,9 +105,10 @@ public struct TextCompressor: Sendable {
     static let kPunct: Double = 0.6
     static let kBridge: Double = 0.7
     static let kHead: Double = 0.5
-    static let kPreDrop: Double = 0
-    static let kRunRep: Double = 1
+    // Without a question: a piece's information is divided by its tokens^kTokPow (a multi-token piece costs more),
+    // and a passage's lead sentence gets kLead more.
     static let kTokPow: Double = 0.3
+    static let kLead: Double = 0.5
     static let articles: Set<UInt64> = Set(["the", "a", "an"].map { WordHash.of($0) })
 
     public init(encoding: Encoding, lexicon: Lexicon = .shared) {
@@ -233,13 +239,8 @@ public struct TextCompressor: Sendable {
             used = total
         }
         if options.pruning && used > budget {
-            var toDrop = used - budget
-            if !hasQuestion && Self.kPreDrop > 0 {
-                let gone = dropSentences(&sentences, &pieces, toDrop: Int(Double(toDrop) * Self.kPreDrop))
-                if gone > 0 { techniques.insert(.selection) }
-                toDrop -= gone
-            }
-            if toDrop > 0 && prune(&pieces, sentences, toDrop: toDrop) { techniques.insert(.pruning) }
+            let bonus = hasQuestion ? [] : sentenceBonus(sentences)
+            if prune(&pieces, sentences, toDrop: used - budget, bonus: bonus) { techniques.insert(.pruning) }
         }
         var out = emit(bytes, pieces, sentences)
         if options.pruning && !hasQuestion && out.tokens > budget {
@@ -708,6 +709,7 @@ public struct TextCompressor: Sendable {
                 }
                 // Protection.
                 var protect = protectRest || p.kind == .number || p.flags.contains(.capital)
+                    || (p.kind == .word && Self.numberWords.contains(p.hash))
                 if protect && !protectRest && p.kind == .word && Int32(i) == current.first {
                     // A sentence-initial common word ("The", "In", "It") is protected only before another
                     // capitalised word ("The Beatles").
@@ -904,6 +906,14 @@ public struct TextCompressor: Sendable {
         }
         return false
     }
+
+    /// Spelled-out numbers and ordinals, protected like digits.
+    static let numberWords: Set<UInt64> = Set(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty",
+         "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million", "billion",
+         "trillion", "dozen", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
+         "tenth", "eleventh", "twelfth", "twentieth", "hundredth", "once", "twice", "half"].map { WordHash.of($0) })
 
     static let abbreviations: Set<UInt64> = Set(
         ["mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "no", "mt", "inc", "ltd", "co", "gen", "gov", "sen", "rep",
@@ -1183,6 +1193,19 @@ public struct TextCompressor: Sendable {
 
     // MARK: Sentence dropping (no question)
 
+    /// Without a question: extra information for the pieces of a passage's lead sentence (the sentence that
+    /// introduces its subject), when the text has several passages.
+    func sentenceBonus(_ sentences: [Sentence]) -> [Double] {
+        guard Self.kLead > 0, let last = sentences.last, last.passage > 1 else { return [] }
+        var bonus = [Double](repeating: 0, count: sentences.count)
+        var prev: Int32 = -1
+        for si in sentences.indices where !sentences[si].isHeader {
+            if sentences[si].passage != prev { bonus[si] = Self.kLead }
+            prev = sentences[si].passage
+        }
+        return bonus
+    }
+
     /// Without a question to rank by: unkeeps whole sentences (never must-keep ones or headers), the least
     /// information per kept token first, until `toDrop` tokens are gone; a passage left with no sentence loses its
     /// header and line break too. Returns the tokens freed.
@@ -1269,7 +1292,6 @@ public struct TextCompressor: Sendable {
                 }
             }
         }
-        guard Self.kRunRep > 0 else { return }
         // Multi-word names ("Super Bowl LII", "The Divergent Series"): runs of protected pieces within a sentence,
         // with a capitalised word; a later occurrence of the same run loses its protection as a stand-alone name
         // does.
@@ -1304,7 +1326,7 @@ public struct TextCompressor: Sendable {
         }
     }
 
-    func prune(_ pieces: inout [Piece], _ sentences: [Sentence], toDrop: Int) -> Bool {
+    func prune(_ pieces: inout [Piece], _ sentences: [Sentence], toDrop: Int, bonus: [Double] = []) -> Bool {
         markRepeats(&pieces)
         for j in pieces.indices where pieces[j].kind == .word && pieces[j].zipf10 == Piece.unknown {
             pieces[j].zipf10 = lexicon.zipf10(pieces[j].hash)
@@ -1348,7 +1370,8 @@ public struct TextCompressor: Sendable {
                 let bridge = min(weight(a), weight(b))
                 if bridge >= 3.5 { info = max(info, bridge * Self.kBridge) }
             }
-            if Self.kTokPow > 0 && p.tokens > 1 { info /= pow(Double(p.tokens), Self.kTokPow) }
+            if p.tokens > 1 { info /= pow(Double(p.tokens), Self.kTokPow) }
+            if !bonus.isEmpty { info += bonus[Int(p.sentence)] }
             let bucket = UInt8(min(254, Int(info * 32)))
             priority[j] = bucket
             bucketTokens[Int(bucket)] += Int(p.tokens)

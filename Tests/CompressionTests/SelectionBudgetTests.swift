@@ -76,6 +76,13 @@ import Tokenizer
         for span in ["1940s", "12th", "6ft", "macOS", "mid-1988"] {
             #expect(r.text.contains(span), "lost \(span): \(r.text)")
         }
+        // Spelled-out numbers are numbers.
+        let counted = c.compress(
+            "The committee met seven times over the long and rather uneventful summer, and the eighth meeting was held in a very small and quite uncomfortable room near the old station.",
+            question: nil, ratio: 0.5, options: CompressionOptions(minMessageTokens: 0))
+        for span in ["seven", "eighth"] {
+            #expect(counted.text.contains(span), "lost \(span): \(counted.text)")
+        }
     }
 
     /// Without a question, the budget holds even when protected pieces alone exceed it: whole sentences go, and a
