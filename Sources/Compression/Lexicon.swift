@@ -12,6 +12,10 @@ public final class Lexicon: Sendable {
     private let values: [UInt8]
     private let mask: Int
     public let count: Int
+    /// The words of Zipf >= 5.0 ("the", "of", "first", "new"; a few hundred), in a table small enough to stay in
+    /// cache: the compressor asks this for every word next to a name.
+    private let frequent: WordSet
+    static let frequentZipf10: UInt8 = 50
 
     /// The Zipf value assumed for words that are not in the table.
     public static let unknownZipf: Double = 2.0
@@ -72,6 +76,11 @@ public final class Lexicon: Sendable {
         self.values = values
         self.mask = mask
         self.count = entries.count
+        var frequentHashes: [UInt64] = []
+        for slot in keys.indices where keys[slot] != 0 && values[slot] >= Self.frequentZipf10 {
+            frequentHashes.append(keys[slot])
+        }
+        self.frequent = WordSet(hashes: frequentHashes)
     }
 
     /// The Zipf value of the word with hash `h`, or nil when it is not listed.
@@ -82,6 +91,10 @@ public final class Lexicon: Sendable {
     }
 
     /// The Zipf value times 10 (0: not listed).
+    /// Whether the word with hash `h` has a Zipf value of at least 5.0 (same as `zipf10(h) >= 50`).
+    @inline(__always)
+    public func isFrequent(_ h: UInt64) -> Bool { frequent.contains(h) }
+
     @inline(__always)
     public func zipf10(_ h: UInt64) -> UInt8 {
         keys.withUnsafeBufferPointer { k in

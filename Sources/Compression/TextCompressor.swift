@@ -47,6 +47,38 @@ public struct TextCompression: Sendable {
 /// self-information kept (the informative half of a text carries well over half of its information).
 ///
 /// Everything runs on the UTF-8 bytes with one tokenizer pass; no dictionaries are built per call.
+/// A fixed set of words by ``WordHash`` (open addressing, no per-lookup hashing: the word hash is the key).
+struct WordSet: Sendable {
+    private let keys: [UInt64]
+    private let mask: Int
+
+    init(_ words: [String]) { self.init(hashes: words.map { WordHash.of($0) }) }
+
+    init(hashes: [UInt64]) {
+        var size = 16
+        while size < hashes.count * 4 { size <<= 1 }
+        var keys = [UInt64](repeating: 0, count: size)
+        for h in hashes {
+            var slot = Int(truncatingIfNeeded: h ^ (h >> 29)) & (size - 1)
+            while keys[slot] != 0 && keys[slot] != h { slot = (slot + 1) & (size - 1) }
+            keys[slot] = h
+        }
+        self.keys = keys
+        self.mask = size - 1
+    }
+
+    @inline(__always)
+    func contains(_ h: UInt64) -> Bool {
+        var slot = Int(truncatingIfNeeded: h ^ (h >> 29)) & mask
+        while true {
+            let k = keys[slot]
+            if k == h { return true }
+            if k == 0 { return false }
+            slot = (slot + 1) & mask
+        }
+    }
+}
+
 struct HashSet64 {
     var keys: [UInt64]
     let mask: Int
@@ -79,13 +111,12 @@ public struct TextCompressor: Sendable {
     public let lexicon: Lexicon
     // Tuning (chosen on the development split of the QA benchmark, lines 0-1599 only; see
     // Benchmarks/compression_quality.py). Pruning: a repeated lowercase word keeps this share of its
-    // self-information; a repeated stand-alone name drops to this information; function words (Zipf >= kSandZ) between
-    // protected words and sentence-initial capitalised words of Zipf >= kInitZ; an article takes this share of the
-    // next word's information, a function word between two informative words (>= 3.5) kBridge of the lesser.
+    // self-information; a repeated stand-alone name drops to this information; function words of Zipf >= 5
+    // (``Lexicon/isFrequent(_:)``) between protected words and sentence-initial capitalised words of Zipf >= 5 are
+    // handled apart; an article takes this share of the next word's information, a function word between two
+    // informative words (>= 3.5) kBridge of the lesser.
     static let kRep: Double = 0.5
     static let kCapRep: Double = 1.2
-    static let kSandZ: Double = 5.0
-    static let kInitZ: Double = 5.0
     static let kArticle: Double = 0.9
     // Selection: whole passages (best BM25 first) up to this share of the budget, then the best sentence of each
     // remaining passage (kCover), then any sentence by score. Term weights: local IDF times global rarity (kGlobal).
@@ -109,7 +140,7 @@ public struct TextCompressor: Sendable {
     // and a passage's lead sentence gets kLead more.
     static let kTokPow: Double = 0.3
     static let kLead: Double = 0.5
-    static let articles: Set<UInt64> = Set(["the", "a", "an"].map { WordHash.of($0) })
+    static let articles = WordSet(["the", "a", "an"])
 
     public init(encoding: Encoding, lexicon: Lexicon = .shared) {
         self.encoding = encoding
@@ -341,11 +372,9 @@ public struct TextCompressor: Sendable {
         var i = 0
         func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D }
         while i < n {
+            i = b.withUnsafeBufferPointer { Self.nextSpanCandidate($0, from: i) }
+            guard i < n else { break }
             let c = b[i]
-            if !Self.spanStart[Int(c)] {
-                i += 1  // fast path: none of " ` h w and the curly-quote lead byte
-                continue
-            }
             if c == UInt8(ascii: "h") || c == UInt8(ascii: "w") {
                 let atWordStart = i == 0 || !isWordByte(b[i - 1])
                 if atWordStart && (Self.hasPrefix(b, i, "https://") || Self.hasPrefix(b, i, "http://")
@@ -387,9 +416,23 @@ public struct TextCompressor: Sendable {
         return out
     }
 
-    /// Bytes that may start a protected span.
-    static let spanStart: [Bool] = (0..<256).map { c in
-        c == 0x22 || c == 0x60 || c == Int(UInt8(ascii: "h")) || c == Int(UInt8(ascii: "w")) || c == 0xE2
+    /// The first index from `i` that may start a protected span: a " ` or curly-quote lead byte, or an "ht" / "ww"
+    /// (URLs); `b.count` when there is none.
+    @inline(__always)
+    static func nextSpanCandidate(_ b: UnsafeBufferPointer<UInt8>, from i: Int) -> Int {
+        let n = b.count
+        var k = i
+        while k < n {
+            let c = b[k]
+            if c == 0x22 || c == 0x60 || c == 0xE2 { return k }
+            if (c == UInt8(ascii: "h") && k + 1 < n && b[k + 1] == UInt8(ascii: "t"))
+                || (c == UInt8(ascii: "w") && k + 1 < n && b[k + 1] == UInt8(ascii: "w"))
+            {
+                return k
+            }
+            k += 1
+        }
+        return n
     }
 
     static func hasPrefix(_ b: [UInt8], _ i: Int, _ p: StaticString) -> Bool {
@@ -570,7 +613,10 @@ public struct TextCompressor: Sendable {
                         var we = w
                         while we < e && (Self.isWordByte(base[we]) || base[we] == UInt8(ascii: "'")) { we += 1 }
                         p.hash = WordHash.of(base + w, we - w)
-                        p.stem = WordHash.stem(base + w, we - w)
+                        // Every stemming rule needs a final s, d or g: other words are their own stem.
+                        let final = base[we - 1] | 0x20
+                        p.stem = final == UInt8(ascii: "s") || final == UInt8(ascii: "d") || final == UInt8(ascii: "g")
+                            ? WordHash.stem(base + w, we - w) : p.hash
                     } else {
                         p.kind = .punct
                         let last = base[e - 1]
@@ -610,7 +656,7 @@ public struct TextCompressor: Sendable {
     func segment(_ bytes: [UInt8], _ pieces: inout [Piece], options: CompressionOptions) -> [Sentence] {
         var sentences: [Sentence] = []
         sentences.reserveCapacity(pieces.count / 12 + 2)
-        let hasBlankLines = Self.contains(bytes, [0x0A, 0x0A])
+        let hasBlankLines = Self.hasBlankLine(bytes)
         var passage: Int32 = 0
         var current = Sentence(first: 0, end: 0, passage: 0)
         var inFence = false
@@ -628,7 +674,7 @@ public struct TextCompressor: Sendable {
             var i = 0
             let n = pieces.count
             while i < n {
-                var p = pieces[i]
+                let p = pieces[i]
                 let s = Int(p.start)
                 if p.kind == .newline {
                     close(at: i)
@@ -714,12 +760,11 @@ public struct TextCompressor: Sendable {
                     // A sentence-initial common word ("The", "In", "It") is protected only before another
                     // capitalised word ("The Beatles").
                     let nextCapital = i + 1 < n && pieces[i + 1].flags.contains(.capital)
-                    if !nextCapital && Double(lexicon.zipf10(p.hash)) / 10 >= Self.kInitZ { protect = false }
+                    if !nextCapital && lexicon.isFrequent(p.hash) { protect = false }
                 }
-                if protect { p.flags.insert(.protected) }
+                if protect { pieces[i].flags.insert(.protected) }
                 if protectRest { current.mustKeep = true }
-                p.sentence = Int32(sentences.count)
-                pieces[i] = p
+                pieces[i].sentence = Int32(sentences.count)
                 if p.kind == .word || p.kind == .number { current.words += 1 }
                 i += 1
             }
@@ -753,7 +798,7 @@ public struct TextCompressor: Sendable {
                 }
                 var k = j
                 while k < n && k - j < 2 && pieces[k].kind == .word && !pieces[k].flags.contains(.protected)
-                    && Double(lexicon.zipf10(pieces[k].hash)) / 10 >= Self.kSandZ
+                    && lexicon.isFrequent(pieces[k].hash)
                 {
                     k += 1
                 }
@@ -814,23 +859,6 @@ public struct TextCompressor: Sendable {
         glueable(p) && !p.flags.contains(.leadingSpace)
     }
 
-    static func contains(_ b: [UInt8], _ needle: [UInt8]) -> Bool {
-        guard b.count >= needle.count else { return false }
-        var i = 0
-        while i + needle.count <= b.count {
-            if b[i] == needle[0] {
-                var ok = true
-                for k in 1..<needle.count where b[i + k] != needle[k] {
-                    ok = false
-                    break
-                }
-                if ok { return true }
-            }
-            i += 1
-        }
-        return false
-    }
-
     static func containsAny(_ line: UnsafeBufferPointer<UInt8>, _ markers: [String]) -> Bool {
         for m in markers {
             let needle = Array(m.utf8)
@@ -858,9 +886,23 @@ public struct TextCompressor: Sendable {
 
     @inline(__always)
     static func lineEnd(_ base: UnsafePointer<UInt8>, _ s: Int, _ n: Int) -> Int {
-        var e = s
-        while e < n && base[e] != 0x0A { e += 1 }
-        return e
+        guard s < n, let q = memchr(base + s, 0x0A, n - s) else { return n }
+        return base.distance(to: q.assumingMemoryBound(to: UInt8.self))
+    }
+
+    /// Whether `b` has two line breaks in a row ("\n\n"), found with memchr.
+    static func hasBlankLine(_ b: [UInt8]) -> Bool {
+        b.withUnsafeBufferPointer { buf in
+            guard let base = buf.baseAddress else { return false }
+            var i = 0
+            let n = buf.count
+            while i < n, let q = memchr(base + i, 0x0A, n - i) {
+                let k = base.distance(to: q.assumingMemoryBound(to: UInt8.self))
+                if k + 1 < n && base[k + 1] == 0x0A { return true }
+                i = k + 1
+            }
+            return false
+        }
     }
 
     /// The byte length of a passage header at the start of `line`: `Document [i](Title: t)` up to the closing
@@ -908,17 +950,17 @@ public struct TextCompressor: Sendable {
     }
 
     /// Spelled-out numbers and ordinals, protected like digits.
-    static let numberWords: Set<UInt64> = Set(
+    static let numberWords = WordSet(
         ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
          "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty",
          "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million", "billion",
          "trillion", "dozen", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
-         "tenth", "eleventh", "twelfth", "twentieth", "hundredth", "once", "twice", "half"].map { WordHash.of($0) })
+         "tenth", "eleventh", "twelfth", "twentieth", "hundredth", "once", "twice", "half"])
 
-    static let abbreviations: Set<UInt64> = Set(
+    static let abbreviations = WordSet(
         ["mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "no", "mt", "inc", "ltd", "co", "gen", "gov", "sen", "rep",
          "prof", "fig", "vol", "ca", "approx", "e.g", "i.e", "u.s", "etc", "jan", "feb", "aug", "sept", "oct", "nov",
-         "dec"].map { WordHash.of($0) })
+         "dec"])
 
     /// A "." after a single capital letter (an initial) or a common abbreviation does not end a sentence.
     static func isAbbreviation(_ base: UnsafePointer<UInt8>, _ pieces: [Piece], _ i: Int) -> Bool {

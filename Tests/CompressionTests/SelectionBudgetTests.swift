@@ -111,3 +111,27 @@ import Tokenizer
         #expect(!pieces[lii[1]].flags.contains(.protected) && pieces[lii[1]].flags.contains(.repeated))
     }
 }
+
+@Suite struct LookupTests {
+    @Test func frequentWordsAreThoseOfZipfFiveOrMore() {
+        let lexicon = Lexicon.shared
+        for w in ["the", "of", "and", "first", "new", "in", "physics", "nobel", "röntgen", "quartermaster", "xyzzy"] {
+            let h = WordHash.of(w)
+            #expect(lexicon.isFrequent(h) == (lexicon.zipf10(h) >= 50), "\(w)")
+        }
+        #expect(Lexicon.shared.isFrequent(WordHash.of("The")))
+        #expect(!Lexicon.shared.isFrequent(WordHash.of("physics")))
+    }
+
+    @Test func wordSetsAndScans() {
+        let set = WordSet(["one", "two", "three"])
+        #expect(set.contains(WordHash.of("Two")))
+        #expect(!set.contains(WordHash.of("four")))
+        #expect(TextCompressor.hasBlankLine(Array("a\nb\n\nc".utf8)))
+        #expect(!TextCompressor.hasBlankLine(Array("a\nb\nc\n".utf8)))
+        #expect(!TextCompressor.hasBlankLine([]))
+        let text = Array("see https://example.com and \"quoted\" or `code` with the word thatch".utf8)
+        let spans = TextCompressor.protectedSpans(text).map { String(decoding: text[$0], as: UTF8.self) }
+        #expect(spans == ["https://example.com", "\"quoted\"", "`code`"])
+    }
+}
