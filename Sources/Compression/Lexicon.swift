@@ -12,6 +12,10 @@ public final class Lexicon: Sendable {
     private let values: [UInt8]
     private let mask: Int
     public let count: Int
+    /// The words of Zipf >= 5.0 ("the", "of", "first", "new"; a few hundred), in a table small enough to stay in
+    /// cache: the compressor asks this for every word next to a name.
+    private let frequent: WordSet
+    static let frequentZipf10: UInt8 = 50
 
     /// The Zipf value assumed for words that are not in the table.
     public static let unknownZipf: Double = 2.0
@@ -72,6 +76,11 @@ public final class Lexicon: Sendable {
         self.values = values
         self.mask = mask
         self.count = entries.count
+        var frequentHashes: [UInt64] = []
+        for slot in keys.indices where keys[slot] != 0 && values[slot] >= Self.frequentZipf10 {
+            frequentHashes.append(keys[slot])
+        }
+        self.frequent = WordSet(hashes: frequentHashes)
     }
 
     /// The Zipf value of the word with hash `h`, or nil when it is not listed.
@@ -82,6 +91,10 @@ public final class Lexicon: Sendable {
     }
 
     /// The Zipf value times 10 (0: not listed).
+    /// Whether the word with hash `h` has a Zipf value of at least 5.0 (same as `zipf10(h) >= 50`).
+    @inline(__always)
+    public func isFrequent(_ h: UInt64) -> Bool { frequent.contains(h) }
+
     @inline(__always)
     public func zipf10(_ h: UInt64) -> UInt8 {
         keys.withUnsafeBufferPointer { k in
@@ -129,7 +142,9 @@ public enum WordHash {
     }
 
     /// The hash of the word's light stem: lowercased, a trailing possessive `'s` dropped, plurals folded
-    /// ("cities" -> "city", "prizes" -> "prize", "glass" stays). Used to match question terms in the text.
+    /// ("cities" -> "city", "prizes" -> "prize", "glass" stays), and the regular verb endings -ed, -ied and -ing
+    /// ("filmed" -> "film", "married" -> "marry", "stopped" -> "stop", "singing" -> "sing"; "need", "thing" stay).
+    /// Used to match question terms in the text.
     @inline(__always)
     public static func stem(_ p: UnsafePointer<UInt8>, _ n0: Int) -> UInt64 {
         var n = n0
@@ -141,6 +156,36 @@ public enum WordHash {
             var h = of(p, n - 3)
             h = (h ^ UInt64(UInt8(ascii: "y"))) &* 0x0000_0100_0000_01B3
             return h == 0 ? 1 : h
+        }
+        @inline(__always) func lower(_ k: Int) -> UInt8 { p[k] | 0x20 }
+        if n > 4 && lower(n - 3) == UInt8(ascii: "i") && lower(n - 2) == UInt8(ascii: "e")
+            && lower(n - 1) == UInt8(ascii: "d")
+        {
+            // "married" -> "marry"
+            var h = of(p, n - 3)
+            h = (h ^ UInt64(UInt8(ascii: "y"))) &* 0x0000_0100_0000_01B3
+            return h == 0 ? 1 : h
+        }
+        var m = n
+        if n > 4 && lower(n - 2) == UInt8(ascii: "e") && lower(n - 1) == UInt8(ascii: "d")
+            && lower(n - 3) != UInt8(ascii: "e")
+        {
+            m = n - 2  // "filmed" -> "film"
+        } else if n > 5 && lower(n - 3) == UInt8(ascii: "i") && lower(n - 2) == UInt8(ascii: "n")
+            && lower(n - 1) == UInt8(ascii: "g")
+        {
+            m = n - 3  // "singing" -> "sing"
+        }
+        if m < n {
+            // A doubled final consonant goes too ("stopped" -> "stop"), but not l, s, z ("called", "passed").
+            let a = lower(m - 1)
+            let vowel = a == 0x61 || a == 0x65 || a == 0x69 || a == 0x6F || a == 0x75
+            if m > 2 && a == lower(m - 2) && !vowel && a != UInt8(ascii: "l") && a != UInt8(ascii: "s")
+                && a != UInt8(ascii: "z")
+            {
+                m -= 1
+            }
+            return of(p, m)
         }
         if n > 3 && (p[n - 1] | 0x20) == UInt8(ascii: "s") && (p[n - 2] | 0x20) != UInt8(ascii: "s")
             && (p[n - 2] | 0x20) != UInt8(ascii: "u") && (p[n - 2] | 0x20) != UInt8(ascii: "i")

@@ -24,15 +24,22 @@ public struct TextCompression: Sendable {
 /// 2. **Question-aware selection** (when there is a question): the text is cut into passages ("Document [i]" lines,
 ///    markdown sections, numbered items, blank-line paragraphs, else lines) and sentences; each sentence is scored
 ///    by BM25 against the question's content words (light stemming), plus its passage's BM25 score, a bonus for
-///    question words appearing next to each other, and a share of the previous sentence's score (answers often
-///    follow the sentence that matches the question). Sentences are taken best first while they fit, then emitted
-///    in their original order; a passage header (`Document [i](Title: ...)`, a markdown heading) is kept with the
+///    question words appearing next to each other, a share of the previous sentence's score (answers often
+///    follow the sentence that matches the question), and for a passage's first sentence a share of its header's
+///    score (a title that matches the question vouches for the lead sentence). Sentences are taken best first while they fit, then emitted
+///    in their original order (a passage's header and line break count against the budget when the passage is
+///    opened); a passage header (`Document [i](Title: ...)`, a markdown heading) is kept with the
 ///    first kept sentence of its passage.
 /// 3. **Pruning** by self-information (wordfreq Zipf values): the most predictable pieces go first ("the", "of",
-///    commas), never a protected one: numbers, capitalised words, words of the question, URLs, `code`, quoted
-///    strings, passage headers, sentences that ask something (``CompressionOptions/preserveQuestions``),
-///    `preserve_sections` blocks, fenced code and JSON. A function word between two protected words ("Bank *of*
-///    America") or an article before a name counts as more informative than elsewhere.
+///    commas), never a protected one: numbers (digits and spelled out, "seven", "eighth"), capitalised words, words
+///    of the question, URLs, `code`, quoted strings, passage headers, sentences that ask something
+///    (``CompressionOptions/preserveQuestions``), `preserve_sections` blocks, fenced code and JSON; a word the
+///    tokenizer split ("1940s", "macOS") is protected whole when a part of it is. A function word between two
+///    protected words ("Bank *of* America") or an article before a name counts as more informative than elsewhere;
+///    a later occurrence of a name (one word or several) is no longer protected; a piece's information is divided
+///    by a power of its token count; a passage's lead sentence counts a little more.
+/// 4. **Budget**: when protected pieces alone exceed the budget (no question), whole sentences go, the least
+///    information per token first, so the achieved ratio holds.
 ///
 /// Quality score (0...1): with a question, the mean of (a) the share of question-word weight (IDF) present in the
 /// original that is still present and (b) the best kept sentence's score over the best sentence's score; without a
@@ -40,6 +47,38 @@ public struct TextCompression: Sendable {
 /// self-information kept (the informative half of a text carries well over half of its information).
 ///
 /// Everything runs on the UTF-8 bytes with one tokenizer pass; no dictionaries are built per call.
+/// A fixed set of words by ``WordHash`` (open addressing, no per-lookup hashing: the word hash is the key).
+struct WordSet: Sendable {
+    private let keys: [UInt64]
+    private let mask: Int
+
+    init(_ words: [String]) { self.init(hashes: words.map { WordHash.of($0) }) }
+
+    init(hashes: [UInt64]) {
+        var size = 16
+        while size < hashes.count * 4 { size <<= 1 }
+        var keys = [UInt64](repeating: 0, count: size)
+        for h in hashes {
+            var slot = Int(truncatingIfNeeded: h ^ (h >> 29)) & (size - 1)
+            while keys[slot] != 0 && keys[slot] != h { slot = (slot + 1) & (size - 1) }
+            keys[slot] = h
+        }
+        self.keys = keys
+        self.mask = size - 1
+    }
+
+    @inline(__always)
+    func contains(_ h: UInt64) -> Bool {
+        var slot = Int(truncatingIfNeeded: h ^ (h >> 29)) & mask
+        while true {
+            let k = keys[slot]
+            if k == h { return true }
+            if k == 0 { return false }
+            slot = (slot + 1) & mask
+        }
+    }
+}
+
 struct HashSet64 {
     var keys: [UInt64]
     let mask: Int
@@ -72,18 +111,18 @@ public struct TextCompressor: Sendable {
     public let lexicon: Lexicon
     // Tuning (chosen on the development split of the QA benchmark, lines 0-1599 only; see
     // Benchmarks/compression_quality.py). Pruning: a repeated lowercase word keeps this share of its
-    // self-information; a repeated stand-alone name drops to this information; function words (Zipf >= kSandZ) between
-    // protected words and sentence-initial capitalised words of Zipf >= kInitZ; an article takes this share of the
-    // next word's information, a function word between two informative words (>= 3.5) kBridge of the lesser.
+    // self-information; a repeated stand-alone name drops to this information; function words of Zipf >= 5
+    // (``Lexicon/isFrequent(_:)``) between protected words and sentence-initial capitalised words of Zipf >= 5 are
+    // handled apart; an article takes this share of the next word's information, a function word between two
+    // informative words (>= 3.5) kBridge of the lesser.
     static let kRep: Double = 0.5
     static let kCapRep: Double = 1.2
-    static let kSandZ: Double = 5.0
-    static let kInitZ: Double = 5.0
     static let kArticle: Double = 0.9
     // Selection: whole passages (best BM25 first) up to this share of the budget, then the best sentence of each
     // remaining passage (kCover), then any sentence by score. Term weights: local IDF times global rarity (kGlobal).
     // Sentence score: own BM25 + kPassageW x passage BM25 + kCarry x previous sentence's + kPhrase per adjacent
-    // question-word pair + kType when it holds what the question asks for (a name for "who", a number for "when").
+    // question-word pair + kType when it holds what the question asks for (a name for "who", a number for "when")
+    // + kHead x its header's BM25 for a passage's first sentence.
     static let kWhole: Double = 0.6
     static let kGlobal: Double = 1.0
     static let kCover = 1
@@ -96,7 +135,12 @@ public struct TextCompressor: Sendable {
     static let kPhrase: Double = 0.5
     static let kPunct: Double = 0.6
     static let kBridge: Double = 0.7
-    static let articles: Set<UInt64> = Set(["the", "a", "an"].map { WordHash.of($0) })
+    static let kHead: Double = 0.5
+    // Without a question: a piece's information is divided by its tokens^kTokPow (a multi-token piece costs more),
+    // and a passage's lead sentence gets kLead more.
+    static let kTokPow: Double = 0.3
+    static let kLead: Double = 0.5
+    static let articles = WordSet(["the", "a", "an"])
 
     public init(encoding: Encoding, lexicon: Lexicon = .shared) {
         self.encoding = encoding
@@ -212,8 +256,13 @@ public struct TextCompressor: Sendable {
         let hasQuestion = bestScore > 0
         var used = 0
         if hasQuestion && options.selection {
+            var breaks = [Int](repeating: 0, count: passageScores.count)
+            for p in pieces where p.kind == .newline && Int(p.sentence) < sentences.count {
+                let k = Int(sentences[Int(p.sentence)].passage)
+                if k < breaks.count { breaks[k] += Int(p.tokens) }
+            }
             used = select(
-                &sentences, passageScores: passageScores,
+                &sentences, passageScores: passageScores, breaks: breaks,
                 budget: Int(Double(budget) / (options.pruning ? Self.kPruneShare : 1.0)))
             techniques.insert(.selection)
         } else {
@@ -221,9 +270,17 @@ public struct TextCompressor: Sendable {
             used = total
         }
         if options.pruning && used > budget {
-            if prune(&pieces, sentences, toDrop: used - budget) { techniques.insert(.pruning) }
+            let bonus = hasQuestion ? [] : sentenceBonus(sentences)
+            if prune(&pieces, sentences, toDrop: used - budget, bonus: bonus) { techniques.insert(.pruning) }
         }
-        let out = emit(bytes, pieces, sentences)
+        var out = emit(bytes, pieces, sentences)
+        if options.pruning && !hasQuestion && out.tokens > budget {
+            // Protected pieces alone exceed the budget: whole sentences go, least informative first.
+            if dropSentences(&sentences, &pieces, toDrop: out.tokens - budget) > 0 {
+                techniques.insert(.selection)
+                out = emit(bytes, pieces, sentences)
+            }
+        }
         var quality = 1.0
         if hasQuestion {
             var present = [Bool](repeating: false, count: terms.count)
@@ -315,11 +372,9 @@ public struct TextCompressor: Sendable {
         var i = 0
         func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x09 || c == 0x0D }
         while i < n {
+            i = b.withUnsafeBufferPointer { Self.nextSpanCandidate($0, from: i) }
+            guard i < n else { break }
             let c = b[i]
-            if !Self.spanStart[Int(c)] {
-                i += 1  // fast path: none of " ` h w and the curly-quote lead byte
-                continue
-            }
             if c == UInt8(ascii: "h") || c == UInt8(ascii: "w") {
                 let atWordStart = i == 0 || !isWordByte(b[i - 1])
                 if atWordStart && (Self.hasPrefix(b, i, "https://") || Self.hasPrefix(b, i, "http://")
@@ -361,9 +416,23 @@ public struct TextCompressor: Sendable {
         return out
     }
 
-    /// Bytes that may start a protected span.
-    static let spanStart: [Bool] = (0..<256).map { c in
-        c == 0x22 || c == 0x60 || c == Int(UInt8(ascii: "h")) || c == Int(UInt8(ascii: "w")) || c == 0xE2
+    /// The first index from `i` that may start a protected span: a " ` or curly-quote lead byte, or an "ht" / "ww"
+    /// (URLs); `b.count` when there is none.
+    @inline(__always)
+    static func nextSpanCandidate(_ b: UnsafeBufferPointer<UInt8>, from i: Int) -> Int {
+        let n = b.count
+        var k = i
+        while k < n {
+            let c = b[k]
+            if c == 0x22 || c == 0x60 || c == 0xE2 { return k }
+            if (c == UInt8(ascii: "h") && k + 1 < n && b[k + 1] == UInt8(ascii: "t"))
+                || (c == UInt8(ascii: "w") && k + 1 < n && b[k + 1] == UInt8(ascii: "w"))
+            {
+                return k
+            }
+            k += 1
+        }
+        return n
     }
 
     static func hasPrefix(_ b: [UInt8], _ i: Int, _ p: StaticString) -> Bool {
@@ -544,7 +613,10 @@ public struct TextCompressor: Sendable {
                         var we = w
                         while we < e && (Self.isWordByte(base[we]) || base[we] == UInt8(ascii: "'")) { we += 1 }
                         p.hash = WordHash.of(base + w, we - w)
-                        p.stem = WordHash.stem(base + w, we - w)
+                        // Every stemming rule needs a final s, d or g: other words are their own stem.
+                        let final = base[we - 1] | 0x20
+                        p.stem = final == UInt8(ascii: "s") || final == UInt8(ascii: "d") || final == UInt8(ascii: "g")
+                            ? WordHash.stem(base + w, we - w) : p.hash
                     } else {
                         p.kind = .punct
                         let last = base[e - 1]
@@ -584,7 +656,7 @@ public struct TextCompressor: Sendable {
     func segment(_ bytes: [UInt8], _ pieces: inout [Piece], options: CompressionOptions) -> [Sentence] {
         var sentences: [Sentence] = []
         sentences.reserveCapacity(pieces.count / 12 + 2)
-        let hasBlankLines = Self.contains(bytes, [0x0A, 0x0A])
+        let hasBlankLines = Self.hasBlankLine(bytes)
         var passage: Int32 = 0
         var current = Sentence(first: 0, end: 0, passage: 0)
         var inFence = false
@@ -602,7 +674,7 @@ public struct TextCompressor: Sendable {
             var i = 0
             let n = pieces.count
             while i < n {
-                var p = pieces[i]
+                let p = pieces[i]
                 let s = Int(p.start)
                 if p.kind == .newline {
                     close(at: i)
@@ -683,16 +755,16 @@ public struct TextCompressor: Sendable {
                 }
                 // Protection.
                 var protect = protectRest || p.kind == .number || p.flags.contains(.capital)
+                    || (p.kind == .word && Self.numberWords.contains(p.hash))
                 if protect && !protectRest && p.kind == .word && Int32(i) == current.first {
                     // A sentence-initial common word ("The", "In", "It") is protected only before another
                     // capitalised word ("The Beatles").
                     let nextCapital = i + 1 < n && pieces[i + 1].flags.contains(.capital)
-                    if !nextCapital && Double(lexicon.zipf10(p.hash)) / 10 >= Self.kInitZ { protect = false }
+                    if !nextCapital && lexicon.isFrequent(p.hash) { protect = false }
                 }
-                if protect { p.flags.insert(.protected) }
+                if protect { pieces[i].flags.insert(.protected) }
                 if protectRest { current.mustKeep = true }
-                p.sentence = Int32(sentences.count)
-                pieces[i] = p
+                pieces[i].sentence = Int32(sentences.count)
                 if p.kind == .word || p.kind == .number { current.words += 1 }
                 i += 1
             }
@@ -726,7 +798,7 @@ public struct TextCompressor: Sendable {
                 }
                 var k = j
                 while k < n && k - j < 2 && pieces[k].kind == .word && !pieces[k].flags.contains(.protected)
-                    && Double(lexicon.zipf10(pieces[k].hash)) / 10 >= Self.kSandZ
+                    && lexicon.isFrequent(pieces[k].hash)
                 {
                     k += 1
                 }
@@ -740,6 +812,23 @@ public struct TextCompressor: Sendable {
                 let before = j + 1 < n && pieces[j + 1].kind == .number && !pieces[j + 1].flags.contains(.leadingSpace)
                     && pieces[j].end - pieces[j].start <= 2
                 if glued || before { pieces[j].flags.insert(.protected) }
+            }
+            // A word the tokenizer split is protected whole when a part of it is: "1940s", "12th", "6ft", "macOS",
+            // "mid-1988" (runs of word, number and inner - ' / . pieces with no space between).
+            var r = 0
+            while r < n {
+                guard Self.glueable(pieces[r]) else {
+                    r += 1
+                    continue
+                }
+                var e = r + 1
+                while e < n && Self.gluesOn(pieces[e]) { e += 1 }
+                var last = e - 1
+                while last > r && pieces[last].kind == .punct { last -= 1 }
+                if last > r && (r...last).contains(where: { solid($0) }) {
+                    for m in r...last { pieces[m].flags.insert(.protected) }
+                }
+                r = e
             }
             // A lone space piece before a number (" 18" is " " + "18" in o200k) goes with what follows it.
             for j in 0..<(n - 1) where pieces[j].kind == .space && pieces[j + 1].flags.contains(.protected) {
@@ -758,21 +847,16 @@ public struct TextCompressor: Sendable {
         return sentences
     }
 
-    static func contains(_ b: [UInt8], _ needle: [UInt8]) -> Bool {
-        guard b.count >= needle.count else { return false }
-        var i = 0
-        while i + needle.count <= b.count {
-            if b[i] == needle[0] {
-                var ok = true
-                for k in 1..<needle.count where b[i + k] != needle[k] {
-                    ok = false
-                    break
-                }
-                if ok { return true }
-            }
-            i += 1
-        }
-        return false
+    /// Pieces that can be part of a word the tokenizer split: words, numbers, and one inner - ' / or . byte.
+    @inline(__always)
+    static func glueable(_ p: Piece) -> Bool {
+        p.kind == .word || p.kind == .number || (p.kind == .punct && p.end - p.start == 1 && !p.flags.contains(.terminal))
+    }
+
+    /// Whether `p` continues the word before it: no space in front.
+    @inline(__always)
+    static func gluesOn(_ p: Piece) -> Bool {
+        glueable(p) && !p.flags.contains(.leadingSpace)
     }
 
     static func containsAny(_ line: UnsafeBufferPointer<UInt8>, _ markers: [String]) -> Bool {
@@ -802,9 +886,23 @@ public struct TextCompressor: Sendable {
 
     @inline(__always)
     static func lineEnd(_ base: UnsafePointer<UInt8>, _ s: Int, _ n: Int) -> Int {
-        var e = s
-        while e < n && base[e] != 0x0A { e += 1 }
-        return e
+        guard s < n, let q = memchr(base + s, 0x0A, n - s) else { return n }
+        return base.distance(to: q.assumingMemoryBound(to: UInt8.self))
+    }
+
+    /// Whether `b` has two line breaks in a row ("\n\n"), found with memchr.
+    static func hasBlankLine(_ b: [UInt8]) -> Bool {
+        b.withUnsafeBufferPointer { buf in
+            guard let base = buf.baseAddress else { return false }
+            var i = 0
+            let n = buf.count
+            while i < n, let q = memchr(base + i, 0x0A, n - i) {
+                let k = base.distance(to: q.assumingMemoryBound(to: UInt8.self))
+                if k + 1 < n && base[k + 1] == 0x0A { return true }
+                i = k + 1
+            }
+            return false
+        }
     }
 
     /// The byte length of a passage header at the start of `line`: `Document [i](Title: t)` up to the closing
@@ -851,10 +949,18 @@ public struct TextCompressor: Sendable {
         return false
     }
 
-    static let abbreviations: Set<UInt64> = Set(
+    /// Spelled-out numbers and ordinals, protected like digits.
+    static let numberWords = WordSet(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty",
+         "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million", "billion",
+         "trillion", "dozen", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
+         "tenth", "eleventh", "twelfth", "twentieth", "hundredth", "once", "twice", "half"])
+
+    static let abbreviations = WordSet(
         ["mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "no", "mt", "inc", "ltd", "co", "gen", "gov", "sen", "rep",
          "prof", "fig", "vol", "ca", "approx", "e.g", "i.e", "u.s", "etc", "jan", "feb", "aug", "sept", "oct", "nov",
-         "dec"].map { WordHash.of($0) })
+         "dec"])
 
     /// A "." after a single capital letter (an initial) or a common abbreviation does not end a sentence.
     static func isAbbreviation(_ base: UnsafePointer<UInt8>, _ pieces: [Piece], _ i: Int) -> Bool {
@@ -1031,6 +1137,8 @@ public struct TextCompressor: Sendable {
         }
         var best = 0.0
         var prevOwn = 0.0
+        var headerOwn = 0.0
+        var lead = true
         var prevPassage: Int32 = -1
         for si in 0..<ns {
             var sc = 0.0
@@ -1041,9 +1149,19 @@ public struct TextCompressor: Sendable {
             }
             if sc > 0 { sc += Self.kPhrase * phrase[si] + (candidate[si] ? Self.kType : 0) }
             sentences[si].own = sc
-            if sentences[si].passage != prevPassage { prevOwn = 0 }
+            if sentences[si].passage != prevPassage {
+                prevOwn = 0
+                headerOwn = 0
+                lead = true
+            }
             sentences[si].score = sc + Self.kPassageW * pscore[Int(sentences[si].passage)] + Self.kCarry * prevOwn
-            if !sentences[si].isHeader { prevOwn = sc }
+            if sentences[si].isHeader {
+                headerOwn = sc
+            } else {
+                if lead { sentences[si].score += Self.kHead * headerOwn }
+                lead = false
+                prevOwn = sc
+            }
             prevPassage = sentences[si].passage
             best = max(best, sc)
         }
@@ -1054,18 +1172,26 @@ public struct TextCompressor: Sendable {
 
     /// Keeps sentences best first while they fit in `budget` tokens (must-keep ones first, whatever they cost);
     /// returns the tokens used.
-    func select(_ sentences: inout [Sentence], passageScores: [Double], budget: Int) -> Int {
+    func select(_ sentences: inout [Sentence], passageScores: [Double], breaks: [Int] = [], budget: Int) -> Int {
         var used = 0
         var opened = Set<Int32>()
         var headerOf: [Int32: Int] = [:]
         for (i, s) in sentences.enumerated() where s.isHeader { headerOf[s.passage] = i }
+        /// What opening passage `p` costs besides its sentences: its header and its line breaks.
+        func openCost(_ p: Int32) -> Int {
+            var c = Int(p) < breaks.count ? breaks[Int(p)] : 0
+            if let h = headerOf[p], !sentences[h].kept { c += Int(sentences[h].tokens) }
+            return c
+        }
         func take(_ i: Int) {
+            guard !sentences[i].kept else { return }
             sentences[i].kept = true
             used += Int(sentences[i].tokens)
             let p = sentences[i].passage
             if !opened.contains(p) {
                 opened.insert(p)
-                if let h = headerOf[p] {
+                used += Int(p) < breaks.count ? breaks[Int(p)] : 0
+                if let h = headerOf[p], !sentences[h].kept {
                     sentences[h].kept = true
                     used += Int(sentences[h].tokens)
                 }
@@ -1076,7 +1202,7 @@ public struct TextCompressor: Sendable {
         if Self.kWhole > 0 && passageScores.count > 1 {
             var cost = [Int](repeating: 0, count: passageScores.count)
             var members = [[Int]](repeating: [], count: passageScores.count)
-            for (i, s) in sentences.enumerated() where !s.kept {
+            for (i, s) in sentences.enumerated() where !s.kept && !s.isHeader {
                 cost[Int(s.passage)] += Int(s.tokens)
                 members[Int(s.passage)].append(i)
             }
@@ -1085,7 +1211,7 @@ public struct TextCompressor: Sendable {
             }
             let cap = Int(Double(budget) * Self.kWhole)
             for p in order where passageScores[p] > 0 && !members[p].isEmpty {
-                if used + cost[p] <= cap {
+                if used + cost[p] + (opened.contains(Int32(p)) ? 0 : openCost(Int32(p))) <= cap {
                     for i in members[p] where !sentences[i].kept { take(i) }
                 }
             }
@@ -1095,19 +1221,92 @@ public struct TextCompressor: Sendable {
         if Self.kCover > 0 {
             // Coverage: the best sentence of every passage not kept yet, best first, before seconds.
             for i in order where !sentences[i].kept && !opened.contains(sentences[i].passage) && sentences[i].own > 0 {
-                var cost = Int(sentences[i].tokens)
-                if let h = headerOf[sentences[i].passage] { cost += Int(sentences[h].tokens) }
+                let cost = Int(sentences[i].tokens) + openCost(sentences[i].passage)
                 if used + cost <= budget { take(i) }
             }
         }
         for i in order where !sentences[i].kept {
-            var cost = Int(sentences[i].tokens)
-            if !opened.contains(sentences[i].passage), let h = headerOf[sentences[i].passage] {
-                cost += Int(sentences[h].tokens)
-            }
+            let p = sentences[i].passage
+            let cost = Int(sentences[i].tokens) + (opened.contains(p) ? 0 : openCost(p))
             if used + cost <= budget { take(i) }
         }
         return used
+    }
+
+    // MARK: Sentence dropping (no question)
+
+    /// Without a question: extra information for the pieces of a passage's lead sentence (the sentence that
+    /// introduces its subject), when the text has several passages.
+    func sentenceBonus(_ sentences: [Sentence]) -> [Double] {
+        guard Self.kLead > 0, let last = sentences.last, last.passage > 1 else { return [] }
+        var bonus = [Double](repeating: 0, count: sentences.count)
+        var prev: Int32 = -1
+        for si in sentences.indices where !sentences[si].isHeader {
+            if sentences[si].passage != prev { bonus[si] = Self.kLead }
+            prev = sentences[si].passage
+        }
+        return bonus
+    }
+
+    /// Without a question to rank by: unkeeps whole sentences (never must-keep ones or headers), the least
+    /// information per kept token first, until `toDrop` tokens are gone; a passage left with no sentence loses its
+    /// header and line break too. Returns the tokens freed.
+    func dropSentences(_ sentences: inout [Sentence], _ pieces: inout [Piece], toDrop: Int) -> Int {
+        guard toDrop > 0 else { return 0 }
+        let ns = sentences.count
+        var info = [Double](repeating: 0, count: ns)
+        var kept = [Int](repeating: 0, count: ns)
+        var passageCount = 0
+        for s in sentences { passageCount = max(passageCount, Int(s.passage) + 1) }
+        var breaks = [Int](repeating: 0, count: passageCount)
+        var headerOf = [Int](repeating: -1, count: passageCount)
+        var alive = [Int](repeating: 0, count: passageCount)
+        for j in pieces.indices {
+            let si = Int(pieces[j].sentence)
+            guard si < ns else { continue }
+            if pieces[j].kind == .newline {
+                breaks[Int(sentences[si].passage)] += Int(pieces[j].tokens)
+                continue
+            }
+            guard j >= Int(sentences[si].first) && j < Int(sentences[si].end), !pieces[j].flags.contains(.dropped)
+            else { continue }
+            kept[si] += Int(pieces[j].tokens)
+            switch pieces[j].kind {
+            case .word:
+                if pieces[j].zipf10 == Piece.unknown { pieces[j].zipf10 = lexicon.zipf10(pieces[j].hash) }
+                info[si] += pieces[j].flags.contains(.repeated) ? Self.kCapRep : pieces[j].information
+            case .number: info[si] += 6
+            default: break
+            }
+        }
+        var order: [Int] = []
+        for si in 0..<ns {
+            let p = Int(sentences[si].passage)
+            if sentences[si].isHeader {
+                headerOf[p] = si
+            } else if sentences[si].kept {
+                alive[p] += 1
+                if !sentences[si].mustKeep && kept[si] > 0 { order.append(si) }
+            }
+        }
+        let density = order.map { info[$0] / Double(kept[$0]) }
+        let sorted = order.indices.sorted { density[$0] < density[$1] || (density[$0] == density[$1] && $0 > $1) }
+        var freed = 0
+        for k in sorted where freed < toDrop {
+            let si = order[k]
+            sentences[si].kept = false
+            freed += kept[si]
+            let p = Int(sentences[si].passage)
+            alive[p] -= 1
+            if alive[p] == 0 {
+                freed += breaks[p]
+                if headerOf[p] >= 0 && sentences[headerOf[p]].kept {
+                    sentences[headerOf[p]].kept = false
+                    freed += kept[headerOf[p]]
+                }
+            }
+        }
+        return freed
     }
 
     // MARK: Pruning
@@ -1135,9 +1334,41 @@ public struct TextCompressor: Sendable {
                 }
             }
         }
+        // Multi-word names ("Super Bowl LII", "The Divergent Series"): runs of protected pieces within a sentence,
+        // with a capitalised word; a later occurrence of the same run loses its protection as a stand-alone name
+        // does.
+        var j = 0
+        while j < n {
+            guard solid(j) else {
+                j += 1
+                continue
+            }
+            var e = j
+            var words = 0
+            var capital = false
+            var h: UInt64 = 0x9E37_79B9_7F4A_7C15
+            while e < n && pieces[e].flags.contains(.protected) && pieces[e].kind != .newline
+                && !pieces[e].flags.contains(.terminal) && pieces[e].sentence == pieces[j].sentence
+            {
+                if pieces[e].kind == .word || pieces[e].kind == .number {
+                    words += 1
+                    if pieces[e].flags.contains(.capital) { capital = true }
+                    h = (h ^ pieces[e].hash) &* 0x0000_0100_0000_01B3
+                }
+                e += 1
+            }
+            while e > j && !solid(e - 1) { e -= 1 }
+            if words >= 2 && capital && !seenNames.insert(h == 0 ? 1 : h) {
+                for m in j..<e {
+                    pieces[m].flags.remove(.protected)
+                    pieces[m].flags.insert(.repeated)
+                }
+            }
+            j = max(e, j + 1)
+        }
     }
 
-    func prune(_ pieces: inout [Piece], _ sentences: [Sentence], toDrop: Int) -> Bool {
+    func prune(_ pieces: inout [Piece], _ sentences: [Sentence], toDrop: Int, bonus: [Double] = []) -> Bool {
         markRepeats(&pieces)
         for j in pieces.indices where pieces[j].kind == .word && pieces[j].zipf10 == Piece.unknown {
             pieces[j].zipf10 = lexicon.zipf10(pieces[j].hash)
@@ -1181,6 +1412,8 @@ public struct TextCompressor: Sendable {
                 let bridge = min(weight(a), weight(b))
                 if bridge >= 3.5 { info = max(info, bridge * Self.kBridge) }
             }
+            if p.tokens > 1 { info /= pow(Double(p.tokens), Self.kTokPow) }
+            if !bonus.isEmpty { info += bonus[Int(p.sentence)] }
             let bucket = UInt8(min(254, Int(info * 32)))
             priority[j] = bucket
             bucketTokens[Int(bucket)] += Int(p.tokens)

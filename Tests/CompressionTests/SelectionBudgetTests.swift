@@ -1,0 +1,137 @@
+import Testing
+import Tokenizer
+
+@testable import Compression
+
+@Suite struct SelectionBudgetTests {
+    @Test func verbEndingsShareAStem() {
+        func stem(_ s: String) -> UInt64 {
+            var c = s
+            return c.withUTF8 { WordHash.stem($0.baseAddress!, $0.count) }
+        }
+        #expect(stem("filmed") == stem("film"))
+        #expect(stem("Filming") == stem("film"))
+        #expect(stem("married") == stem("marry"))
+        #expect(stem("stopped") == stem("stop"))
+        #expect(stem("cities") == stem("city"))
+        #expect(stem("called") == stem("call"))
+        #expect(stem("need") != stem("ne"))
+        #expect(stem("speed") != stem("spe"))
+        #expect(stem("thing") != stem("th"))
+    }
+
+    /// Headers and line breaks are charged once: the selection fills the budget instead of stopping short of it,
+    /// and never goes over it.
+    @Test func selectionFillsButNeverExceedsTheBudget() throws {
+        let enc = try o200k()
+        let c = TextCompressor(encoding: enc)
+        let long = (0..<4).map { round in
+            documents.enumerated().map { "Document [\(round * 12 + $0.offset + 1)](Title: \($0.element.0)) \($0.element.1)" }
+                .joined(separator: "\n")
+        }.joined(separator: "\n")
+        for (q, ratio) in [("who won the first nobel prize in physics", 0.5), ("how long is the river thames", 0.3)] {
+            let r = c.compress(long, question: q, ratio: ratio, options: CompressionOptions(minMessageTokens: 0))
+            let exact = enc.count(r.text)
+            let budget = Double(r.originalTokens) * ratio
+            #expect(Double(exact) <= budget, "\(q): \(exact) of \(r.originalTokens)")
+            #expect(Double(exact) >= budget * 0.9, "\(q): only \(exact) of a budget of \(budget)")
+        }
+    }
+
+    /// A passage whose title matches the question vouches for its first sentence, even when that sentence shares
+    /// no word with the question; its second sentence gets nothing from the title.
+    @Test func aMatchingTitleCarriesItsLeadSentence() throws {
+        let c = TextCompressor(encoding: try o200k())
+        let text = [
+            "Document [1](Title: When We First Met) Principal photography began in mid-July 2016 in New Orleans. The cast includes Adam DeVine.",
+            "Document [2](Title: Romantic comedy) Many romantic comedies are set in cities, where couples meet at parties or work.",
+        ].joined(separator: "\n")
+        let bytes = Array(text.utf8)
+        var pieces = c.pieces(bytes)
+        var sentences = c.segment(bytes, &pieces, options: CompressionOptions(minMessageTokens: 0))
+        let terms = c.questionTerms("where was when we first met filmed")
+        _ = c.score(&sentences, &pieces, terms: terms)
+        func sentence(_ prefix: String) -> TextCompressor.Sentence {
+            sentences.first { s in
+                String(decoding: bytes[Int(pieces[Int(s.first)].start)...], as: UTF8.self)
+                    .trimmingPrefix(" ").hasPrefix(prefix)
+            }!
+        }
+        let lead = sentence("Principal photography")
+        #expect(lead.own == 0)
+        #expect(lead.score > 0)
+        #expect(sentence("The cast").score == 0)
+    }
+
+    /// A word the tokenizer splits ("1940s" is "194" + "0" + "s") is kept whole when a part of it is protected.
+    @Test func splitWordsAroundNumbersAndNamesStayWhole() throws {
+        let enc = try o200k()
+        let c = TextCompressor(encoding: enc)
+        let text = """
+            The vaccine became widely available in the 1940s and the practice was common by the 12th anniversary of \
+            the programme, when a 6ft banner was hung from the clinic and most of the staff used macOS laptops for \
+            the very long and rather repetitive paperwork that had always been part of the job since mid-1988.
+            """
+        let r = c.compress(text, question: nil, ratio: 0.45, options: CompressionOptions(minMessageTokens: 0))
+        for span in ["1940s", "12th", "6ft", "macOS", "mid-1988"] {
+            #expect(r.text.contains(span), "lost \(span): \(r.text)")
+        }
+        // Spelled-out numbers are numbers.
+        let counted = c.compress(
+            "The committee met seven times over the long and rather uneventful summer, and the eighth meeting was held in a very small and quite uncomfortable room near the old station.",
+            question: nil, ratio: 0.5, options: CompressionOptions(minMessageTokens: 0))
+        for span in ["seven", "eighth"] {
+            #expect(counted.text.contains(span), "lost \(span): \(counted.text)")
+        }
+    }
+
+    /// Without a question, the budget holds even when protected pieces alone exceed it: whole sentences go, and a
+    /// later occurrence of a multi-word name is no longer protected (the first one stays intact).
+    @Test func withoutAQuestionTheBudgetHolds() throws {
+        let enc = try o200k()
+        let c = TextCompressor(encoding: enc)
+        let names = (0..<30).map { "Super Bowl LII was won by the Philadelphia Eagles against the New England Patriots in Minneapolis on February \($0 % 28 + 1), 2018." }
+            .joined(separator: " ")
+        let r = c.compress(names, question: nil, ratio: 0.3, options: CompressionOptions(minMessageTokens: 0))
+        #expect(Double(enc.count(r.text)) <= Double(r.originalTokens) * 0.3 + 2, "\(enc.count(r.text)) of \(r.originalTokens)")
+        #expect(r.text.hasPrefix("Super Bowl LII"), "\(r.text)")
+        #expect(r.techniques.contains(.selection))
+    }
+
+    @Test func aRepeatedMultiWordNameLosesItsProtection() throws {
+        let c = TextCompressor(encoding: try o200k())
+        let text = "The final of Super Bowl LII was played in Minneapolis. Fans of Super Bowl LII remember it well."
+        let bytes = Array(text.utf8)
+        var pieces = c.pieces(bytes)
+        _ = c.segment(bytes, &pieces, options: CompressionOptions(minMessageTokens: 0))
+        c.markRepeats(&pieces)
+        let lii = pieces.indices.filter { String(decoding: bytes[Int(pieces[$0].start)..<Int(pieces[$0].end)], as: UTF8.self) == " LII" }
+        #expect(lii.count == 2)
+        #expect(pieces[lii[0]].flags.contains(.protected))
+        #expect(!pieces[lii[1]].flags.contains(.protected) && pieces[lii[1]].flags.contains(.repeated))
+    }
+}
+
+@Suite struct LookupTests {
+    @Test func frequentWordsAreThoseOfZipfFiveOrMore() {
+        let lexicon = Lexicon.shared
+        for w in ["the", "of", "and", "first", "new", "in", "physics", "nobel", "röntgen", "quartermaster", "xyzzy"] {
+            let h = WordHash.of(w)
+            #expect(lexicon.isFrequent(h) == (lexicon.zipf10(h) >= 50), "\(w)")
+        }
+        #expect(Lexicon.shared.isFrequent(WordHash.of("The")))
+        #expect(!Lexicon.shared.isFrequent(WordHash.of("physics")))
+    }
+
+    @Test func wordSetsAndScans() {
+        let set = WordSet(["one", "two", "three"])
+        #expect(set.contains(WordHash.of("Two")))
+        #expect(!set.contains(WordHash.of("four")))
+        #expect(TextCompressor.hasBlankLine(Array("a\nb\n\nc".utf8)))
+        #expect(!TextCompressor.hasBlankLine(Array("a\nb\nc\n".utf8)))
+        #expect(!TextCompressor.hasBlankLine([]))
+        let text = Array("see https://example.com and \"quoted\" or `code` with the word thatch".utf8)
+        let spans = TextCompressor.protectedSpans(text).map { String(decoding: text[$0], as: UTF8.self) }
+        #expect(spans == ["https://example.com", "\"quoted\"", "`code`"])
+    }
+}
