@@ -25,7 +25,7 @@
 # Dimensions: BENCH_CONCURRENCY ("1 16"), BENCH_MODES ("plain"; "stream" sends "stream": true), BENCH_SIZES
 # ("small" = Benchmarks/body-chat-200tok.json; "large" = the ~8k-token retrieval prompt of bench_inputs.py).
 # Every (mode, size, concurrency) cell runs every target in turn (interleaved) in every round, each after a health
-# check; the first round follows a 1 s unmeasured warm-up run per cell and target. Per run the target's process
+# check; in the first round each measured run follows a BENCH_WARMUP-second unmeasured warm-up run. Per run the target's process
 # session is sampled before and after (/proc: utime + stime, VmRSS, VmHWM): CPU time per request is the CPU delta
 # over the measured requests. Start-up time (exec to the first 200 from its health URL) and idle RSS (1 s after
 # ready, before any load) are recorded per target.
@@ -351,9 +351,12 @@ for r in $(seq "$ROUNDS"); do
             base="$RUN/$UPSTREAM-$t-$m-$s-c$c-r$r"
             "$PY" "$HERE/proc_tools.py" ready "http://127.0.0.1:${PORT[$t]}${HEALTH[$t]}" --timeout 5 \
                 || die "$t failed its health check before round $r"
-            # An unmeasured warm-up run, then the measured one bracketed by /proc samples. Bounded by -D and timeout.
-            timeout $(( WARMUP + 30 )) "${LOADGEN[@]}" h2load --h1 -c "$c" -t 1 -m 1 -D "$WARMUP" -d "$body" \
-                -H 'content-type: application/json' -H "$AUTH" "$(url_of "$t")" >/dev/null 2>&1 || true
+            # In the first round (BENCH_WARMUP_EVERY_ROUND=1: every round) an unmeasured warm-up run, then the
+            # measured one bracketed by /proc samples. Bounded by -D and timeout.
+            if [ "$r" = 1 ] || [ "${BENCH_WARMUP_EVERY_ROUND:-0}" = 1 ]; then
+                timeout $(( WARMUP + 30 )) "${LOADGEN[@]}" h2load --h1 -c "$c" -t 1 -m 1 -D "$WARMUP" -d "$body" \
+                    -H 'content-type: application/json' -H "$AUTH" "$(url_of "$t")" >/dev/null 2>&1 || true
+            fi
             before="$("$PY" "$HERE/proc_tools.py" sample "$(pid_of "$t")")"
             timeout $(( DURATION + 30 )) "${LOADGEN[@]}" h2load --h1 -c "$c" -t 1 -m 1 -D "$DURATION" -d "$body" \
                 -H 'content-type: application/json' -H "$AUTH" --log-file "$base.log" "$(url_of "$t")" \
@@ -457,7 +460,7 @@ if [ "${BENCH_REPORT:-1}" = 1 ]; then
         --meta "commit=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo none)" \
         --meta "binary=$BIN" \
         --meta "machine=$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" \
-        --meta "load=h2load --h1 -t 1 -m 1, ${ROUNDS} rounds x ${DURATION}s (after a ${WARMUP}s warm-up run) per cell and target, targets interleaved" \
+        --meta "load=h2load --h1 -t 1 -m 1, ${ROUNDS} rounds x ${DURATION}s (round 1 after a ${WARMUP}s warm-up run) per cell and target, targets interleaved" \
         --meta "upstream=$UPSTREAM$([ "$UPSTREAM" = mock ] && echo ", --latency-ms $MOCK_LATENCY_MS")" \
         --meta "pinning=$PINNING" \
         --meta "event loop threads (mock, sidecar)=$THREADS"
