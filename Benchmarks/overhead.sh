@@ -137,6 +137,29 @@ spawn() {
     log "$name ready in $ms ms (pid $pid)"
 }
 
+# nginx_head DIR: the top of an nginx.conf for one worker in the foreground, every path under DIR; the caller
+# closes the http block.
+nginx_head() {
+    mkdir -p "$1"
+    cat <<EOF
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $1/client_body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+    client_max_body_size 16m;
+    client_body_buffer_size 64k;
+    keepalive_requests 1000000;
+EOF
+}
+
 # Request bodies.
 INPUTS="${BENCH_INPUTS:-}"
 if [ -z "$INPUTS" ]; then
@@ -158,22 +181,7 @@ if [ "$UPSTREAM" = mock ]; then
 else
     mkdir -p "$RUN/static"
     COMPLETION='{"id":"chatcmpl-static","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"This is a fixed completion served by nginx for the benchmark."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":215,"completion_tokens":16,"total_tokens":231}}'
-    cat >"$RUN/static/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $RUN/static/nginx.pid;
-error_log $RUN/static/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $RUN/static/client_body;
-    proxy_temp_path $RUN/static/proxy;
-    fastcgi_temp_path $RUN/static/fastcgi;
-    uwsgi_temp_path $RUN/static/uwsgi;
-    scgi_temp_path $RUN/static/scgi;
-    client_max_body_size 16m;
-    client_body_buffer_size 64k;
-    keepalive_requests 1000000;
+    { nginx_head "$RUN/static"; cat <<EOF
     server {
         listen 127.0.0.1:$UP_PORT;
         location / {
@@ -183,6 +191,7 @@ http {
     }
 }
 EOF
+    } >"$RUN/static/nginx.conf"
     "$NGINX" -t -q -p "$RUN/static" -e "$RUN/static/error.log" -c "$RUN/static/nginx.conf" \
         || die "static nginx config test failed"
     spawn upstream "http://127.0.0.1:$UP_PORT/health" -- "${SERVER[@]}" "$NGINX" -p "$RUN/static" \
@@ -223,22 +232,7 @@ fi
 if has nginx; then
     PORT[nginx]="$(free_port)"; HEALTH[nginx]="/health"
     mkdir -p "$RUN/nginx"
-    cat >"$RUN/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $RUN/nginx/nginx.pid;
-error_log $RUN/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $RUN/nginx/client_body;
-    proxy_temp_path $RUN/nginx/proxy;
-    fastcgi_temp_path $RUN/nginx/fastcgi;
-    uwsgi_temp_path $RUN/nginx/uwsgi;
-    scgi_temp_path $RUN/nginx/scgi;
-    client_max_body_size 16m;
-    client_body_buffer_size 64k;
-    keepalive_requests 1000000;
+    { nginx_head "$RUN/nginx"; cat <<EOF
     upstream backend {
         server 127.0.0.1:$UP_PORT;
         keepalive 64;
@@ -255,6 +249,7 @@ http {
     }
 }
 EOF
+    } >"$RUN/nginx/nginx.conf"
     "$NGINX" -t -q -p "$RUN/nginx" -e "$RUN/nginx/error.log" -c "$RUN/nginx/nginx.conf" || die "nginx config test failed"
     spawn nginx "http://127.0.0.1:${PORT[nginx]}/health" -- "${SERVER[@]}" "$NGINX" -p "$RUN/nginx" \
         -e "$RUN/nginx/error.log" -c "$RUN/nginx/nginx.conf"

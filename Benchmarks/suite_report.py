@@ -97,8 +97,22 @@ def ns(value, unit):
 
 # ---- plots -------------------------------------------------------------------------------------------------------
 
+def finish(plt, fig, ax, out, name, made, caption, grid=True):
+    ax.legend(fontsize=8)
+    if grid:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, name), dpi=110)
+    plt.close(fig)
+    made.append((name, caption))
+
+
 def plots(out, cells, stream, soak, starts):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the suite's venv has it; a report from another interpreter just has no plots
+        print("matplotlib not installed: no plots", file=sys.stderr)
+        return []
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     made = []
@@ -118,11 +132,7 @@ def plots(out, cells, stream, soak, starts):
         ax.set_yscale("log")
         ax.set_ylabel("added p50 vs direct (us, log; values <= 1 drawn at 1)")
         ax.set_title("Added latency at concurrency 1 (median over rounds)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "added-p50-c1.png"), dpi=110)
-        plt.close(fig)
-        made.append(("added-p50-c1.png", "Added p50 at concurrency 1, per target and cell"))
+        finish(plt, fig, ax, out, "added-p50-c1.png", made, "Added p50 at concurrency 1, per target and cell", False)
 
     # 2. throughput relative to direct by concurrency, plain small, per upstream
     for up in sorted({k[0] for k in cells}):
@@ -141,13 +151,7 @@ def plots(out, cells, stream, soak, starts):
         ax.set_xlabel("concurrency")
         ax.set_ylabel("req/s relative to direct")
         ax.set_title("Throughput, %s upstream, plain ~200-token requests" % up)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        name = "throughput-%s.png" % up
-        fig.savefig(os.path.join(out, name), dpi=110)
-        plt.close(fig)
-        made.append((name, "Throughput relative to direct, %s upstream" % up))
+        finish(plt, fig, ax, out, "throughput-%s.png" % up, made, "Throughput relative to direct, %s upstream" % up)
 
     # 3. soak RSS over time
     if soak:
@@ -159,12 +163,7 @@ def plots(out, cells, stream, soak, starts):
         ax.set_ylabel("VmRSS (MiB)")
         ax.set_ylim(bottom=0)
         ax.set_title("Sidecar memory under a steady load")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "soak-rss.png"), dpi=110)
-        plt.close(fig)
-        made.append(("soak-rss.png", "Resident memory during the soak"))
+        finish(plt, fig, ax, out, "soak-rss.png", made, "Resident memory during the soak")
 
     # 4. streaming: inter-event gaps
     if stream:
@@ -180,11 +179,8 @@ def plots(out, cells, stream, soak, starts):
         ax.set_ylabel("gap between SSE events at the client (ms)")
         ax.set_ylim(bottom=0)
         ax.set_title("Streaming: inter-event gaps, p10 / p50 / p90")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "stream-gaps.png"), dpi=110)
-        plt.close(fig)
-        made.append(("stream-gaps.png", "Inter-event gaps of a paced stream, direct and through each proxy"))
+        finish(plt, fig, ax, out, "stream-gaps.png", made,
+               "Inter-event gaps of a paced stream, direct and through each proxy", False)
     return made
 
 
