@@ -90,9 +90,6 @@ if [ "${SKIP_MICRO:-0}" != 1 ]; then
     (cd "$HERE/Micro" && AO_MICRO_INPUTS="$RUN/inputs" AO_MICRO_SECONDS="$BENCH_MICRO_SECONDS" \
         swift package --allow-writing-to-directory "$RUN" benchmark --target HotPath --no-progress \
         --format jmh --path "$RUN" >"$RUN/micro.txt" 2>&1) || { tail -40 "$RUN/micro.txt" >&2; die "micro benchmarks failed"; }
-    (cd "$HERE/Micro" && AO_MICRO_INPUTS="$RUN/inputs" AO_MICRO_SECONDS="$BENCH_MICRO_SECONDS" \
-        swift package benchmark --target HotPath --no-progress --format markdown >"$RUN/micro.md" 2>&1) \
-        || log "WARNING: markdown export of the micro benchmarks failed (the JMH data is used)"
     "$PY" "$HERE/tokenizer_vs_tiktoken.py" "$REPO_ROOT/.build/release/tokbench" "$REPO_ROOT/Sources/Tokenizer/Resources" \
         --english "$REPO_ROOT/fixtures/qa/nq-open-oracle.jsonl.gz" --rounds 3 --json "$RUN/tokenizer.json" \
         >"$RUN/tokenizer.txt" || log "WARNING: tokenizer_vs_tiktoken.py reported a difference (see $RUN/tokenizer.txt)"

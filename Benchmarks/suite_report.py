@@ -65,17 +65,16 @@ def verdict(ok):
 # ---- micro benchmarks (JMH export of ordo-one/benchmark) ------------------------------------------------------------
 
 def read_micro(run):
-    """{benchmark name: {metric: {p50, p90, p99, unit}}} from every *.jmh file (JSON list of JMH records)."""
+    """{benchmark name: {metric name: {p50, p90, p99, unit}}} from the JMH export (a JSON list, one record per
+    benchmark: throughput as the primary metric, "Time (wall clock)", "Malloc (total)", ... as secondary ones)."""
     out = {}
-    for path in glob.glob(os.path.join(run, "*.jmh")):
+    for path in glob.glob(os.path.join(run, "*.jmh*")):
         for rec in read_json(path, []):
-            name = rec["benchmark"].split(".", 1)[-1]
-            metric = rec.get("params", {}).get("metric") or rec["primaryMetric"].get("scoreUnit", "?")
-            pm = rec["primaryMetric"]
-            pcts = pm.get("scorePercentiles", {})
-            out.setdefault(name, {})[metric] = {
-                "p50": pcts.get("50.0", pm.get("score")), "p90": pcts.get("90.0"), "p99": pcts.get("99.0"),
-                "unit": pm.get("scoreUnit", "")}
+            name = rec["benchmark"].rsplit("HotPath.", 1)[-1].replace("_", " ")
+            metrics = dict(rec.get("secondaryMetrics", {}), **{"Throughput": rec["primaryMetric"]})
+            out[name] = {k: {"p50": v["scorePercentiles"].get("50.0"), "p90": v["scorePercentiles"].get("90.0"),
+                             "p99": v["scorePercentiles"].get("99.0"), "unit": v.get("scoreUnit", ""),
+                             "iterations": rec.get("measurementIterations")} for k, v in metrics.items()}
     return out
 
 
@@ -87,12 +86,8 @@ def metric(micro, name, key, want="p50"):
 
 
 def ns(value, unit):
-    """A JMH time value in nanoseconds."""
-    scale = {"ns": 1, "us": 1e3, "μs": 1e3, "ms": 1e6, "s": 1e9}
-    for u, s in scale.items():
-        if unit.startswith(u) or unit.endswith(" " + u) or unit == u + "/op":
-            return value * s
-    return value
+    """A time value of the JMH export in nanoseconds."""
+    return value * {"ns": 1, "us": 1e3, "\u03bcs": 1e3, "ms": 1e6, "s": 1e9}.get(unit.strip(), 1)
 
 
 # ---- plots -------------------------------------------------------------------------------------------------------
@@ -365,11 +360,11 @@ def main():
         md += ["", "## Micro benchmarks", "",
                "ordo-one/benchmark (Benchmarks/Micro, release build, MallocInterposer malloc counts), p50 over the "
                "iterations; derived columns divide by the unit of work.", "",
-               "| benchmark | wall p50 | derived | mallocs p50 |", "|---|---:|---|---:|"]
+               "| benchmark | iterations | wall p50 | wall p99 | derived (p50) | mallocs p50 |", "|---|---:|---:|---:|---|---:|"]
         rag_tokens = inputs.get("rag-8k.json", {}).get("content_tokens")
         for name in sorted(micro):
-            wall, unit = metric(micro, name, "wall")
-            mallocs, _ = metric(micro, name, "malloc")
+            wall, unit = metric(micro, name, "wall clock")
+            mallocs, _ = metric(micro, name, "malloc (total)")
             w = ns(wall, unit) if not nan(wall) else math.nan
             derived = ""
             if "1KB" in name and "Wire" in name:
@@ -380,8 +375,11 @@ def main():
                 derived = f"{f1(w / 1e3)} us per MB ({f0(1e3 / (w / 1e6)) if w else 'n/a'} MB/s)"
             elif "8k-token" in name and rag_tokens:
                 derived = f"{f1(w / 1e3 / (rag_tokens / 1000))} us per 1k tokens"
-            md.append(f"| {name} | {f1(w / 1e3)} us | {derived} | {f0(mallocs)} |")
-        reqs = {t: metric(micro, f"Request 1KB in-process ({t})", "malloc")[0] for t in ("direct", "passthrough", "full policy")}
+            w99 = metric(micro, name, "wall clock", "p99")[0]
+            iters = micro[name].get("Throughput", {}).get("iterations")
+            md.append(f"| {name} | {iters} | {f1(w / 1e3)} us | {f1(ns(w99, unit) / 1e3) if not nan(w99) else 'n/a'} us | "
+                      f"{derived} | {f0(mallocs)} |")
+        reqs = {t: metric(micro, f"Request 1KB in-process ({t})", "malloc (total)")[0] for t in ("direct", "passthrough", "full policy")}
         if not nan(reqs["direct"]):
             md += ["", "Allocations per proxied request (in-process mock, sidecar and client; the proxied count minus "
                    f"the direct count): passthrough {f0(reqs['passthrough'] - reqs['direct'])}, full policy without "

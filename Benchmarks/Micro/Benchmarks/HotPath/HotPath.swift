@@ -57,7 +57,7 @@ final class RawClient {
     var scratch = [UInt8](repeating: 0, count: 1 << 16)
 
     init(port: Int, path: String, body: [UInt8]) {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         precondition(fd >= 0, "socket failed")
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -72,6 +72,7 @@ final class RawClient {
         let head = "POST \(path) HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
             + "authorization: Bearer sk-bench\r\ncontent-length: \(body.count)\r\n\r\n"
         request = Array(head.utf8) + body
+        self.fd = fd
     }
 
     deinit { close(fd) }
@@ -118,7 +119,9 @@ final class RawClient {
         guard end >= needle.count else { return nil }
         var i = 0
         while i <= end - needle.count {
-            if hay[i] == needle[0] && Array(hay[i..<(i + needle.count)]) == needle { return i }
+            var j = 0
+            while j < needle.count && hay[i + j] == needle[j] { j += 1 }
+            if j == needle.count { return i }
             i += 1
         }
         return nil
