@@ -202,10 +202,14 @@ UPSTREAM_URL="http://127.0.0.1:$UP_PORT/v1"
 declare -A PORT=([direct]="$UP_PORT")
 declare -A HEALTH=([direct]="/health")
 
+# The sidecar's command lines (in CMD), for the targets, the start-up repeats and the soak.
+sidecar_cmd() { CMD=("$BIN" serve --host 127.0.0.1 --port "$1" "${THREAD_ARGS[@]}" --telemetry off --metrics-port 0 --upstream "$UPSTREAM_URL"); }
+full_cmd() { CMD=("$BIN" serve --host 127.0.0.1 --port "$1" "${THREAD_ARGS[@]}" --metrics-port "$(free_port)" --config "$RUN/policy-full.yaml" --upstream "$UPSTREAM_URL"); }
+
 if has sidecar; then
     PORT[sidecar]="$(free_port)"; HEALTH[sidecar]="/ready"
-    spawn sidecar "http://127.0.0.1:${PORT[sidecar]}/ready" -- "${SERVER[@]}" "$BIN" serve --host 127.0.0.1 \
-        --port "${PORT[sidecar]}" "${THREAD_ARGS[@]}" --telemetry off --metrics-port 0 --upstream "$UPSTREAM_URL"
+    sidecar_cmd "${PORT[sidecar]}"
+    spawn sidecar "http://127.0.0.1:${PORT[sidecar]}/ready" -- "${SERVER[@]}" "${CMD[@]}"
 fi
 
 if has full || has telemetry; then
@@ -218,9 +222,8 @@ fi
 if has full; then
     PORT[full]="$(free_port)"; HEALTH[full]="/ready"
     sed "s#__UPSTREAM__#$UPSTREAM_URL#" "$HERE/policy-full.yaml" >"$RUN/policy-full.yaml"
-    spawn full "http://127.0.0.1:${PORT[full]}/ready" "${OTEL_ENV[@]}" -- "${SERVER[@]}" "$BIN" serve \
-        --host 127.0.0.1 --port "${PORT[full]}" "${THREAD_ARGS[@]}" --metrics-port "$(free_port)" \
-        --config "$RUN/policy-full.yaml" --upstream "$UPSTREAM_URL"
+    full_cmd "${PORT[full]}"
+    spawn full "http://127.0.0.1:${PORT[full]}/ready" "${OTEL_ENV[@]}" -- "${SERVER[@]}" "${CMD[@]}"
 fi
 if has telemetry; then
     PORT[telemetry]="$(free_port)"; HEALTH[telemetry]="/ready"
@@ -353,7 +356,11 @@ for r in $(seq "$ROUNDS"); do
                     -H 'content-type: application/json' -H "$AUTH" "$(url_of "$t")" >/dev/null 2>&1 || true
             fi
             before="$("$PY" "$HERE/proc_tools.py" sample "$(pid_of "$t")")"
-            timeout $(( DURATION + 30 )) "${LOADGEN[@]}" h2load --h1 -c "$c" -t 1 -m 1 -D "$DURATION" -d "$body" \
+            # A slow target (LiteLLM: seconds per request at concurrency 64) gets a longer run so that requests
+            # complete within it (BENCH_SLOW_DURATION, default 6 s, at concurrency >= 64).
+            d="$DURATION"
+            if [ "$t" = litellm ] && [ "$c" -ge 64 ] && [ "${BENCH_SLOW_DURATION:-6}" -gt "$d" ]; then d="${BENCH_SLOW_DURATION:-6}"; fi
+            timeout $(( d + 30 )) "${LOADGEN[@]}" h2load --h1 -c "$c" -t 1 -m 1 -D "$d" -d "$body" \
                 -H 'content-type: application/json' -H "$AUTH" --log-file "$base.log" "$(url_of "$t")" \
                 >"$base.out" 2>&1 || { cat "$base.out" >&2; die "h2load failed for $t $m $s c=$c"; }
             after="$("$PY" "$HERE/proc_tools.py" sample "$(pid_of "$t")")"
@@ -384,8 +391,8 @@ if [ "${BENCH_STARTS:-0}" -gt 0 ]; then
         for t in $TARGETS; do
             p="$(free_port)"
             case "$t" in
-                sidecar) cmd=("$BIN" serve --host 127.0.0.1 --port "$p" "${THREAD_ARGS[@]}" --telemetry off --metrics-port 0 --upstream "$UPSTREAM_URL"); h=/ready ;;
-                full) cmd=(env "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$COLLECTOR_PORT" "$BIN" serve --host 127.0.0.1 --port "$p" "${THREAD_ARGS[@]}" --metrics-port "$(free_port)" --config "$RUN/policy-full.yaml" --upstream "$UPSTREAM_URL"); h=/ready ;;
+                sidecar) sidecar_cmd "$p"; cmd=("${CMD[@]}"); h=/ready ;;
+                full) full_cmd "$p"; cmd=(env "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$COLLECTOR_PORT" "${CMD[@]}"); h=/ready ;;
                 nginx) sed "s/listen 127.0.0.1:${PORT[nginx]};/listen 127.0.0.1:$p;/; s#pid $RUN/nginx/nginx.pid#pid $RUN/nginx/start.pid#" "$RUN/nginx/nginx.conf" >"$RUN/nginx/start.conf"
                        cmd=("$NGINX" -p "$RUN/nginx" -e "$RUN/nginx/error.log" -c "$RUN/nginx/start.conf"); h=/health ;;
                 envoy) sed "s/port_value: ${PORT[envoy]} /port_value: $p /; s/port_value: $ENVOY_ADMIN /port_value: $(free_port) /" "$RUN/envoy.yaml" >"$RUN/envoy-start.yaml"
@@ -405,22 +412,31 @@ if [ "${BENCH_STARTS:-0}" -gt 0 ]; then
     log "start-up times: $(tr '\n' ' ' <"$RUN/starts.jsonl")"
 fi
 
-# Soak (BENCH_SOAK_SECONDS=S): the passthrough and full-policy sidecars under a steady, rate-limited load for S
-# seconds (each: plain and streamed ~200-token requests at 50/s, the full one also an ~8k-token prompt at 5/s),
-# VmRSS sampled every 10 s, then 10 s idle and a last sample.
+# Soak (BENCH_SOAK_SECONDS=S): a fresh passthrough and a fresh full-policy sidecar (started now, idle RSS recorded as
+# targets soak_sidecar / soak_full) under a steady, rate-limited load for S seconds (each: plain and streamed
+# ~200-token requests at 50/s, the full one also an ~8k-token prompt at 5/s), VmRSS sampled every 10 s, then 10 s
+# idle and a last sample.
 if [ "${BENCH_SOAK_SECONDS:-0}" -gt 0 ]; then
     soak=()
     soak_pids=()
-    for t in sidecar full; do
-        has "$t" || continue
+    for base in sidecar full; do
+        has "$base" || continue
+        t="soak_$base"
         soak+=("$t")
+        PORT[$t]="$(free_port)"
+        "${base}_cmd" "${PORT[$t]}"
+        if [ "$base" = full ]; then
+            spawn "$t" "http://127.0.0.1:${PORT[$t]}/ready" "${OTEL_ENV[@]}" -- "${SERVER[@]}" "${CMD[@]}"
+        else
+            spawn "$t" "http://127.0.0.1:${PORT[$t]}/ready" -- "${SERVER[@]}" "${CMD[@]}"
+        fi
         timeout $(( BENCH_SOAK_SECONDS + 30 )) "${LOADGEN[@]}" h2load --h1 -c 2 --rps 25 -t 1 -m 1 -D "$BENCH_SOAK_SECONDS" \
             -d "$(body_of plain small)" -H 'content-type: application/json' -H "$AUTH" "$(url_of "$t")" >"$RUN/soak-$t-plain.out" 2>&1 &
         soak_pids+=($!)
         timeout $(( BENCH_SOAK_SECONDS + 30 )) "${LOADGEN[@]}" h2load --h1 -c 2 --rps 25 -t 1 -m 1 -D "$BENCH_SOAK_SECONDS" \
             -d "$(body_of stream small)" -H 'content-type: application/json' -H "$AUTH" "$(url_of "$t")" >"$RUN/soak-$t-stream.out" 2>&1 &
         soak_pids+=($!)
-        if [ "$t" = full ] && [ -f "$(body_of plain large)" ]; then
+        if [ "$base" = full ] && [ -f "$(body_of plain large)" ]; then
             timeout $(( BENCH_SOAK_SECONDS + 30 )) "${LOADGEN[@]}" h2load --h1 -c 1 --rps 5 -t 1 -m 1 -D "$BENCH_SOAK_SECONDS" \
                 -d "$(body_of plain large)" -H 'content-type: application/json' -H "$AUTH" "$(url_of "$t")" >"$RUN/soak-$t-large.out" 2>&1 &
             soak_pids+=($!)

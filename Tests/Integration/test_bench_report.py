@@ -30,7 +30,7 @@ def test_report_marks_targets(tmp_path):
     (load / "proc-mock-sidecar.json").write_text(json.dumps(
         {"target": "sidecar", "upstream": "mock", "ready_ms": 60.0, "idle": {"cpu_s": 0, "rss_kb": 20000, "hwm_kb": 20000, "procs": 1}}))
     (load / "starts.jsonl").write_text('{"target":"sidecar","ready_ms":70.0}\n')
-    soak = [{"t": t, "target": "sidecar", "sample": {"cpu_s": 1, "rss_kb": 20000 + t, "hwm_kb": 21000, "procs": 1}}
+    soak = [{"t": t, "target": "soak_sidecar", "sample": {"cpu_s": 1, "rss_kb": 20000 + t, "hwm_kb": 21000, "procs": 1}}
             for t in range(0, 610, 10)]
     (load / "soak.jsonl").write_text("".join(json.dumps(s) + "\n" for s in soak))
     out = tmp_path / "report"
