@@ -120,6 +120,8 @@ spawn() {
     while [ "$1" != -- ]; do envs+=("$1" "$2"); shift 2; done
     shift
     rm -f "$RUN/$name.pid" "$RUN/$name.ready"
+    { printf '%s: ' "$name"; [ "${#envs[@]}" -gt 0 ] && printf '%s ' "${envs[@]}" | sed 's/--env //g'; printf '%q ' "$@"; echo; } \
+        >>"$RUN/commands-$UPSTREAM.txt"
     "$PY" "$HERE/proc_tools.py" spawn --health "$health" --pidfile "$RUN/$name.pid" --readyfile "$RUN/$name.ready" \
         --log "$RUN/$name.log" --timeout 90 "${envs[@]}" -- "$@" &
     local supervisor=$!
@@ -337,6 +339,7 @@ for t in $TARGETS; do
     done; done
 done
 
+echo "load: h2load --h1 -c C -t 1 -m 1 -D SECONDS -d BODY -H 'content-type: application/json' -H '$AUTH' --log-file LOG URL (pinned: ${LOADGEN[*]:-none})" >>"$RUN/commands-$UPSTREAM.txt"
 n_runs=$(( ROUNDS * $(wc -w <<<"$CONCURRENCY") * $(wc -w <<<"$TARGETS") * $(wc -w <<<"$MODES") * $(wc -w <<<"$SIZES") ))
 log "upstream $UPSTREAM: $n_runs runs of ${DURATION}s (+${WARMUP}s warm-up); pinning: $PINNING; raw data in $RUN"
 i=0

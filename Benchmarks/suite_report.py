@@ -404,6 +404,30 @@ def main():
     collector = read_json(os.path.join(load, "collector-mock.json"))
     if collector:
         md += ["", f"The OTLP sink received from the full-policy sidecar (mock phase): {json.dumps(collector)}."]
+    # exact commands and configurations of this run (ports were picked free at run time)
+    cmds = []
+    for up in ("mock", "static"):
+        path = os.path.join(load, f"commands-{up}.txt")
+        if os.path.exists(path):
+            with open(path) as f:
+                cmds += [f"# upstream {up}"] + [line.rstrip() for line in f if line.strip()]
+    if micro or tok:
+        cmds += ["# micro benchmarks and the tokenizer next to tiktoken (INPUTS: bench_inputs.py's output)",
+                 "cd Benchmarks/Micro && AO_MICRO_INPUTS=INPUTS AO_MICRO_SECONDS=N swift package "
+                 "--allow-writing-to-directory RUN benchmark --target HotPath --no-progress --format jmh --path RUN",
+                 "python Benchmarks/tokenizer_vs_tiktoken.py .build/release/tokbench Sources/Tokenizer/Resources "
+                 "--english fixtures/qa/nq-open-oracle.jsonl.gz --rounds 3 --json tokenizer.json"]
+    if cmds:
+        md += ["", "## Exact commands", "", "As run by Benchmarks/overhead.sh (ports picked free at run time; the "
+               "configuration files are copied to `configs/`):", "", "```", *cmds, "```"]
+    cfg_dir = os.path.join(out, "configs")
+    for src, name in [("policy-full.yaml", "policy-full.yaml"), ("envoy.yaml", "envoy.yaml"),
+                      ("litellm.yaml", "litellm.yaml"), ("nginx/nginx.conf", "nginx-reverse-proxy.conf"),
+                      ("static/nginx.conf", "nginx-static-upstream.conf")]:
+        if os.path.exists(os.path.join(load, src)):
+            os.makedirs(cfg_dir, exist_ok=True)
+            with open(os.path.join(load, src)) as f, open(os.path.join(cfg_dir, name), "w") as g:
+                g.write(f.read())
     md += ["", "Raw per-round data: `cells.csv`; everything above in `summary.json`."]
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(md) + "\n")
