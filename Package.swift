@@ -13,6 +13,16 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "auto-optimizer", targets: ["auto-optimizer"]),
+        // Libraries for the micro benchmark package (Benchmarks/Micro), which depends on this one by path so that
+        // package-benchmark is not part of this package's build.
+        .library(name: "Wire", targets: ["Wire"]),
+        .library(name: "Tokenizer", targets: ["Tokenizer"]),
+        .library(name: "Catalog", targets: ["Catalog"]),
+        .library(name: "Compression", targets: ["Compression"]),
+        .library(name: "Policy", targets: ["Policy"]),
+        .library(name: "Optimizer", targets: ["Optimizer"]),
+        .library(name: "Proxy", targets: ["Proxy"]),
+        .library(name: "MockUpstream", targets: ["MockUpstream"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Summarise the h2load runs of Benchmarks/overhead.sh as a Markdown table.
+"""Summarise the h2load runs of Benchmarks/overhead.sh (a Markdown table; `summarize()` for Benchmarks/suite_report.py).
 
-Input: a directory with, per (target, concurrency, round), `TARGET-cC-rR.log` (h2load --log-file: one
-tab-separated line per request: start time in us since the epoch, HTTP status, duration in us) and
-`TARGET-cC-rR.out` (h2load's stdout, for req/s). Per round: p50 and p99 of the durations of the 2xx requests
-(nearest-rank), req/s from h2load's summary; per (target, concurrency): the median over rounds of each.
-"Added" latency is the target's median minus the direct target's median at the same concurrency.
+Input: a run directory with, per (upstream, target, mode, size, concurrency, round), `U-T-M-S-cC-rR.log` (h2load
+--log-file: one tab-separated line per request: start time in us since the epoch, HTTP status, duration in us),
+`.out` (h2load's stdout, for req/s) and `.proc` (the target's /proc samples before and after the run). Per round:
+p50 / p90 / p99 of the durations of the 2xx requests (nearest-rank), req/s from h2load's summary, CPU seconds of the
+target's processes per request. Per cell (upstream, mode, size, concurrency) and target: the median over rounds of
+each. "Added" latency is the target's median minus the direct target's median in the same cell.
 
 Usage: overhead_report.py RUN_DIR [--meta KEY=VALUE ...] [--out FILE]
 Stdlib only.
@@ -14,6 +15,7 @@ Stdlib only.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import pathlib
 import re
@@ -21,9 +23,12 @@ import statistics
 import sys
 from collections import defaultdict
 
-NAME = re.compile(r"^(?P<target>[a-z0-9_]+)-c(?P<conc>\d+)-r(?P<round>\d+)\.log$")
+NAME = re.compile(r"^(?P<upstream>[a-z]+)-(?P<target>[a-z0-9_]+)-(?P<mode>plain|stream)-(?P<size>[a-z]+)"
+                  r"-c(?P<conc>\d+)-r(?P<round>\d+)\.log$")
 REQS = re.compile(r"finished in [\d.]+\w*, ([\d.]+) req/s")
-ORDER = {"direct": 0, "sidecar": 1, "telemetry": 2, "nginx": 3}
+ORDER = {"direct": 0, "sidecar": 1, "full": 2, "telemetry": 3, "nginx": 4, "envoy": 5, "litellm": 6}
+LABEL = {"direct": "direct", "sidecar": "sidecar passthrough", "full": "sidecar full policy",
+         "telemetry": "sidecar + telemetry", "nginx": "nginx", "envoy": "Envoy", "litellm": "LiteLLM"}
 
 
 def percentile(sorted_values: list[int], p: float) -> float:
@@ -46,13 +51,47 @@ def read_round(log: pathlib.Path) -> dict:
         else:
             failed += 1
     ok.sort()
+    rps, cpu = math.nan, math.nan
     out = log.with_suffix(".out")
-    rps = math.nan
     if out.exists():
         m = REQS.search(out.read_text())
         if m:
             rps = float(m.group(1))
-    return {"n": len(ok), "failed": failed, "p50": percentile(ok, 50), "p99": percentile(ok, 99), "rps": rps}
+    proc = log.with_suffix(".proc")
+    if proc.exists() and ok:
+        p = json.loads(proc.read_text())
+        cpu = (p["after"]["cpu_s"] - p["before"]["cpu_s"]) / (len(ok) + failed)
+    return {"n": len(ok), "failed": failed, "p50": percentile(ok, 50), "p90": percentile(ok, 90),
+            "p99": percentile(ok, 99), "rps": rps, "cpu_per_req_us": cpu * 1e6}
+
+
+def nanmedian(xs):
+    xs = [x for x in xs if not (isinstance(x, float) and math.isnan(x))]
+    return statistics.median(xs) if xs else math.nan
+
+
+def summarize(run_dir: pathlib.Path) -> dict:
+    """{(upstream, mode, size, conc): {target: {p50, p90, p99, rps, cpu_per_req_us, n, failed, rounds, p50_all,
+    added_p50, added_p90, added_p99, rps_rel}}} with medians over rounds."""
+    rounds: dict[tuple, list[dict]] = defaultdict(list)
+    for log in sorted(run_dir.glob("*.log")):
+        m = NAME.match(log.name)
+        if m:
+            rounds[(m["upstream"], m["mode"], m["size"], int(m["conc"]), m["target"])].append(read_round(log))
+    cells: dict[tuple, dict] = defaultdict(dict)
+    for (u, mo, si, c, t), rs in rounds.items():
+        cells[(u, mo, si, c)][t] = {
+            "rounds": len(rs), "n": sum(r["n"] for r in rs), "failed": sum(r["failed"] for r in rs),
+            **{k: nanmedian(r[k] for r in rs) for k in ("p50", "p90", "p99", "rps", "cpu_per_req_us")},
+            "p50_all": [r["p50"] for r in rs],
+        }
+    for cell in cells.values():
+        d = cell.get("direct")
+        for t, s in cell.items():
+            for k in ("p50", "p90", "p99"):
+                s["added_" + k] = s[k] - d[k] if d and t != "direct" else math.nan
+            s["rps_rel"] = s["rps"] / d["rps"] if d and d["rps"] else math.nan
+    return dict(cells)
 
 
 def fmt(x: float, digits: int = 0) -> str:
@@ -67,6 +106,22 @@ def signed(x: float) -> str:
     return f"{x:+,.0f}"
 
 
+def table(cells: dict) -> list[str]:
+    lines = ["| upstream | mode | prompt | c | target | p50 us | p90 us | p99 us | added p50 | added p90 | added p99 "
+             "| req/s | vs direct | CPU us/req | requests (failed) |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key in sorted(cells, key=lambda k: (k[0], k[1], k[2] != "small", k[3])):
+        u, mo, si, c = key
+        for t, s in sorted(cells[key].items(), key=lambda kv: ORDER.get(kv[0], 9)):
+            d = t == "direct"
+            lines.append(f"| {u} | {mo} | {si} | {c} | {LABEL.get(t, t)} | {fmt(s['p50'])} | {fmt(s['p90'])} | "
+                         f"{fmt(s['p99'])} | {'-' if d else signed(s['added_p50'])} | "
+                         f"{'-' if d else signed(s['added_p90'])} | {'-' if d else signed(s['added_p99'])} | "
+                         f"{fmt(s['rps'], 0)} | {'-' if d else fmt(s['rps_rel'], 2)} | {fmt(s['cpu_per_req_us'], 0)} | "
+                         f"{s['n']} ({s['failed']}) |")
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir", type=pathlib.Path)
@@ -74,68 +129,33 @@ def main() -> int:
     ap.add_argument("--out", type=pathlib.Path)
     args = ap.parse_args()
 
-    rounds: dict[tuple[str, int], list[dict]] = defaultdict(list)
-    for log in sorted(args.run_dir.glob("*.log")):
-        m = NAME.match(log.name)
-        if m:
-            rounds[(m["target"], int(m["conc"]))].append(read_round(log))
-    if not rounds:
+    cells = summarize(args.run_dir)
+    if not cells:
         print(f"no h2load logs in {args.run_dir}", file=sys.stderr)
         return 1
-
-    summary = {}
-    for key, rs in rounds.items():
-        summary[key] = {
-            "rounds": len(rs),
-            "n": sum(r["n"] for r in rs),
-            "failed": sum(r["failed"] for r in rs),
-            "p50": statistics.median(r["p50"] for r in rs),
-            "p99": statistics.median(r["p99"] for r in rs),
-            "rps": statistics.median(r["rps"] for r in rs),
-            "p50_all": [r["p50"] for r in rs],
-        }
-
-    lines = ["# Sidecar overhead benchmark", ""]
+    lines = ["# Proxy overhead benchmark", ""]
     for kv in args.meta:
         k, _, v = kv.partition("=")
         lines.append(f"- **{k}**: {v}")
-    lines += ["", "| target | concurrency | p50 us | p99 us | added p50 vs direct (us) | added p99 vs direct (us) "
-              "| req/s | requests (failed) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    concs = sorted({c for _, c in summary})
+    lines += ["", "Medians over rounds; added = target minus direct in the same cell (us); CPU = the target's "
+              "processes' utime + stime per request (the upstream's for direct).", ""] + table(cells)
     ratios = []
-    for c in concs:
-        direct = summary.get(("direct", c))
-        for (t, cc), s in sorted(summary.items(), key=lambda kv: (kv[0][1], ORDER.get(kv[0][0], 9), kv[0][0])):
-            if cc != c:
-                continue
-            add50 = s["p50"] - direct["p50"] if direct and t != "direct" else math.nan
-            add99 = s["p99"] - direct["p99"] if direct and t != "direct" else math.nan
-            lines.append(f"| {t} | {c} | {fmt(s['p50'])} | {fmt(s['p99'])} | "
-                         f"{'-' if t == 'direct' else signed(add50)} | {'-' if t == 'direct' else signed(add99)} | "
-                         f"{fmt(s['rps'], 1)} | {s['n']} ({s['failed']}) |")
-        sc, ng = summary.get(("sidecar", c)), summary.get(("nginx", c))
-        if direct and sc and ng:
-            a_sc, a_ng = sc["p50"] - direct["p50"], ng["p50"] - direct["p50"]
-            ratio = a_sc / a_ng if a_ng > 0 else math.nan
-            ratios.append(f"- concurrency {c}: sidecar added p50 {a_sc:,.0f} us / nginx added p50 {a_ng:,.0f} us "
-                          f"= **{fmt(ratio, 2)}x**")
+    for (u, mo, si, c), cell in sorted(cells.items()):
+        sc, ng = cell.get("sidecar"), cell.get("nginx")
+        if sc and ng and ng["added_p50"] > 0:
+            ratios.append(f"- {u} {mo} {si} c={c}: sidecar added p50 {sc['added_p50']:,.0f} us / nginx "
+                          f"{ng['added_p50']:,.0f} us = **{sc['added_p50'] / ng['added_p50']:.2f}x**")
+        tel = cell.get("telemetry")
+        if sc and tel and sc["added_p50"] > 0:
+            ratios.append(f"- {u} {mo} {si} c={c}: added p50 with telemetry {tel['added_p50']:,.0f} us vs without "
+                          f"{sc['added_p50']:,.0f} us = **{signed((tel['added_p50'] / sc['added_p50'] - 1) * 100)}%**")
     if ratios:
-        lines += ["", "Sidecar vs nginx, added p50 (median over rounds):", *ratios]
-    tel_lines = []
-    for c in concs:
-        direct, sc, tel = summary.get(("direct", c)), summary.get(("sidecar", c)), summary.get(("telemetry", c))
-        if direct and sc and tel:
-            a_sc, a_tel = sc["p50"] - direct["p50"], tel["p50"] - direct["p50"]
-            growth = (a_tel - a_sc) / a_sc * 100 if a_sc > 0 else math.nan
-            tel_lines.append(f"- concurrency {c}: added p50 with telemetry {a_tel:,.0f} us vs without {a_sc:,.0f} us "
-                             f"= **{signed(growth)}%**")
-    if tel_lines:
-        lines += ["", "Telemetry on (OTLP/HTTP spans + metrics to a local collector) vs off, added p50:", *tel_lines]
+        lines += ["", *ratios]
     lines += ["", "Per-round p50 (us), in run order:"]
-    for (t, c), s in sorted(summary.items(), key=lambda kv: (kv[0][1], ORDER.get(kv[0][0], 9))):
-        lines.append(f"- {t} c={c}: {', '.join(fmt(x) for x in s['p50_all'])}")
-    failed = sum(s["failed"] for s in summary.values())
+    for (u, mo, si, c), cell in sorted(cells.items()):
+        for t, s in sorted(cell.items(), key=lambda kv: ORDER.get(kv[0], 9)):
+            lines.append(f"- {u} {mo} {si} c={c} {t}: {', '.join(fmt(x) for x in s['p50_all'])}")
+    failed = sum(s["failed"] for cell in cells.values() for s in cell.values())
     if failed:
         lines += ["", f"**WARNING: {failed} requests failed (non-2xx or transport error); see the logs.**"]
     text = "\n".join(lines) + "\n"

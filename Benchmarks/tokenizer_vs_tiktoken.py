@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Token counting throughput: the Swift tokenizer (tokbench) vs tiktoken's encode_ordinary, same texts, same run.
 
-    python Benchmarks/tokenizer_vs_tiktoken.py TOKBENCH RESOURCE_DIR [--english NQ_JSONL_GZ] [--rounds N]
+    python Benchmarks/tokenizer_vs_tiktoken.py TOKBENCH RESOURCE_DIR [--english NQ_JSONL_GZ] [--rounds N] [--json FILE]
 
 TOKBENCH is the release build of the `tokbench` executable (`swift build -c release --product tokbench`);
 RESOURCE_DIR holds the shipped o200k_base.tiktoken / cl100k_base.tiktoken (tiktoken runs offline on them).
@@ -72,7 +72,9 @@ def main():
     parser.add_argument("resource_dir")
     parser.add_argument("--english", default=default_english)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", help="also write the rows as JSON (for Benchmarks/suite_report.py)")
     args = parser.parse_args()
+    rows_out = []
 
     texts = [("mixed English+code", mixed_text(args.english)), ("1 MB of 'a'", "a" * SIZE),
              ("1 MB of ' '", " " * SIZE), ("1 MB of '\\n'", "\n" * SIZE)]
@@ -112,6 +114,10 @@ def main():
                         failure = type(error).__name__ + ": " + str(error).splitlines()[0][:60]
                         break
                     best = min(best, time.perf_counter() - t)
+                rows_out.append({"encoding": name, "text": label, "bytes": len(text.encode()), "tokens": row["tokens"],
+                                 "swift_mb_s": row["mb_per_s"], "tiktoken_mb_s": None if failure else
+                                 len(text.encode()) / 1e6 / best, "tiktoken_failure": failure,
+                                 "counts_equal": None if failure else n == row["tokens"]})
                 if failure:
                     print("%-12s %-20s %10d %14s %14.1f %7s  (tiktoken failed: %s)" % (
                         name, label, row["tokens"], "failed", row["mb_per_s"], "-", failure))
@@ -123,6 +129,9 @@ def main():
                     "" if n == row["tokens"] else "  TOKEN COUNT DIFFERS: swift %d" % row["tokens"]))
             print("%-12s vocabulary load: tiktoken %.0f ms, swift %.0f ms (incl. SHA-256)" % (
                 name, tiktoken_load * 1000, swift_load))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows_out, f, indent=1)
         sys.exit(0 if ok else 1)
 
 

