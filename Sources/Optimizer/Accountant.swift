@@ -152,16 +152,16 @@ public enum PromptCounter {
     {
         switch endpoint {
         case "chat.completions":
-            // Encoding.countChatTokens' formula, message by message (so each content can come from the cache).
-            var n = 3
+            // Encoding.countChatTokens, message by message (so each content can come from the cache).
+            var n = Encoding.chatReplyPrimingTokens
             for (i, m) in view.messages.enumerated() {
-                n += 3 + encoding.count(m.role ?? "")
-                if let name = m.name { n += encoding.count(name) + 1 }
+                let content: Int
                 if let cache, let range = m.contentRange, range.count >= TokenCountCache.minimumBytes {
-                    n += cache.count(view.body, range, encoding) { view.text(ofMessage: i).map(encoding.count) ?? 0 }
+                    content = cache.count(view.body, range, encoding) { view.text(ofMessage: i).map(encoding.count) ?? 0 }
                 } else {
-                    n += view.text(ofMessage: i).map(encoding.count) ?? 0
+                    content = view.text(ofMessage: i).map(encoding.count) ?? 0
                 }
+                n += encoding.chatMessageTokens(role: m.role ?? "", name: m.name, contentTokens: content)
             }
             if let tools = view.field("tools"), tools.kind == .array {
                 n += encoding.countToolTokens(toolDefinitions(JSONNode(buffer: view.body, range: tools.valueRange,

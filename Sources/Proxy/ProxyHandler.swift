@@ -113,9 +113,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
-        if case .forwarding = state {
-            enqueue(context: context, part)
-        } else if !queued.isEmpty {
+        if isForwarding || !queued.isEmpty {
             enqueue(context: context, part)
         } else {
             handle(context: context, part)
@@ -144,10 +142,23 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         }
     }
 
-    /// After a response completed: handles the requests the client pipelined meanwhile, until one is in flight.
+    private var isForwarding: Bool {
+        if case .forwarding = state { return true }
+        return false
+    }
+
+    /// After `x`'s response completed on a connection that stays open: handles the requests the client
+    /// pipelined meanwhile, until one is in flight.
+    private func resumeQueued(context: ChannelHandlerContext, after x: Exchange) {
+        if keepsConnection(x) { resumeQueued(context: context) }
+    }
+
+    /// Whether the connection stays open after `x`'s response (the client's keep-alive, unless shutting down).
+    private func keepsConnection(_ x: Exchange) -> Bool { x.keepAlive && !quiescing }
+
     private func resumeQueued(context: ChannelHandlerContext) {
         while !queued.isEmpty {
-            if case .forwarding = state { return }
+            if isForwarding { return }
             let part = queued.removeFirst()
             if case .body(let b) = part { queuedBytes -= b.readableBytes }
             handle(context: context, part)
@@ -343,7 +354,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             writeError(context: context, .badGateway("the policy names an unknown upstream '\(name)'"),
                        version: x.version, keepAlive: x.keepAlive)
             finish(x, status: 502, error: "unknown_upstream")
-            if x.keepAlive && !quiescing { resumeQueued(context: context) }
+            resumeQueued(context: context, after: x)
             return
         }
         x.upstreamName = name
@@ -382,7 +393,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             writeError(context: context, .badRequest("The request URL cannot be forwarded: \(error)"),
                        version: x.version, keepAlive: x.keepAlive)
             finish(x, status: 400, error: "bad_url")
-            if x.keepAlive && !quiescing { resumeQueued(context: context) }
+            resumeQueued(context: context, after: x)
             return
         }
         let delegate = UpstreamDelegate(handler: NIOLoopBound(self, eventLoop: context.eventLoop), id: x.id)
@@ -440,7 +451,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         if let decision = x.plan?.decision { headers.add(name: "x-auto-optimizer-rule", value: decision.ruleHeaderValue) }
         let isStream = upstream.headers.first(name: "content-type")?.hasPrefix("text/event-stream") ?? false
         x.isStream = isStream
-        if !x.keepAlive || quiescing { headers.replaceOrAdd(name: "connection", value: "close") }
+        if !keepsConnection(x) { headers.replaceOrAdd(name: "connection", value: "close") }
         if isStream {
             if x.plan?.injectedStreamUsage == true {
                 // Usage the client did not ask for must come out of the stream: read it as it passes.
@@ -521,14 +532,14 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             if rest.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(rest))), promise: nil) }
             x.facts = x.tap!.facts
         }
-        if x.keepAlive && !quiescing {
+        if keepsConnection(x) {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         }
         finish(x, status: x.record.status, error: x.record.status >= 400 ? "http_\(x.record.status)" : nil)
-        if x.keepAlive && !quiescing { resumeQueued(context: context) }
+        resumeQueued(context: context, after: x)
     }
 
     func upstreamError(id: UInt64, _ error: any Error) {
@@ -548,7 +559,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         shared.logger.info("upstream request failed", metadata: ["status": "\(e.status)", "error": "\(error)"])
         writeError(context: context, e, version: x.version, keepAlive: x.keepAlive)
         finish(x, status: e.status, error: e.code ?? "upstream_error")
-        if x.keepAlive && !quiescing { resumeQueued(context: context) }
+        resumeQueued(context: context, after: x)
     }
 
     private func addAccountingHeaders(_ headers: inout HTTPHeaders, _ r: RequestRecord, costSaved: String) {

@@ -47,12 +47,21 @@ extension Encoding {
     /// 3 tokens per message, plus the tokens of its role, content and name, plus 1 if it has a name,
     /// plus 3 for the reply priming (`<|start|>assistant<|message|>`).
     public func countChatTokens(_ messages: [ChatMessage]) -> Int {
-        var total = 3
+        var total = Self.chatReplyPrimingTokens
         for message in messages {
-            total += 3 + count(message.role) + count(message.content)
-            if let name = message.name { total += count(name) + 1 }
+            total += chatMessageTokens(role: message.role, name: message.name, contentTokens: count(message.content))
         }
         return total
+    }
+
+    /// The reply priming every chat prompt ends with (`<|start|>assistant<|message|>`).
+    public static let chatReplyPrimingTokens = 3
+
+    /// One message of ``countChatTokens(_:)`` whose content was counted elsewhere (e.g. cached).
+    public func chatMessageTokens(role: String, name: String?, contentTokens: Int) -> Int {
+        var n = 3 + count(role) + contentTokens
+        if let name { n += count(name) + 1 }
+        return n
     }
 
     /// An estimate of the prompt tokens that `tools` add to a request, by the cookbook's

@@ -49,32 +49,16 @@ public struct JSONNode: Sendable {
 
     /// The member `key` of an object (the last one if repeated), or nil.
     public subscript(key: String) -> JSONNode? {
-        guard kind == .object else { return nil }
+        var found: JSONNode?
         var utf8 = key
-        return utf8.withUTF8 { keyBytes in withScanner { s -> JSONNode? in
-            var found: JSONNode?
-            s.index += 1
-            if s.peek() == UInt8(ascii: "}") { return nil }
-            while true {
-                s.skipWhitespace()
-                let keyStart = s.index
-                guard let escaped = try? s.skipString() else { return found }
-                let keyRange = keyStart..<s.index
-                _ = try? s.expect(UInt8(ascii: ":"))
-                s.skipWhitespace()
-                let valueStart = s.index
-                guard let kind = try? s.skipValue() else { return found }
-                let matches: Bool
-                if escaped {
-                    matches = s.decodeString(keyRange, escaped: true) == key
-                } else {
-                    matches = keyRange.count == keyBytes.count + 2
-                        && keyBytes.indices.allSatisfy { s.bytes[keyRange.lowerBound + 1 + $0] == keyBytes[$0] }
+        utf8.withUTF8 { keyBytes in
+            forEachMember { k, value in
+                if k.escaped ? k.string == key : k.raw.elementsEqual(keyBytes) {
+                    found = value
                 }
-                if matches { found = JSONNode(buffer: buffer, range: valueStart..<s.index, kind: kind) }
-                guard let done = try? s.endOfContainer(UInt8(ascii: "}")), !done else { return found }
             }
-        } }
+        }
+        return found
     }
 
     /// Calls `body` with each member of an object, in order, without collecting them or decoding keys (the
@@ -103,24 +87,9 @@ public struct JSONNode: Sendable {
 
     /// The members of an object, in order (empty for other kinds).
     public var members: [(key: String, value: JSONNode)] {
-        guard kind == .object else { return [] }
-        return withScanner { s -> [(key: String, value: JSONNode)] in
-            var out: [(key: String, value: JSONNode)] = []
-            s.index += 1
-            if s.peek() == UInt8(ascii: "}") { return out }
-            while true {
-                s.skipWhitespace()
-                let keyStart = s.index
-                guard let escaped = try? s.skipString() else { return out }
-                let key = s.decodeString(keyStart..<s.index, escaped: escaped)
-                _ = try? s.expect(UInt8(ascii: ":"))
-                s.skipWhitespace()
-                let valueStart = s.index
-                guard let kind = try? s.skipValue() else { return out }
-                out.append((key, JSONNode(buffer: buffer, range: valueStart..<s.index, kind: kind)))
-                guard let done = try? s.endOfContainer(UInt8(ascii: "}")), !done else { return out }
-            }
-        }
+        var out: [(key: String, value: JSONNode)] = []
+        forEachMember { key, value in out.append((key.string, value)) }
+        return out
     }
 
     /// The elements of an array (empty for other kinds).
@@ -167,9 +136,12 @@ public struct JSONKey {
     let raw: UnsafeRawBufferPointer
     let escaped: Bool
 
+    /// The decoded key.
+    public var string: String { JSONString.decode(raw, hasEscapes: escaped) }
+
     /// Whether the key is `name` (escaped keys are decoded first).
     public func `is`(_ name: StaticString) -> Bool {
-        if escaped { return JSONString.decode(raw, hasEscapes: true) == name.description }
+        if escaped { return string == name.description }
         guard raw.count == name.utf8CodeUnitCount else { return false }
         return raw.count == 0 || memcmp(raw.baseAddress!, name.utf8Start, raw.count) == 0
     }
