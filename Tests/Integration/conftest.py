@@ -313,3 +313,20 @@ def assert_openai_error(resp, status: int) -> dict:
     assert "param" in err, f"error.param key missing: {body!r}"
     assert "code" in err, f"error.code key missing: {body!r}"
     return err
+
+
+
+QA_FIXTURE = pathlib.Path(__file__).resolve().parents[2] / "fixtures" / "qa" / "nq-open-oracle.jsonl.gz"
+
+
+def qa_rows(n: int) -> list[dict]:
+    """The first `n` rows of the QA fixture (question, answers, gold passage in ctxs[0])."""
+    import gzip
+    with gzip.open(QA_FIXTURE, "rt", encoding="utf-8") as f:
+        return [json.loads(next(f)) for _ in range(n)]
+
+
+def rag_context(rows: list[dict]) -> str:
+    """The gold passages of `rows` in the "Document [i](Title: t) text" retrieval layout."""
+    return "\n".join("Document [%d](Title: %s) %s" % (i + 1, r["ctxs"][0]["title"], r["ctxs"][0]["text"])
+                     for i, r in enumerate(rows))

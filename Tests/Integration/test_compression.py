@@ -3,31 +3,15 @@ journal shows what actually arrived), the OpenAI SDK, and the `compress` command
 
 from __future__ import annotations
 
-import gzip
 import json
-import pathlib
 import subprocess
 import time
 
 import openai
 import pytest
 
-from conftest import HOST, MockUpstream, Service, _mock_argv, _sidecar_argv, free_port, httpx
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-QA = ROOT / "fixtures" / "qa" / "nq-open-oracle.jsonl.gz"
-
-
-def qa_rows(n):
-    with gzip.open(QA, "rt", encoding="utf-8") as f:
-        return [json.loads(next(f)) for _ in range(n)]
-
-
-def rag_context(rows, gold_index=0):
-    """Document [i] lines from the gold passages of `rows`; row `gold_index` is the question asked."""
-    docs = [(r["ctxs"][0]["title"], r["ctxs"][0]["text"]) for r in rows]
-    return "\n".join("Document [%d](Title: %s) %s" % (i + 1, t, x) for i, (t, x) in enumerate(docs))
-
+from conftest import (HOST, MockUpstream, Service, _mock_argv, _sidecar_argv, free_port, httpx, qa_rows,
+                      rag_context)
 
 POLICY = """
 version: 1

@@ -118,15 +118,10 @@ def test_llama_streamed_usage_is_estimated_by_the_sidecar(llama_server, start_si
 
 def test_llama_answers_a_compressed_retrieval_prompt(llama_server, aobin, tmp_path):
     """A compression rule in front of the real model: the prompt shrinks, the model still answers."""
-    import gzip
-    import json as _json
-    from conftest import Service, _sidecar_argv, free_port
+    from conftest import Service, _sidecar_argv, free_port, qa_rows, rag_context
 
-    root = pathlib.Path(__file__).resolve().parents[2]
-    with gzip.open(root / "fixtures" / "qa" / "nq-open-oracle.jsonl.gz", "rt", encoding="utf-8") as f:
-        rows = [_json.loads(next(f)) for _ in range(12)]
-    context = "\n".join("Document [%d](Title: %s) %s" % (i + 1, r["ctxs"][0]["title"], r["ctxs"][0]["text"])
-                        for i, r in enumerate(rows))
+    rows = qa_rows(12)
+    context = rag_context(rows)
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"""
 version: 1

@@ -360,13 +360,9 @@ def test_spans_survive_collector_outage_and_sidecar_restart(telemetry_sidecar, t
 
 def test_compression_attributes_and_child_span(telemetry_sidecar, mock_upstream, tmp_path):
     """A compression rule: the span carries ratio, quality and technique; a `compress ...` child span exists."""
-    import gzip
-    import pathlib
-    root = pathlib.Path(__file__).resolve().parents[2]
-    with gzip.open(root / "fixtures" / "qa" / "nq-open-oracle.jsonl.gz", "rt", encoding="utf-8") as f:
-        rows = [json.loads(next(f)) for _ in range(20)]
-    context = "\n".join("Document [%d](Title: %s) %s" % (i + 1, r["ctxs"][0]["title"], r["ctxs"][0]["text"])
-                        for i, r in enumerate(rows))
+    from conftest import qa_rows, rag_context
+    rows = qa_rows(20)
+    context = rag_context(rows)
     tap = OtelTapReceiver(free_port()).start()
     try:
         policy = tmp_path / "policy.yaml"
