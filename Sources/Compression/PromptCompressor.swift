@@ -57,7 +57,7 @@ public struct PromptCompressor: Sendable {
         texts.reserveCapacity(messages.count)
         var promptBytes = 0
         for i in messages.indices {
-            let t = view.text(ofMessage: i).map { Array($0.utf8) }
+            let t = view.textBytes(ofMessage: i)
             texts.append(t)
             promptBytes += t?.count ?? 0
         }

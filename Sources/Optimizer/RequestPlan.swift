@@ -83,7 +83,7 @@ public struct Planner: Sendable {
         guard let encoding else { return }
         let result = PromptCompressor(encoding: encoding).compress(view, options: profile.options)
         for (index, text) in result.edits {
-            view.patchMessageContent(index, text: String(decoding: text, as: UTF8.self), into: &plan.patch)
+            text.withUnsafeBytes { view.patchMessageContent(index, utf8: $0, into: &plan.patch) }
         }
         if !result.edits.isEmpty {
             plan.promptChanged = true

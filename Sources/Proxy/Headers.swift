@@ -1,15 +1,18 @@
 import NIOHTTP1
 
 /// Header rules for a forwarding proxy (RFC 9110 section 7.6.1).
+///
+/// Every check compares the header name's ASCII bytes case-insensitively against fixed names: no lowercased copies,
+/// no hashing, no allocation unless the `Connection` header names extra headers to drop.
 enum ForwardingHeaders {
     /// Hop-by-hop headers: meaningful for one connection only, never forwarded.
-    static let hopByHop: Set<String> = [
+    static let hopByHop: [String] = [
         "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
         "trailers", "transfer-encoding", "upgrade",
     ]
 
     /// Headers the sidecar sets itself on the upstream request.
-    static let recomputedOnRequest: Set<String> = ["host", "content-length", "expect", "http2-settings"]
+    static let recomputedOnRequest: [String] = ["host", "content-length", "expect", "http2-settings"]
 
     /// The client's headers as they go upstream: hop-by-hop ones, those named in `Connection`, Host and
     /// Content-Length (set anew for the upstream) removed; everything else (Authorization, OpenAI-Organization,
@@ -24,16 +27,10 @@ enum ForwardingHeaders {
         out.reserveCapacity(headers.count + 3)
         if let host { out.add(name: "host", value: host) }
         for (name, value) in headers {
-            if mayBeDropped(name) {
-                let lower = name.lowercased()
-                if hopByHop.contains(lower) || recomputedOnRequest.contains(lower) { continue }
-            }
-            if traceparent != nil || authorization != nil {
-                let n = name.utf8.count
-                if n == 11 && traceparent != nil && name.lowercased() == "traceparent" { continue }
-                if n == 13 && authorization != nil && name.lowercased() == "authorization" { continue }
-            }
-            if !named.isEmpty && named.contains(name.lowercased()) { continue }
+            if mayBeDropped(name) && (isHopByHop(name) || isAny(name, of: recomputedOnRequest)) { continue }
+            if traceparent != nil && equalsIgnoringCase(name, "traceparent") { continue }
+            if authorization != nil && equalsIgnoringCase(name, "authorization") { continue }
+            if !named.isEmpty && isAny(name, of: named) { continue }
             out.add(name: name, value: value)
         }
         if let contentLength { out.add(name: "content-length", value: String(contentLength)) }
@@ -42,8 +39,8 @@ enum ForwardingHeaders {
         return out
     }
 
-    /// Cheap pre-check without allocating: every header this proxy drops or recomputes starts with one of these
-    /// letters and has one of these lengths.
+    /// Cheap pre-check: every header this proxy drops or recomputes starts with one of these letters and has one of
+    /// these lengths.
     @inline(__always)
     static func mayBeDropped(_ name: String) -> Bool {
         let n = name.utf8.count
@@ -59,29 +56,58 @@ enum ForwardingHeaders {
         }
     }
 
-    /// The upstream's response headers as they go to the client: hop-by-hop ones removed.
+    /// The upstream's response headers as they go to the client: hop-by-hop ones and those named in `Connection`
+    /// removed.
     static func clientResponseHeaders(_ headers: HTTPHeaders) -> HTTPHeaders {
         let named = connectionTokens(headers)
         var out = HTTPHeaders()
         out.reserveCapacity(headers.count + 1)
         for (name, value) in headers {
-            if mayBeDropped(name) && hopByHop.contains(name.lowercased()) { continue }
-            if !named.isEmpty && named.contains(name.lowercased()) { continue }
+            if mayBeDropped(name) && isHopByHop(name) { continue }
+            if !named.isEmpty && isAny(name, of: named) { continue }
             out.add(name: name, value: value)
         }
         return out
     }
 
-    private static func connectionTokens(_ headers: HTTPHeaders) -> Set<String> {
-        let values = headers["connection"]
-        if values.isEmpty { return [] }
-        var set = Set<String>()
-        for v in values {
-            for token in v.split(separator: ",") {
-                set.insert(token.trimmingCharacters(in: " \t").lowercased())
+    static func isHopByHop(_ name: String) -> Bool { isAny(name, of: hopByHop) }
+
+    /// `name` equals one of `lowercased` (lowercase ASCII names), ignoring ASCII case.
+    @inline(__always)
+    static func isAny(_ name: String, of lowercased: [String]) -> Bool {
+        for candidate in lowercased where equalsIgnoringCase(name, candidate) { return true }
+        return false
+    }
+
+    /// ASCII case-insensitive equality with a lowercase `lower`.
+    static func equalsIgnoringCase(_ name: String, _ lower: String) -> Bool {
+        var name = name
+        var lower = lower
+        return name.withUTF8 { a in
+            lower.withUTF8 { b in
+                guard a.count == b.count else { return false }
+                for i in 0..<a.count {
+                    var c = a[i]
+                    if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c |= 0x20 }
+                    if c != b[i] { return false }
+                }
+                return true
             }
         }
-        return set
+    }
+
+    /// Header names listed in `Connection` besides the hop-by-hop ones already dropped (lowercased). Empty, without
+    /// allocating, for the usual `keep-alive` / `close` / `upgrade`.
+    static func connectionTokens(_ headers: HTTPHeaders) -> [String] {
+        var tokens: [String] = []
+        for (name, value) in headers where name.utf8.count == 10 && equalsIgnoringCase(name, "connection") {
+            for token in value.split(separator: ",") {
+                let t = token.trimmingCharacters(in: " \t")
+                if t.isEmpty || isHopByHop(t) || equalsIgnoringCase(t, "close") { continue }
+                tokens.append(t.lowercased())
+            }
+        }
+        return tokens
     }
 }
 

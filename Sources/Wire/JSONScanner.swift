@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A strict RFC 8259 JSON validator over raw bytes that records where values are, without building a tree.
 ///
 /// The sidecar never decodes and re-encodes a request: it validates it once, remembers byte ranges of the few fields
@@ -321,42 +327,66 @@ public enum JSONString {
     /// Decodes the inside of a JSON string (no quotes). Lone surrogates become U+FFFD.
     public static func decode(_ raw: UnsafeRawBufferPointer, hasEscapes: Bool) -> String {
         // Callers that do not know say `hasEscapes: true`; most strings have none and need no scratch array.
-        if !hasEscapes || !raw.contains(UInt8(ascii: "\\")) { return String(decoding: raw, as: UTF8.self) }
-        var out = [UInt8]()
-        out.reserveCapacity(raw.count)
-        var i = 0
+        if raw.isEmpty { return "" }
+        if !hasEscapes || memchr(raw.baseAddress!, 0x5C, raw.count) == nil { return String(decoding: raw, as: UTF8.self) }
+        return String(decoding: decodeBytes(raw, hasEscapes: true), as: UTF8.self)
+    }
+
+    /// Decodes the inside of a JSON string (no quotes) into its UTF-8 bytes. Lone surrogates become U+FFFD. The
+    /// runs between escapes are copied whole.
+    public static func decodeBytes(_ raw: UnsafeRawBufferPointer, hasEscapes: Bool) -> [UInt8] {
         let n = raw.count
-        while i < n {
-            let c = raw[i]
-            if c != UInt8(ascii: "\\") {
-                out.append(c)
-                i += 1
-                continue
-            }
-            let e = raw[i + 1]
-            i += 2
-            switch e {
-            case UInt8(ascii: "b"): out.append(0x08)
-            case UInt8(ascii: "f"): out.append(0x0C)
-            case UInt8(ascii: "n"): out.append(0x0A)
-            case UInt8(ascii: "r"): out.append(0x0D)
-            case UInt8(ascii: "t"): out.append(0x09)
-            case UInt8(ascii: "u"):
-                var u = hex4(raw, i)
-                i += 4
-                if (0xD800...0xDBFF).contains(u), i + 6 <= n, raw[i] == UInt8(ascii: "\\"), raw[i + 1] == UInt8(ascii: "u") {
-                    let low = hex4(raw, i + 2)
-                    if (0xDC00...0xDFFF).contains(low) {
-                        u = 0x10000 + ((u - 0xD800) << 10) + (low - 0xDC00)
-                        i += 6
-                    }
+        guard n > 0, let base = raw.baseAddress else { return [] }
+        if !hasEscapes { return Array(raw.bindMemory(to: UInt8.self)) }
+        return [UInt8](unsafeUninitializedCapacity: n) { out, count in
+            // The decoded text is never longer than its escaped form (an escape of 2, 6 or 12 bytes gives 1 to 4).
+            let dst = out.baseAddress!
+            var o = 0
+            var i = 0
+            while i < n {
+                // Copy up to the next backslash at once.
+                let rest = n - i
+                let hit = memchr(base + i, 0x5C, rest)
+                let run = hit.map { UnsafeRawPointer($0) - (base + i) } ?? rest
+                if run > 0 {
+                    (dst + o).update(from: (base + i).assumingMemoryBound(to: UInt8.self), count: run)
+                    o += run
+                    i += run
                 }
-                let scalar = Unicode.Scalar(u) ?? "\u{FFFD}"
-                out.append(contentsOf: Array(String(Character(scalar)).utf8))
-            default: out.append(e)  // \" \\ \/
+                if i >= n { break }
+                // An escape (the scanner has validated the string, so it is complete).
+                guard i + 1 < n else { break }
+                let e = raw[i + 1]
+                i += 2
+                switch e {
+                case UInt8(ascii: "b"): dst[o] = 0x08; o += 1
+                case UInt8(ascii: "f"): dst[o] = 0x0C; o += 1
+                case UInt8(ascii: "n"): dst[o] = 0x0A; o += 1
+                case UInt8(ascii: "r"): dst[o] = 0x0D; o += 1
+                case UInt8(ascii: "t"): dst[o] = 0x09; o += 1
+                case UInt8(ascii: "u"):
+                    guard i + 4 <= n else { i = n; break }
+                    var u = hex4(raw, i)
+                    i += 4
+                    if (0xD800...0xDBFF).contains(u), i + 6 <= n, raw[i] == UInt8(ascii: "\\"),
+                        raw[i + 1] == UInt8(ascii: "u")
+                    {
+                        let low = hex4(raw, i + 2)
+                        if (0xDC00...0xDFFF).contains(low) {
+                            u = 0x10000 + ((u - 0xD800) << 10) + (low - 0xDC00)
+                            i += 6
+                        }
+                    }
+                    let scalar = Unicode.Scalar(u) ?? "\u{FFFD}"
+                    for b in UTF8.encode(scalar)! {
+                        dst[o] = b
+                        o += 1
+                    }
+                default: dst[o] = e; o += 1  // \" \\ \/
+                }
             }
+            count = o
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     static func hex4(_ raw: UnsafeRawBufferPointer, _ i: Int) -> UInt32 {
@@ -368,22 +398,48 @@ public enum JSONString {
     /// Appends `value` as a JSON string literal (with quotes). Non-ASCII stays raw UTF-8; `"`, `\` and control
     /// characters are escaped.
     public static func append(_ value: some StringProtocol, to out: inout [UInt8]) {
+        var s = String(value)
+        s.withUTF8 { append(utf8: UnsafeRawBufferPointer($0), to: &out) }
+    }
+
+    /// Appends UTF-8 bytes as a JSON string literal (with quotes); runs that need no escaping are copied whole.
+    public static func append(utf8 bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+        out.reserveCapacity(out.count + bytes.count + 2)
         out.append(UInt8(ascii: "\""))
-        for c in value.utf8 {
-            switch c {
-            case UInt8(ascii: "\""): out.append(contentsOf: [0x5C, 0x22])
-            case UInt8(ascii: "\\"): out.append(contentsOf: [0x5C, 0x5C])
-            case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-            case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-            case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-            case 0..<0x20:
-                let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(c >> 4)], hex[Int(c & 0xF)]])
-            default: out.append(c)
+        let p = bytes.bindMemory(to: UInt8.self)
+        var start = 0
+        var i = 0
+        let n = p.count
+        while i < n {
+            let c = p[i]
+            if c >= 0x20 && c != UInt8(ascii: "\"") && c != UInt8(ascii: "\\") {
+                i += 1
+                continue
             }
+            if i > start { out.append(contentsOf: UnsafeBufferPointer(rebasing: p[start..<i])) }
+            out.append(0x5C)
+            switch c {
+            case UInt8(ascii: "\""): out.append(0x22)
+            case UInt8(ascii: "\\"): out.append(0x5C)
+            case 0x0A: out.append(UInt8(ascii: "n"))
+            case 0x0D: out.append(UInt8(ascii: "r"))
+            case 0x09: out.append(UInt8(ascii: "t"))
+            default:
+                out.append(UInt8(ascii: "u"))
+                out.append(0x30)
+                out.append(0x30)
+                out.append(hexDigit(c >> 4))
+                out.append(hexDigit(c & 0xF))
+            }
+            i += 1
+            start = i
         }
+        if n > start { out.append(contentsOf: UnsafeBufferPointer(rebasing: p[start..<n])) }
         out.append(UInt8(ascii: "\""))
     }
+
+    @inline(__always)
+    static func hexDigit(_ v: UInt8) -> UInt8 { v < 10 ? 0x30 + v : UInt8(ascii: "a") + v - 10 }
 
     /// `value` as a JSON string literal, quotes included.
     public static func quoted(_ value: some StringProtocol) -> String {

@@ -71,6 +71,19 @@ public struct RequestView: Sendable {
         return nil
     }
 
+    /// The text of message `index` as UTF-8 bytes (string content, or the text parts of array content joined by
+    /// newlines); nil when it has none. Same text as `text(ofMessage:)`, without a `String` in between.
+    public func textBytes(ofMessage index: Int) -> [UInt8]? {
+        let m = messages[index]
+        if m.contentKind == .string, let r = m.contentRange {
+            return body.withUnsafeReadableBytes { raw in
+                JSONString.decodeBytes(UnsafeRawBufferPointer(rebasing: raw[(r.lowerBound + 1)..<(r.upperBound - 1)]),
+                                       hasEscapes: m.contentEscaped)
+            }
+        }
+        return text(ofMessage: index).map { Array($0.utf8) }
+    }
+
     /// Decodes the JSON string at `range` (quotes included).
     public func decodeString(_ range: Range<Int>, escaped: Bool = true) -> String {
         body.withUnsafeReadableBytes { raw in

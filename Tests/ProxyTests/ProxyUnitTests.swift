@@ -50,6 +50,36 @@ struct ProxyUnitTests {
         #expect(out.map(\.name) == ["content-type", "x-request-id", "openai-processing-ms"])
     }
 
+    @Test func headerNamesMatchIgnoringCaseOnly() {
+        var h = HTTPHeaders()
+        h.add(name: "TraceParent", value: "00-client")
+        h.add(name: "AUTHORIZATION", value: "Bearer client")
+        h.add(name: "CONNECTION", value: "Close , x-Drop-Me,\tKeep-Alive")
+        h.add(name: "X-DROP-ME", value: "1")
+        h.add(name: "x-drop-mee", value: "kept: only the exact name is named")
+        h.add(name: "Hostx", value: "kept")
+        h.add(name: "tE", value: "trailers")
+        h.add(name: "Expect", value: "100-continue")
+        h.add(name: "x-app-id", value: "billing")
+        let out = ForwardingHeaders.upstreamRequestHeaders(h, host: "up:1", contentLength: 3, traceparent: "00-ours",
+                                                           authorization: "Bearer ours")
+        #expect(out.map(\.name) == ["host", "x-drop-mee", "Hostx", "x-app-id", "content-length", "traceparent",
+                                    "authorization"])
+        #expect(out["traceparent"] == ["00-ours"])
+        #expect(out["authorization"] == ["Bearer ours"])
+        // Without replacements, the client's own trace and credentials pass as sent.
+        let plain = ForwardingHeaders.upstreamRequestHeaders(h)
+        #expect(plain["traceparent"] == ["00-client"])
+        #expect(plain["authorization"] == ["Bearer client"])
+        #expect(ForwardingHeaders.connectionTokens(h) == ["x-drop-me"])
+        var r = HTTPHeaders()
+        r.add(name: "Connection", value: "keep-alive")
+        #expect(ForwardingHeaders.connectionTokens(r).isEmpty)
+        #expect(ForwardingHeaders.equalsIgnoringCase("Content-LENGTH", "content-length"))
+        #expect(!ForwardingHeaders.equalsIgnoringCase("content-lengtH2", "content-length"))
+        #expect(!ForwardingHeaders.equalsIgnoringCase("content_length", "content-length"))
+    }
+
     @Test func endpointClassification() {
         #expect(Endpoint.classify(method: .POST, path: "/chat/completions") == .chatCompletions)
         #expect(Endpoint.classify(method: .POST, path: "/embeddings") == .embeddings)

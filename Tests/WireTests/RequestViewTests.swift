@@ -213,6 +213,52 @@ struct JSONStringTests {
         }
     }
 
+    /// The bulk-copying decoder and encoder against the JSON text Foundation writes and reads: random strings mixing
+    /// ASCII, every escape, control characters, multi-byte text and astral scalars, at every length up to 300.
+    @Test func bulkDecodeAndEncodeAgreeWithFoundation() throws {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet: [String] = ["a", "b", " ", "\"", "\\", "/", "\n", "\r", "\t", "\u{08}", "\u{0C}", "\u{01}",
+                                  "\u{1F}", "é", "€", "𝄞", "👩‍👩‍👧", "\u{7F}", "\u{FFFD}", "x"]
+        for length in 0..<300 {
+            let s = (0..<length).map { _ in alphabet.randomElement(using: &rng)! }.joined()
+            // Encode: ours parses back (through Foundation) to the same string.
+            var ours = [UInt8]()
+            JSONString.append(s, to: &ours)
+            let back = try JSONSerialization.jsonObject(with: Data(ours), options: .fragmentsAllowed) as? String
+            #expect(back == s)
+            // Decode: Foundation's escaping (which uses \/ and \uXXXX differently) decodes to the same bytes.
+            let theirs = try JSONSerialization.data(withJSONObject: [s], options: [])
+            let literal = Array(theirs.dropFirst(2).dropLast(2))  // ["..."] -> inside of the quotes
+            let decoded = literal.withUnsafeBytes { JSONString.decodeBytes($0, hasEscapes: true) }
+            #expect(decoded == Array(s.utf8))
+            #expect(literal.withUnsafeBytes { JSONString.decode($0, hasEscapes: true) } == s)
+        }
+        // \u escapes, surrogate pairs and lone surrogates.
+        let escaped = Array(#"A\u00e9\ud834\udd1e\ud800x\udc00\u0000\/"#.utf8)
+        let expected = Array("Aé𝄞\u{FFFD}x\u{FFFD}\u{0}/".utf8)
+        #expect(escaped.withUnsafeBytes { JSONString.decodeBytes($0, hasEscapes: true) } == expected)
+        #expect(Array("".utf8).withUnsafeBytes { JSONString.decode($0, hasEscapes: true) } == "")
+    }
+
+    @Test func contentSpliceFromBytesRepairsInvalidUTF8() throws {
+        let v = try view(#"{"messages":[{"role":"user","content":"old"}]}"#)
+        var patch = BodyPatch()
+        let bytes: [UInt8] = [0x61, 0xC3, 0x22, 0xE2, 0x82, 0xAC]  // "a", a cut-off "é", a quote, "€"
+        bytes.withUnsafeBytes { v.patchMessageContent(0, utf8: $0, into: &patch) }
+        let out = try view(string(patch.apply(to: v.body)))
+        #expect(out.text(ofMessage: 0) == "a\u{FFFD}\"€")
+        #expect(out.textBytes(ofMessage: 0) == Array("a\u{FFFD}\"€".utf8))
+        #expect(UTF8Check.isValid(UnsafeRawBufferPointer(start: nil, count: 0)))
+        for valid in ["plain ascii only here", "mixed é € 𝄞 text after eight bytes"] {
+            #expect(Array(valid.utf8).withUnsafeBytes { UTF8Check.isValid($0) })
+        }
+        for invalid: [UInt8] in [[0x80], [0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0xFF], [0xED, 0xA0, 0x80],
+                                 [0xC0, 0xAF], [0xF4, 0x90, 0x80, 0x80]]
+        {
+            #expect(!invalid.withUnsafeBytes { UTF8Check.isValid($0) })
+        }
+    }
+
     @Test func openAIErrorShape() throws {
         let e = OpenAIError(status: 400, message: "bad \"x\"", type: "invalid_request_error", param: nil, code: "c")
         #expect(String(decoding: e.jsonBytes, as: UTF8.self)
