@@ -188,6 +188,7 @@ public struct TextCompressor: Sendable {
         static let collapsed = Flags(rawValue: 256)  // a blank run normalised away
         static let asSpace = Flags(rawValue: 512)  // a blank run emitted as one space
         static let spacePrefix = Flags(rawValue: 1024)  // "\tword": emitted as " word"
+        static let noSpace = Flags(rawValue: 2048)  // emitted without its leading space
     }
 
     struct Sentence {
@@ -244,6 +245,10 @@ public struct TextCompressor: Sendable {
                 bytes: out.bytes, originalTokens: originalCount, tokens: out.tokens, quality: 1, techniques: techniques)
         }
         var sentences = segment(bytes, &pieces, options: options)
+        if Self.dropsHeaderLabels {
+            total = 0
+            for p in pieces { total += Int(p.tokens) }
+        }
         let terms = questionTerms(question)
         var termWeights: [Double] = []
         var bestScore = 0.0
@@ -347,7 +352,11 @@ public struct TextCompressor: Sendable {
                 }
                 guard s.kept && !p.flags.contains(.dropped) else { continue }
                 var start = Int(p.emitStart)
-                if p.flags.contains(.leadingSpace) && (out.isEmpty || out.last == 0x0A) { start = Int(p.start) + 1 }
+                if p.flags.contains(.leadingSpace)
+                    && (out.isEmpty || out.last == 0x0A || p.flags.contains(.noSpace))
+                {
+                    start = Int(p.start) + 1
+                }
                 if p.flags.contains(.asSpace) {
                     if let last = out.last, last != 0x0A && last != 0x20 { out.append(0x20) }
                 } else if p.flags.contains(.spacePrefix) {
@@ -730,6 +739,15 @@ public struct TextCompressor: Sendable {
                                 pieces[j].sentence = Int32(sentences.count)
                                 j += 1
                             }
+                            if Self.dropsHeaderLabels, let t = Self.dropTitleLabel(base, &pieces, from: i, to: j) {
+                                // The title's first word without its space may take other tokens.
+                                let from = Int(pieces[t].start) + 1
+                                var count = 0
+                                encoding.forEachPiece(UnsafeBufferPointer(rebasing: b[from..<Int(pieces[t].end)])) {
+                                    _, _, c in count += c
+                                }
+                                pieces[t].tokens = Int32(count)
+                            }
                             current.isHeader = true
                             current.mustKeep = true  // never pruned; kept with its passage
                             close(at: j)
@@ -845,6 +863,45 @@ public struct TextCompressor: Sendable {
             }
         }
         return sentences
+    }
+
+    /// Lossy steps shorten `Document [i](Title: t)` headers to `Document [i](t)`: the label repeats on every
+    /// passage and tells the reader nothing the parenthesis does not (2 tokens a passage).
+    static let dropsHeaderLabels = true
+
+    /// In the header pieces `from..<to`: the `Title` `:` pieces right after `(` are dropped (no tokens), and the
+    /// space in front of the title goes with them.
+    /// Returns the piece that lost its leading space, if any.
+    static func dropTitleLabel(_ base: UnsafePointer<UInt8>, _ pieces: inout [Piece], from: Int, to: Int) -> Int? {
+        var j = from
+        while j + 2 < to {
+            let p = pieces[j]
+            if p.kind == .word && p.end - p.start == 5 && !p.flags.contains(.leadingSpace)
+                && base[Int(p.start)] == UInt8(ascii: "T") && base[Int(p.start) + 1] == UInt8(ascii: "i")
+                && base[Int(p.start) + 2] == UInt8(ascii: "t") && base[Int(p.start) + 3] == UInt8(ascii: "l")
+                && base[Int(p.start) + 4] == UInt8(ascii: "e") && j > from
+                && base[Int(pieces[j - 1].end) - 1] == UInt8(ascii: "(")
+                && pieces[j + 1].end - pieces[j + 1].start == 1 && base[Int(pieces[j + 1].start)] == UInt8(ascii: ":")
+            {
+                for k in j...(j + 1) {
+                    pieces[k].flags.remove(.protected)
+                    pieces[k].flags.insert(.dropped)
+                    pieces[k].tokens = 0
+                }
+                let t = j + 2
+                if pieces[t].kind == .space && pieces[t].end - pieces[t].start == 1 {
+                    pieces[t].flags.remove(.protected)
+                    pieces[t].flags.insert(.dropped)
+                    pieces[t].tokens = 0
+                } else if pieces[t].flags.contains(.leadingSpace) && pieces[t].kind != .newline {
+                    pieces[t].flags.insert(.noSpace)
+                    return t
+                }
+                return nil
+            }
+            j += 1
+        }
+        return nil
     }
 
     /// Pieces that can be part of a word the tokenizer split: words, numbers, and one inner - ' / or . byte.
