@@ -431,6 +431,20 @@ public struct TextCompressor: Sendable {
     static func nextSpanCandidate(_ b: UnsafeBufferPointer<UInt8>, from i: Int) -> Int {
         let n = b.count
         var k = i
+        // Eight bytes at a time (SWAR): skip words with none of the bytes and no "ht" / "ww" pair (the pair's
+        // second byte is read from the word one byte further on).
+        if let base = b.baseAddress {
+            let raw = UnsafeRawPointer(base)
+            while k + 9 <= n {
+                let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
+                let w1 = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k + 1, as: UInt64.self))
+                let hit = Self.bytesEqual(w, 0x22) | Self.bytesEqual(w, 0x60) | Self.bytesEqual(w, 0xE2)
+                    | (Self.bytesEqual(w, 0x68) & Self.bytesEqual(w1, 0x74))
+                    | (Self.bytesEqual(w, 0x77) & Self.bytesEqual(w1, 0x77))
+                if hit != 0 { return k + hit.trailingZeroBitCount >> 3 }
+                k += 8
+            }
+        }
         while k < n {
             let c = b[k]
             if c == 0x22 || c == 0x60 || c == 0xE2 { return k }
@@ -442,6 +456,14 @@ public struct TextCompressor: Sendable {
             k += 1
         }
         return n
+    }
+
+    /// 0x80 in every byte of `w` equal to `c`, 0 elsewhere (exact: no carries between bytes).
+    @inline(__always)
+    static func bytesEqual(_ w: UInt64, _ c: UInt8) -> UInt64 {
+        let x = w ^ (0x0101_0101_0101_0101 &* UInt64(c))
+        let low7 = 0x7F7F_7F7F_7F7F_7F7F as UInt64
+        return ~(((x & low7) &+ low7) | x | low7)
     }
 
     static func hasPrefix(_ b: [UInt8], _ i: Int, _ p: StaticString) -> Bool {
@@ -788,77 +810,79 @@ public struct TextCompressor: Sendable {
             }
             close(at: n)
         }
-        // Piece -> sentence indices (close() appends in order; recompute to be exact), token totals.
-        for (si, s) in sentences.enumerated() {
-            var t: Int32 = 0
-            for j in Int(s.first)..<Int(s.end) {
-                pieces[j].sentence = Int32(si)
-                t += pieces[j].tokens
-            }
-            sentences[si].tokens = t
-        }
-        // Newline pieces belong to the preceding sentence for bookkeeping; they are emitted structurally.
-        if sentences.isEmpty { sentences.append(Sentence(first: 0, end: Int32(pieces.count), passage: 0)) }
-        // Protect runs of up to two function words between protected words ("Bank of America", "Taxpayers in the
-        // United States"), punctuation glued to a number ("20%", "$5"), and let repeated stand-alone names go
-        // after their first occurrence.
-        let n = pieces.count
-        if n > 2 {
-            func solid(_ j: Int) -> Bool {
-                let p = pieces[j]
-                return p.flags.contains(.protected) && (p.kind == .word || p.kind == .number)
-            }
-            var j = 1
-            while j < n - 1 {
-                guard pieces[j].kind == .word, !pieces[j].flags.contains(.protected), solid(j - 1) else {
-                    j += 1
-                    continue
+        pieces.withUnsafeMutableBufferPointer { pieces in
+            // Piece -> sentence indices (close() appends in order; recompute to be exact), token totals.
+            for (si, s) in sentences.enumerated() {
+                var t: Int32 = 0
+                for j in Int(s.first)..<Int(s.end) {
+                    pieces[j].sentence = Int32(si)
+                    t += pieces[j].tokens
                 }
-                var k = j
-                while k < n && k - j < 2 && pieces[k].kind == .word && !pieces[k].flags.contains(.protected)
-                    && lexicon.isFrequent(pieces[k].hash)
-                {
-                    k += 1
-                }
-                if k > j && k < n && solid(k) {
-                    for m in j..<k { pieces[m].flags.insert(.protected) }
-                }
-                j = max(k, j + 1)
+                sentences[si].tokens = t
             }
-            for j in 0..<n where pieces[j].kind == .punct && !pieces[j].flags.contains(.protected) {
-                let glued = !pieces[j].flags.contains(.leadingSpace) && j > 0 && pieces[j - 1].kind == .number
-                let before = j + 1 < n && pieces[j + 1].kind == .number && !pieces[j + 1].flags.contains(.leadingSpace)
-                    && pieces[j].end - pieces[j].start <= 2
-                if glued || before { pieces[j].flags.insert(.protected) }
-            }
-            // A word the tokenizer split is protected whole when a part of it is: "1940s", "12th", "6ft", "macOS",
-            // "mid-1988" (runs of word, number and inner - ' / . pieces with no space between).
-            var r = 0
-            while r < n {
-                guard Self.glueable(pieces[r]) else {
-                    r += 1
-                    continue
+            // Newline pieces belong to the preceding sentence for bookkeeping; they are emitted structurally.
+            if sentences.isEmpty { sentences.append(Sentence(first: 0, end: Int32(pieces.count), passage: 0)) }
+            // Protect runs of up to two function words between protected words ("Bank of America", "Taxpayers in the
+            // United States"), punctuation glued to a number ("20%", "$5"), and let repeated stand-alone names go
+            // after their first occurrence.
+            let n = pieces.count
+            if n > 2 {
+                func solid(_ j: Int) -> Bool {
+                    let p = pieces[j]
+                    return p.flags.contains(.protected) && (p.kind == .word || p.kind == .number)
                 }
-                var e = r + 1
-                while e < n && Self.gluesOn(pieces[e]) { e += 1 }
-                var last = e - 1
-                while last > r && pieces[last].kind == .punct { last -= 1 }
-                if last > r && (r...last).contains(where: { solid($0) }) {
-                    for m in r...last { pieces[m].flags.insert(.protected) }
+                var j = 1
+                while j < n - 1 {
+                    guard pieces[j].kind == .word, !pieces[j].flags.contains(.protected), solid(j - 1) else {
+                        j += 1
+                        continue
+                    }
+                    var k = j
+                    while k < n && k - j < 2 && pieces[k].kind == .word && !pieces[k].flags.contains(.protected)
+                        && lexicon.isFrequent(pieces[k].hash)
+                    {
+                        k += 1
+                    }
+                    if k > j && k < n && solid(k) {
+                        for m in j..<k { pieces[m].flags.insert(.protected) }
+                    }
+                    j = max(k, j + 1)
                 }
-                r = e
-            }
-            // A lone space piece before a number (" 18" is " " + "18" in o200k) goes with what follows it.
-            for j in 0..<(n - 1) where pieces[j].kind == .space && pieces[j + 1].flags.contains(.protected) {
-                pieces[j].flags.insert(.protected)
-            }
-            // Punctuation between protected words ("May 18, 2018", "Tulsa, Oklahoma").
-            for j in 1..<(n - 1) where pieces[j].kind == .punct && !pieces[j].flags.contains(.protected) {
-                if pieces[j - 1].flags.contains(.protected) && pieces[j + 1].flags.contains(.protected)
-                    && pieces[j - 1].kind != .newline && pieces[j + 1].kind != .newline
-                    && pieces[j - 1].kind != .punct && pieces[j + 1].kind != .punct
-                {
+                for j in 0..<n where pieces[j].kind == .punct && !pieces[j].flags.contains(.protected) {
+                    let glued = !pieces[j].flags.contains(.leadingSpace) && j > 0 && pieces[j - 1].kind == .number
+                    let before = j + 1 < n && pieces[j + 1].kind == .number && !pieces[j + 1].flags.contains(.leadingSpace)
+                        && pieces[j].end - pieces[j].start <= 2
+                    if glued || before { pieces[j].flags.insert(.protected) }
+                }
+                // A word the tokenizer split is protected whole when a part of it is: "1940s", "12th", "6ft", "macOS",
+                // "mid-1988" (runs of word, number and inner - ' / . pieces with no space between).
+                var r = 0
+                while r < n {
+                    guard Self.glueable(pieces[r]) else {
+                        r += 1
+                        continue
+                    }
+                    var e = r + 1
+                    while e < n && Self.gluesOn(pieces[e]) { e += 1 }
+                    var last = e - 1
+                    while last > r && pieces[last].kind == .punct { last -= 1 }
+                    if last > r && (r...last).contains(where: { solid($0) }) {
+                        for m in r...last { pieces[m].flags.insert(.protected) }
+                    }
+                    r = e
+                }
+                // A lone space piece before a number (" 18" is " " + "18" in o200k) goes with what follows it.
+                for j in 0..<(n - 1) where pieces[j].kind == .space && pieces[j + 1].flags.contains(.protected) {
                     pieces[j].flags.insert(.protected)
+                }
+                // Punctuation between protected words ("May 18, 2018", "Tulsa, Oklahoma").
+                for j in 1..<(n - 1) where pieces[j].kind == .punct && !pieces[j].flags.contains(.protected) {
+                    if pieces[j - 1].flags.contains(.protected) && pieces[j + 1].flags.contains(.protected)
+                        && pieces[j - 1].kind != .newline && pieces[j + 1].kind != .newline
+                        && pieces[j - 1].kind != .punct && pieces[j + 1].kind != .punct
+                    {
+                        pieces[j].flags.insert(.protected)
+                    }
                 }
             }
         }

@@ -20,6 +20,9 @@ final class Vocabulary: @unchecked Sendable {
     let count: Int
     /// Rank of each single byte.
     let byteRanks: UnsafeMutablePointer<UInt32>
+    /// Rank of each byte pair `a << 8 | b` (`absent` when the pair is not a token): 256 KB, read directly by the
+    /// merges instead of hashing (every multi-token piece starts with all its adjacent pairs).
+    let pairRanks: UnsafeMutablePointer<UInt32>
 
     /// Slot: `key8` = the first (up to) 8 bytes, little-endian, zero padded;
     /// `meta` = offset (bits 0-31) | length (bits 32-43) | rank (bits 44-63). Length 0 = empty slot.
@@ -188,9 +191,26 @@ final class Vocabulary: @unchecked Sendable {
                 slot = (slot + 1) & mask
             }
         }
+        pairRanks = .allocate(capacity: 1 << 16)
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 2) { pair in
+            let p = UnsafePointer(pair.baseAddress!)
+            for a in 0..<256 {
+                for b in 0..<256 {
+                    pair[0] = UInt8(a)
+                    pair[1] = UInt8(b)
+                    pairRanks[a << 8 | b] = rank(p, 2, p + 2)
+                }
+            }
+        }
         for b in 0..<256 where byteRanks[b] == Self.absent {
             throw TokenizerError(code: .vocabularyMalformed, message: "\(name): no token for byte \(b)")
         }
+    }
+
+    /// The rank of the two bytes at `p` as one token, or `absent`.
+    @inline(__always)
+    func pairRank(_ p: UnsafePointer<UInt8>) -> UInt32 {
+        pairRanks[Int(p[0]) &<< 8 | Int(p[1])]
     }
 
     deinit {
@@ -198,6 +218,7 @@ final class Vocabulary: @unchecked Sendable {
         offsets.deallocate()
         slots.deallocate()
         byteRanks.deallocate()
+        pairRanks.deallocate()
     }
 
     /// The rank of the token `p[0..<length]`, or `absent`. `end` bounds the readable memory after `p`
