@@ -334,42 +334,63 @@ public struct TextCompressor: Sendable {
     /// Concatenates the kept pieces. Line breaks survive only between kept content, once; the punctuation glued to
     /// a line break (".\n") only with its sentence; a leading space is dropped at the start of a line.
     func emit(_ bytes: [UInt8], _ pieces: [Piece], _ sentences: [Sentence]) -> (bytes: [UInt8], tokens: Int) {
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count)
         var kept = 0
-        bytes.withUnsafeBufferPointer { b in
-            for p in pieces {
-                if p.flags.contains(.collapsed) { continue }
-                let s = sentences[Int(p.sentence)]
-                if p.kind == .newline {
-                    // ".\n": the punctuation goes with its sentence; a bare break only between kept content.
-                    let withPunct = s.kept && p.breakStart > p.start && p.emitStart == p.start
-                    if !withPunct && (out.isEmpty || out.last == 0x0A) { continue }
-                    let from = withPunct ? Int(p.emitStart) : Int(p.breakStart)
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: b[from..<Int(p.emitEnd)]))
-                    kept += Int(p.tokens)
-                    continue
+        // The output is never longer than the input: pieces emit sub-ranges of their bytes, a blank run or a tab
+        // at most one space in its place.
+        let out = [UInt8](unsafeUninitializedCapacity: bytes.count + 1) { o, written in
+            guard let ob = o.baseAddress else { return }
+            var w = 0
+            bytes.withUnsafeBufferPointer { b in
+                guard let base = b.baseAddress else { return }
+                @inline(__always) func put(_ from: Int, _ to: Int) {
+                    let len = to - from
+                    guard len > 0 else { return }
+                    (ob + w).update(from: base + from, count: len)
+                    w += len
                 }
-                guard s.kept && !p.flags.contains(.dropped) else { continue }
-                var start = Int(p.emitStart)
-                if p.flags.contains(.leadingSpace)
-                    && (out.isEmpty || out.last == 0x0A || p.flags.contains(.noSpace))
-                {
-                    start = Int(p.start) + 1
+                @inline(__always) func last() -> UInt8? { w > 0 ? ob[w - 1] : nil }
+                pieces.withUnsafeBufferPointer { pieces in
+                    sentences.withUnsafeBufferPointer { sentences in
+                        for p in pieces {
+                            if p.flags.contains(.collapsed) { continue }
+                            let s = sentences[Int(p.sentence)]
+                            if p.kind == .newline {
+                                // ".\n": the punctuation goes with its sentence; a bare break only between kept
+                                // content.
+                                let withPunct = s.kept && p.breakStart > p.start && p.emitStart == p.start
+                                if !withPunct && (w == 0 || ob[w - 1] == 0x0A) { continue }
+                                put(withPunct ? Int(p.emitStart) : Int(p.breakStart), Int(p.emitEnd))
+                                kept += Int(p.tokens)
+                                continue
+                            }
+                            guard s.kept && !p.flags.contains(.dropped) else { continue }
+                            var start = Int(p.emitStart)
+                            if p.flags.contains(.leadingSpace)
+                                && (w == 0 || ob[w - 1] == 0x0A || p.flags.contains(.noSpace))
+                            {
+                                start = Int(p.start) + 1
+                            }
+                            if p.flags.contains(.asSpace) {
+                                if let l = last(), l != 0x0A && l != 0x20 {
+                                    ob[w] = 0x20
+                                    w += 1
+                                }
+                            } else if p.flags.contains(.spacePrefix) {
+                                if let l = last(), l != 0x0A && l != 0x20 {
+                                    ob[w] = 0x20
+                                    w += 1
+                                }
+                                put(Int(p.start) + 1, Int(p.emitEnd))
+                            } else {
+                                put(start, Int(p.emitEnd))
+                            }
+                            kept += Int(p.tokens)
+                        }
+                    }
                 }
-                if p.flags.contains(.asSpace) {
-                    if let last = out.last, last != 0x0A && last != 0x20 { out.append(0x20) }
-                } else if p.flags.contains(.spacePrefix) {
-                    if let last = out.last, last != 0x0A && last != 0x20 { out.append(0x20) }
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: b[(Int(p.start) + 1)..<Int(p.emitEnd)]))
-                } else {
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: b[start..<Int(p.emitEnd)]))
-                }
-                kept += Int(p.tokens)
             }
-        }
-        while let last = out.last, last == 0x0A || last == 0x20 || last == 0x09 || last == 0x0D {
-            out.removeLast()
+            while w > 0, ob[w - 1] == 0x0A || ob[w - 1] == 0x20 || ob[w - 1] == 0x09 || ob[w - 1] == 0x0D { w -= 1 }
+            written = w
         }
         return (out, kept)
     }
@@ -695,6 +716,7 @@ public struct TextCompressor: Sendable {
         var pendingTerminal = false
         var lineStart = true
         var protectRest = false  // fenced code / preserved section running
+        pieces.withUnsafeMutableBufferPointer { pieces in
         bytes.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
             func close(at i: Int) {
@@ -761,7 +783,7 @@ public struct TextCompressor: Sendable {
                                 pieces[j].sentence = Int32(sentences.count)
                                 j += 1
                             }
-                            if Self.dropsHeaderLabels, let t = Self.dropTitleLabel(base, &pieces, from: i, to: j) {
+                            if Self.dropsHeaderLabels, let t = Self.dropTitleLabel(base, pieces, from: i, to: j) {
                                 // The title's first word without its space may take other tokens.
                                 let from = Int(pieces[t].start) + 1
                                 var count = 0
@@ -809,6 +831,7 @@ public struct TextCompressor: Sendable {
                 i += 1
             }
             close(at: n)
+        }
         }
         pieces.withUnsafeMutableBufferPointer { pieces in
             // Piece -> sentence indices (close() appends in order; recompute to be exact), token totals.
@@ -896,7 +919,7 @@ public struct TextCompressor: Sendable {
     /// In the header pieces `from..<to`: the `Title` `:` pieces right after `(` are dropped (no tokens), and the
     /// space in front of the title goes with them.
     /// Returns the piece that lost its leading space, if any.
-    static func dropTitleLabel(_ base: UnsafePointer<UInt8>, _ pieces: inout [Piece], from: Int, to: Int) -> Int? {
+    static func dropTitleLabel(_ base: UnsafePointer<UInt8>, _ pieces: UnsafeMutableBufferPointer<Piece>, from: Int, to: Int) -> Int? {
         var j = from
         while j + 2 < to {
             let p = pieces[j]
@@ -1044,7 +1067,7 @@ public struct TextCompressor: Sendable {
          "dec"])
 
     /// A "." after a single capital letter (an initial) or a common abbreviation does not end a sentence.
-    static func isAbbreviation(_ base: UnsafePointer<UInt8>, _ pieces: [Piece], _ i: Int) -> Bool {
+    static func isAbbreviation(_ base: UnsafePointer<UInt8>, _ pieces: UnsafeMutableBufferPointer<Piece>, _ i: Int) -> Bool {
         guard i > 0, base[Int(pieces[i].end) - 1] == UInt8(ascii: ".") else { return false }
         let prev = pieces[i - 1]
         guard prev.kind == .word else { return false }
@@ -1158,31 +1181,35 @@ public struct TextCompressor: Sendable {
         var lastTerm = -10
         var lastPos = -10
         var candidate = [Bool](repeating: false, count: ns)
-        for j in pieces.indices where pieces[j].kind == .word || pieces[j].kind == .number {
-            let st = pieces[j].stem != 0 ? pieces[j].stem : pieces[j].hash
-            var t = -1
-            if st != 0 {
-                for k in 0..<nt where terms[k] == st {
-                    t = k
-                    break
+        var termMask: UInt64 = 0
+        for t in terms { termMask |= 1 << (t & 63) }
+        pieces.withUnsafeMutableBufferPointer { pieces in
+            for j in pieces.indices where pieces[j].kind == .word || pieces[j].kind == .number {
+                let st = pieces[j].stem != 0 ? pieces[j].stem : pieces[j].hash
+                var t = -1
+                if st != 0 && termMask & (1 << (st & 63)) != 0 {
+                    for k in 0..<nt where terms[k] == st {
+                        t = k
+                        break
+                    }
                 }
-            }
-            guard t >= 0 else {
-                // Something of the kind the question asks for (a name for "who", a number for "when").
-                switch answerType {
-                case .name where pieces[j].kind == .word && pieces[j].flags.contains(.protected): candidate[Int(pieces[j].sentence)] = true
-                case .number where pieces[j].kind == .number: candidate[Int(pieces[j].sentence)] = true
-                default: break
+                guard t >= 0 else {
+                    // Something of the kind the question asks for (a name for "who", a number for "when").
+                    switch answerType {
+                    case .name where pieces[j].kind == .word && pieces[j].flags.contains(.protected): candidate[Int(pieces[j].sentence)] = true
+                    case .number where pieces[j].kind == .number: candidate[Int(pieces[j].sentence)] = true
+                    default: break
+                    }
+                    continue
                 }
-                continue
+                pieces[j].flags.insert(.term)
+                let si = Int(pieces[j].sentence)
+                tf[si * nt + t] &+= 1
+                ptf[Int(sentences[si].passage) * nt + t] &+= 1
+                if (t == lastTerm + 1 || t == lastTerm - 1) && j - lastPos <= 3 { phrase[si] += 1 }
+                lastTerm = t
+                lastPos = j
             }
-            pieces[j].flags.insert(.term)
-            let si = Int(pieces[j].sentence)
-            tf[si * nt + t] &+= 1
-            ptf[Int(sentences[si].passage) * nt + t] &+= 1
-            if (t == lastTerm + 1 || t == lastTerm - 1) && j - lastPos <= 3 { phrase[si] += 1 }
-            lastTerm = t
-            lastPos = j
         }
         var totalWords = 0
         for s in sentences {
