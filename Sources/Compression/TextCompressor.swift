@@ -716,6 +716,7 @@ public struct TextCompressor: Sendable {
         var pendingTerminal = false
         var lineStart = true
         var protectRest = false  // fenced code / preserved section running
+        let numberWords = Self.numberWords
         pieces.withUnsafeMutableBufferPointer { pieces in
         bytes.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
@@ -817,7 +818,7 @@ public struct TextCompressor: Sendable {
                 }
                 // Protection.
                 var protect = protectRest || p.kind == .number || p.flags.contains(.capital)
-                    || (p.kind == .word && Self.numberWords.contains(p.hash))
+                    || (p.kind == .word && numberWords.contains(p.hash))
                 if protect && !protectRest && p.kind == .word && Int32(i) == current.first {
                     // A sentence-initial common word ("The", "In", "It") is protected only before another
                     // capitalised word ("The Beatles").
