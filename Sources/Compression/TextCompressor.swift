@@ -36,8 +36,10 @@ public struct TextCompression: Sendable {
 ///    (``CompressionOptions/preserveQuestions``), `preserve_sections` blocks, fenced code and JSON; a word the
 ///    tokenizer split ("1940s", "macOS") is protected whole when a part of it is. A function word between two
 ///    protected words ("Bank *of* America") or an article before a name counts as more informative than elsewhere;
-///    a later occurrence of a name (one word or several) is no longer protected; a piece's information is divided
-///    by a power of its token count; a passage's lead sentence counts a little more.
+///    a later occurrence of a name (one word or several) is no longer protected; the words right after and right
+///    before a number count almost as much as the number ("3.99 degrees", "more than 200"); a piece's information
+///    is divided by a power of its token count; a passage's lead sentence counts a little more. Lossy steps also
+///    shorten `Document [i](Title: t)` headers to `Document [i](t)`.
 /// 4. **Budget**: when protected pieces alone exceed the budget (no question), whole sentences go, the least
 ///    information per token first, so the achieved ratio holds.
 ///
@@ -140,6 +142,10 @@ public struct TextCompressor: Sendable {
     // and a passage's lead sentence gets kLead more.
     static let kTokPow: Double = 0.3
     static let kLead: Double = 0.5
+    // Numbers keep their neighbours: the word after one (its unit or what it counts, "3.99 degrees", "15th
+    // century") gets kUnit x a number's information, the word before one ("more than 200", "around 2011") kPre x.
+    static let kUnit: Double = 1.0
+    static let kPre: Double = 0.8
     static let articles = WordSet(["the", "a", "an"])
 
     public init(encoding: Encoding, lexicon: Lexicon = .shared) {
@@ -1520,6 +1526,18 @@ public struct TextCompressor: Sendable {
                 }
                 let bridge = min(weight(a), weight(b))
                 if bridge >= 3.5 { info = max(info, bridge * Self.kBridge) }
+            }
+            if p.kind == .word && Self.kUnit > 0 && j > 0 && p.flags.contains(.leadingSpace) {
+                // The word after a number is usually its unit or what it counts ("3.99 degrees", "15th century").
+                let a = pieces[j - 1]
+                let afterNumber = a.kind == .number
+                    || (a.kind == .word && !a.flags.contains(.leadingSpace) && j > 1 && pieces[j - 2].kind == .number)
+                if afterNumber { info = max(info, 6 * Self.kUnit) }
+            }
+            if p.kind == .word && Self.kPre > 0 && j + 2 < pieces.count {
+                // " 18" is " " + "18" in o200k: look past a lone space piece.
+                let b = pieces[j + 1].kind == .space ? pieces[j + 2] : pieces[j + 1]
+                if b.kind == .number { info = max(info, 6 * Self.kPre) }
             }
             if p.tokens > 1 { info /= pow(Double(p.tokens), Self.kTokPow) }
             if !bonus.isEmpty { info += bonus[Int(p.sentence)] }
