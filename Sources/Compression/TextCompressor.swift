@@ -833,7 +833,7 @@ public struct TextCompressor: Sendable {
                 }
                 if protect { pieces[i].flags.insert(.protected) }
                 if protectRest { current.mustKeep = true }
-                pieces[i].sentence = Int32(sentences.count)
+                // (pieces[i].sentence is set below, once the sentences are final: they tile the non-newline pieces)
                 if p.kind == .word || p.kind == .number { current.words += 1 }
                 i += 1
             }
