@@ -36,8 +36,10 @@ public struct TextCompression: Sendable {
 ///    (``CompressionOptions/preserveQuestions``), `preserve_sections` blocks, fenced code and JSON; a word the
 ///    tokenizer split ("1940s", "macOS") is protected whole when a part of it is. A function word between two
 ///    protected words ("Bank *of* America") or an article before a name counts as more informative than elsewhere;
-///    a later occurrence of a name (one word or several) is no longer protected; a piece's information is divided
-///    by a power of its token count; a passage's lead sentence counts a little more.
+///    a later occurrence of a name (one word or several) is no longer protected; the words right after and right
+///    before a number count almost as much as the number ("3.99 degrees", "more than 200"); a piece's information
+///    is divided by a power of its token count; a passage's lead sentence counts a little more. Lossy steps also
+///    shorten `Document [i](Title: t)` headers to `Document [i](t)`.
 /// 4. **Budget**: when protected pieces alone exceed the budget (no question), whole sentences go, the least
 ///    information per token first, so the achieved ratio holds.
 ///
@@ -140,6 +142,10 @@ public struct TextCompressor: Sendable {
     // and a passage's lead sentence gets kLead more.
     static let kTokPow: Double = 0.3
     static let kLead: Double = 0.5
+    // Numbers keep their neighbours: the word after one (its unit or what it counts, "3.99 degrees", "15th
+    // century") gets kUnit x a number's information, the word before one ("more than 200", "around 2011") kPre x.
+    static let kUnit: Double = 1.0
+    static let kPre: Double = 0.8
     static let articles = WordSet(["the", "a", "an"])
 
     public init(encoding: Encoding, lexicon: Lexicon = .shared) {
@@ -188,6 +194,7 @@ public struct TextCompressor: Sendable {
         static let collapsed = Flags(rawValue: 256)  // a blank run normalised away
         static let asSpace = Flags(rawValue: 512)  // a blank run emitted as one space
         static let spacePrefix = Flags(rawValue: 1024)  // "\tword": emitted as " word"
+        static let noSpace = Flags(rawValue: 2048)  // emitted without its leading space
     }
 
     struct Sentence {
@@ -244,6 +251,10 @@ public struct TextCompressor: Sendable {
                 bytes: out.bytes, originalTokens: originalCount, tokens: out.tokens, quality: 1, techniques: techniques)
         }
         var sentences = segment(bytes, &pieces, options: options)
+        if Self.dropsHeaderLabels {
+            total = 0
+            for p in pieces { total += Int(p.tokens) }
+        }
         let terms = questionTerms(question)
         var termWeights: [Double] = []
         var bestScore = 0.0
@@ -329,38 +340,63 @@ public struct TextCompressor: Sendable {
     /// Concatenates the kept pieces. Line breaks survive only between kept content, once; the punctuation glued to
     /// a line break (".\n") only with its sentence; a leading space is dropped at the start of a line.
     func emit(_ bytes: [UInt8], _ pieces: [Piece], _ sentences: [Sentence]) -> (bytes: [UInt8], tokens: Int) {
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count)
         var kept = 0
-        bytes.withUnsafeBufferPointer { b in
-            for p in pieces {
-                if p.flags.contains(.collapsed) { continue }
-                let s = sentences[Int(p.sentence)]
-                if p.kind == .newline {
-                    // ".\n": the punctuation goes with its sentence; a bare break only between kept content.
-                    let withPunct = s.kept && p.breakStart > p.start && p.emitStart == p.start
-                    if !withPunct && (out.isEmpty || out.last == 0x0A) { continue }
-                    let from = withPunct ? Int(p.emitStart) : Int(p.breakStart)
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: b[from..<Int(p.emitEnd)]))
-                    kept += Int(p.tokens)
-                    continue
+        // The output is never longer than the input: pieces emit sub-ranges of their bytes, a blank run or a tab
+        // at most one space in its place.
+        let out = [UInt8](unsafeUninitializedCapacity: bytes.count + 1) { o, written in
+            guard let ob = o.baseAddress else { return }
+            var w = 0
+            bytes.withUnsafeBufferPointer { b in
+                guard let base = b.baseAddress else { return }
+                @inline(__always) func put(_ from: Int, _ to: Int) {
+                    let len = to - from
+                    guard len > 0 else { return }
+                    (ob + w).update(from: base + from, count: len)
+                    w += len
                 }
-                guard s.kept && !p.flags.contains(.dropped) else { continue }
-                var start = Int(p.emitStart)
-                if p.flags.contains(.leadingSpace) && (out.isEmpty || out.last == 0x0A) { start = Int(p.start) + 1 }
-                if p.flags.contains(.asSpace) {
-                    if let last = out.last, last != 0x0A && last != 0x20 { out.append(0x20) }
-                } else if p.flags.contains(.spacePrefix) {
-                    if let last = out.last, last != 0x0A && last != 0x20 { out.append(0x20) }
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: b[(Int(p.start) + 1)..<Int(p.emitEnd)]))
-                } else {
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: b[start..<Int(p.emitEnd)]))
+                @inline(__always) func last() -> UInt8? { w > 0 ? ob[w - 1] : nil }
+                pieces.withUnsafeBufferPointer { pieces in
+                    sentences.withUnsafeBufferPointer { sentences in
+                        for p in pieces {
+                            if p.flags.contains(.collapsed) { continue }
+                            let s = sentences[Int(p.sentence)]
+                            if p.kind == .newline {
+                                // ".\n": the punctuation goes with its sentence; a bare break only between kept
+                                // content.
+                                let withPunct = s.kept && p.breakStart > p.start && p.emitStart == p.start
+                                if !withPunct && (w == 0 || ob[w - 1] == 0x0A) { continue }
+                                put(withPunct ? Int(p.emitStart) : Int(p.breakStart), Int(p.emitEnd))
+                                kept += Int(p.tokens)
+                                continue
+                            }
+                            guard s.kept && !p.flags.contains(.dropped) else { continue }
+                            var start = Int(p.emitStart)
+                            if p.flags.contains(.leadingSpace)
+                                && (w == 0 || ob[w - 1] == 0x0A || p.flags.contains(.noSpace))
+                            {
+                                start = Int(p.start) + 1
+                            }
+                            if p.flags.contains(.asSpace) {
+                                if let l = last(), l != 0x0A && l != 0x20 {
+                                    ob[w] = 0x20
+                                    w += 1
+                                }
+                            } else if p.flags.contains(.spacePrefix) {
+                                if let l = last(), l != 0x0A && l != 0x20 {
+                                    ob[w] = 0x20
+                                    w += 1
+                                }
+                                put(Int(p.start) + 1, Int(p.emitEnd))
+                            } else {
+                                put(start, Int(p.emitEnd))
+                            }
+                            kept += Int(p.tokens)
+                        }
+                    }
                 }
-                kept += Int(p.tokens)
             }
-        }
-        while let last = out.last, last == 0x0A || last == 0x20 || last == 0x09 || last == 0x0D {
-            out.removeLast()
+            while w > 0, ob[w - 1] == 0x0A || ob[w - 1] == 0x20 || ob[w - 1] == 0x09 || ob[w - 1] == 0x0D { w -= 1 }
+            written = w
         }
         return (out, kept)
     }
@@ -422,6 +458,20 @@ public struct TextCompressor: Sendable {
     static func nextSpanCandidate(_ b: UnsafeBufferPointer<UInt8>, from i: Int) -> Int {
         let n = b.count
         var k = i
+        // Eight bytes at a time (SWAR): skip words with none of the bytes and no "ht" / "ww" pair (the pair's
+        // second byte is read from the word one byte further on).
+        if let base = b.baseAddress {
+            let raw = UnsafeRawPointer(base)
+            while k + 9 <= n {
+                let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
+                let w1 = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k + 1, as: UInt64.self))
+                let hit = Self.bytesEqual(w, 0x22) | Self.bytesEqual(w, 0x60) | Self.bytesEqual(w, 0xE2)
+                    | (Self.bytesEqual(w, 0x68) & Self.bytesEqual(w1, 0x74))
+                    | (Self.bytesEqual(w, 0x77) & Self.bytesEqual(w1, 0x77))
+                if hit != 0 { return k + hit.trailingZeroBitCount >> 3 }
+                k += 8
+            }
+        }
         while k < n {
             let c = b[k]
             if c == 0x22 || c == 0x60 || c == 0xE2 { return k }
@@ -433,6 +483,14 @@ public struct TextCompressor: Sendable {
             k += 1
         }
         return n
+    }
+
+    /// 0x80 in every byte of `w` equal to `c`, 0 elsewhere (exact: no carries between bytes).
+    @inline(__always)
+    static func bytesEqual(_ w: UInt64, _ c: UInt8) -> UInt64 {
+        let x = w ^ (0x0101_0101_0101_0101 &* UInt64(c))
+        let low7 = 0x7F7F_7F7F_7F7F_7F7F as UInt64
+        return ~(((x & low7) &+ low7) | x | low7)
     }
 
     static func hasPrefix(_ b: [UInt8], _ i: Int, _ p: StaticString) -> Bool {
@@ -664,6 +722,8 @@ public struct TextCompressor: Sendable {
         var pendingTerminal = false
         var lineStart = true
         var protectRest = false  // fenced code / preserved section running
+        let numberWords = Self.numberWords
+        pieces.withUnsafeMutableBufferPointer { pieces in
         bytes.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
             func close(at i: Int) {
@@ -730,6 +790,15 @@ public struct TextCompressor: Sendable {
                                 pieces[j].sentence = Int32(sentences.count)
                                 j += 1
                             }
+                            if Self.dropsHeaderLabels, let t = Self.dropTitleLabel(base, pieces, from: i, to: j) {
+                                // The title's first word without its space may take other tokens.
+                                let from = Int(pieces[t].start) + 1
+                                var count = 0
+                                encoding.forEachPiece(UnsafeBufferPointer(rebasing: b[from..<Int(pieces[t].end)])) {
+                                    _, _, c in count += c
+                                }
+                                pieces[t].tokens = Int32(count)
+                            }
                             current.isHeader = true
                             current.mustKeep = true  // never pruned; kept with its passage
                             close(at: j)
@@ -755,7 +824,7 @@ public struct TextCompressor: Sendable {
                 }
                 // Protection.
                 var protect = protectRest || p.kind == .number || p.flags.contains(.capital)
-                    || (p.kind == .word && Self.numberWords.contains(p.hash))
+                    || (p.kind == .word && numberWords.contains(p.hash))
                 if protect && !protectRest && p.kind == .word && Int32(i) == current.first {
                     // A sentence-initial common word ("The", "In", "It") is protected only before another
                     // capitalised word ("The Beatles").
@@ -764,87 +833,129 @@ public struct TextCompressor: Sendable {
                 }
                 if protect { pieces[i].flags.insert(.protected) }
                 if protectRest { current.mustKeep = true }
-                pieces[i].sentence = Int32(sentences.count)
+                // (pieces[i].sentence is set below, once the sentences are final: they tile the non-newline pieces)
                 if p.kind == .word || p.kind == .number { current.words += 1 }
                 i += 1
             }
             close(at: n)
         }
-        // Piece -> sentence indices (close() appends in order; recompute to be exact), token totals.
-        for (si, s) in sentences.enumerated() {
-            var t: Int32 = 0
-            for j in Int(s.first)..<Int(s.end) {
-                pieces[j].sentence = Int32(si)
-                t += pieces[j].tokens
-            }
-            sentences[si].tokens = t
         }
-        // Newline pieces belong to the preceding sentence for bookkeeping; they are emitted structurally.
-        if sentences.isEmpty { sentences.append(Sentence(first: 0, end: Int32(pieces.count), passage: 0)) }
-        // Protect runs of up to two function words between protected words ("Bank of America", "Taxpayers in the
-        // United States"), punctuation glued to a number ("20%", "$5"), and let repeated stand-alone names go
-        // after their first occurrence.
-        let n = pieces.count
-        if n > 2 {
-            func solid(_ j: Int) -> Bool {
-                let p = pieces[j]
-                return p.flags.contains(.protected) && (p.kind == .word || p.kind == .number)
-            }
-            var j = 1
-            while j < n - 1 {
-                guard pieces[j].kind == .word, !pieces[j].flags.contains(.protected), solid(j - 1) else {
-                    j += 1
-                    continue
+        pieces.withUnsafeMutableBufferPointer { pieces in
+            // Piece -> sentence indices (close() appends in order; recompute to be exact), token totals.
+            for (si, s) in sentences.enumerated() {
+                var t: Int32 = 0
+                for j in Int(s.first)..<Int(s.end) {
+                    pieces[j].sentence = Int32(si)
+                    t += pieces[j].tokens
                 }
-                var k = j
-                while k < n && k - j < 2 && pieces[k].kind == .word && !pieces[k].flags.contains(.protected)
-                    && lexicon.isFrequent(pieces[k].hash)
-                {
-                    k += 1
-                }
-                if k > j && k < n && solid(k) {
-                    for m in j..<k { pieces[m].flags.insert(.protected) }
-                }
-                j = max(k, j + 1)
+                sentences[si].tokens = t
             }
-            for j in 0..<n where pieces[j].kind == .punct && !pieces[j].flags.contains(.protected) {
-                let glued = !pieces[j].flags.contains(.leadingSpace) && j > 0 && pieces[j - 1].kind == .number
-                let before = j + 1 < n && pieces[j + 1].kind == .number && !pieces[j + 1].flags.contains(.leadingSpace)
-                    && pieces[j].end - pieces[j].start <= 2
-                if glued || before { pieces[j].flags.insert(.protected) }
-            }
-            // A word the tokenizer split is protected whole when a part of it is: "1940s", "12th", "6ft", "macOS",
-            // "mid-1988" (runs of word, number and inner - ' / . pieces with no space between).
-            var r = 0
-            while r < n {
-                guard Self.glueable(pieces[r]) else {
-                    r += 1
-                    continue
+            // Newline pieces belong to the preceding sentence for bookkeeping; they are emitted structurally.
+            if sentences.isEmpty { sentences.append(Sentence(first: 0, end: Int32(pieces.count), passage: 0)) }
+            // Protect runs of up to two function words between protected words ("Bank of America", "Taxpayers in the
+            // United States"), punctuation glued to a number ("20%", "$5"), and let repeated stand-alone names go
+            // after their first occurrence.
+            let n = pieces.count
+            if n > 2 {
+                func solid(_ j: Int) -> Bool {
+                    let p = pieces[j]
+                    return p.flags.contains(.protected) && (p.kind == .word || p.kind == .number)
                 }
-                var e = r + 1
-                while e < n && Self.gluesOn(pieces[e]) { e += 1 }
-                var last = e - 1
-                while last > r && pieces[last].kind == .punct { last -= 1 }
-                if last > r && (r...last).contains(where: { solid($0) }) {
-                    for m in r...last { pieces[m].flags.insert(.protected) }
+                var j = 1
+                while j < n - 1 {
+                    guard pieces[j].kind == .word, !pieces[j].flags.contains(.protected), solid(j - 1) else {
+                        j += 1
+                        continue
+                    }
+                    var k = j
+                    while k < n && k - j < 2 && pieces[k].kind == .word && !pieces[k].flags.contains(.protected)
+                        && lexicon.isFrequent(pieces[k].hash)
+                    {
+                        k += 1
+                    }
+                    if k > j && k < n && solid(k) {
+                        for m in j..<k { pieces[m].flags.insert(.protected) }
+                    }
+                    j = max(k, j + 1)
                 }
-                r = e
-            }
-            // A lone space piece before a number (" 18" is " " + "18" in o200k) goes with what follows it.
-            for j in 0..<(n - 1) where pieces[j].kind == .space && pieces[j + 1].flags.contains(.protected) {
-                pieces[j].flags.insert(.protected)
-            }
-            // Punctuation between protected words ("May 18, 2018", "Tulsa, Oklahoma").
-            for j in 1..<(n - 1) where pieces[j].kind == .punct && !pieces[j].flags.contains(.protected) {
-                if pieces[j - 1].flags.contains(.protected) && pieces[j + 1].flags.contains(.protected)
-                    && pieces[j - 1].kind != .newline && pieces[j + 1].kind != .newline
-                    && pieces[j - 1].kind != .punct && pieces[j + 1].kind != .punct
-                {
+                for j in 0..<n where pieces[j].kind == .punct && !pieces[j].flags.contains(.protected) {
+                    let glued = !pieces[j].flags.contains(.leadingSpace) && j > 0 && pieces[j - 1].kind == .number
+                    let before = j + 1 < n && pieces[j + 1].kind == .number && !pieces[j + 1].flags.contains(.leadingSpace)
+                        && pieces[j].end - pieces[j].start <= 2
+                    if glued || before { pieces[j].flags.insert(.protected) }
+                }
+                // A word the tokenizer split is protected whole when a part of it is: "1940s", "12th", "6ft", "macOS",
+                // "mid-1988" (runs of word, number and inner - ' / . pieces with no space between).
+                var r = 0
+                while r < n {
+                    guard Self.glueable(pieces[r]) else {
+                        r += 1
+                        continue
+                    }
+                    var e = r + 1
+                    while e < n && Self.gluesOn(pieces[e]) { e += 1 }
+                    var last = e - 1
+                    while last > r && pieces[last].kind == .punct { last -= 1 }
+                    if last > r && (r...last).contains(where: { solid($0) }) {
+                        for m in r...last { pieces[m].flags.insert(.protected) }
+                    }
+                    r = e
+                }
+                // A lone space piece before a number (" 18" is " " + "18" in o200k) goes with what follows it.
+                for j in 0..<(n - 1) where pieces[j].kind == .space && pieces[j + 1].flags.contains(.protected) {
                     pieces[j].flags.insert(.protected)
+                }
+                // Punctuation between protected words ("May 18, 2018", "Tulsa, Oklahoma").
+                for j in 1..<(n - 1) where pieces[j].kind == .punct && !pieces[j].flags.contains(.protected) {
+                    if pieces[j - 1].flags.contains(.protected) && pieces[j + 1].flags.contains(.protected)
+                        && pieces[j - 1].kind != .newline && pieces[j + 1].kind != .newline
+                        && pieces[j - 1].kind != .punct && pieces[j + 1].kind != .punct
+                    {
+                        pieces[j].flags.insert(.protected)
+                    }
                 }
             }
         }
         return sentences
+    }
+
+    /// Lossy steps shorten `Document [i](Title: t)` headers to `Document [i](t)`: the label repeats on every
+    /// passage and tells the reader nothing the parenthesis does not (2 tokens a passage).
+    static let dropsHeaderLabels = true
+
+    /// In the header pieces `from..<to`: the `Title` `:` pieces right after `(` are dropped (no tokens), and the
+    /// space in front of the title goes with them.
+    /// Returns the piece that lost its leading space, if any.
+    static func dropTitleLabel(_ base: UnsafePointer<UInt8>, _ pieces: UnsafeMutableBufferPointer<Piece>, from: Int, to: Int) -> Int? {
+        var j = from
+        while j + 2 < to {
+            let p = pieces[j]
+            if p.kind == .word && p.end - p.start == 5 && !p.flags.contains(.leadingSpace)
+                && base[Int(p.start)] == UInt8(ascii: "T") && base[Int(p.start) + 1] == UInt8(ascii: "i")
+                && base[Int(p.start) + 2] == UInt8(ascii: "t") && base[Int(p.start) + 3] == UInt8(ascii: "l")
+                && base[Int(p.start) + 4] == UInt8(ascii: "e") && j > from
+                && base[Int(pieces[j - 1].end) - 1] == UInt8(ascii: "(")
+                && pieces[j + 1].end - pieces[j + 1].start == 1 && base[Int(pieces[j + 1].start)] == UInt8(ascii: ":")
+            {
+                for k in j...(j + 1) {
+                    pieces[k].flags.remove(.protected)
+                    pieces[k].flags.insert(.dropped)
+                    pieces[k].tokens = 0
+                }
+                let t = j + 2
+                if pieces[t].kind == .space && pieces[t].end - pieces[t].start == 1 {
+                    pieces[t].flags.remove(.protected)
+                    pieces[t].flags.insert(.dropped)
+                    pieces[t].tokens = 0
+                } else if pieces[t].flags.contains(.leadingSpace) && pieces[t].kind != .newline {
+                    pieces[t].flags.insert(.noSpace)
+                    return t
+                }
+                return nil
+            }
+            j += 1
+        }
+        return nil
     }
 
     /// Pieces that can be part of a word the tokenizer split: words, numbers, and one inner - ' / or . byte.
@@ -963,7 +1074,7 @@ public struct TextCompressor: Sendable {
          "dec"])
 
     /// A "." after a single capital letter (an initial) or a common abbreviation does not end a sentence.
-    static func isAbbreviation(_ base: UnsafePointer<UInt8>, _ pieces: [Piece], _ i: Int) -> Bool {
+    static func isAbbreviation(_ base: UnsafePointer<UInt8>, _ pieces: UnsafeMutableBufferPointer<Piece>, _ i: Int) -> Bool {
         guard i > 0, base[Int(pieces[i].end) - 1] == UInt8(ascii: ".") else { return false }
         let prev = pieces[i - 1]
         guard prev.kind == .word else { return false }
@@ -1077,31 +1188,35 @@ public struct TextCompressor: Sendable {
         var lastTerm = -10
         var lastPos = -10
         var candidate = [Bool](repeating: false, count: ns)
-        for j in pieces.indices where pieces[j].kind == .word || pieces[j].kind == .number {
-            let st = pieces[j].stem != 0 ? pieces[j].stem : pieces[j].hash
-            var t = -1
-            if st != 0 {
-                for k in 0..<nt where terms[k] == st {
-                    t = k
-                    break
+        var termMask: UInt64 = 0
+        for t in terms { termMask |= 1 << (t & 63) }
+        pieces.withUnsafeMutableBufferPointer { pieces in
+            for j in pieces.indices where pieces[j].kind == .word || pieces[j].kind == .number {
+                let st = pieces[j].stem != 0 ? pieces[j].stem : pieces[j].hash
+                var t = -1
+                if st != 0 && termMask & (1 << (st & 63)) != 0 {
+                    for k in 0..<nt where terms[k] == st {
+                        t = k
+                        break
+                    }
                 }
-            }
-            guard t >= 0 else {
-                // Something of the kind the question asks for (a name for "who", a number for "when").
-                switch answerType {
-                case .name where pieces[j].kind == .word && pieces[j].flags.contains(.protected): candidate[Int(pieces[j].sentence)] = true
-                case .number where pieces[j].kind == .number: candidate[Int(pieces[j].sentence)] = true
-                default: break
+                guard t >= 0 else {
+                    // Something of the kind the question asks for (a name for "who", a number for "when").
+                    switch answerType {
+                    case .name where pieces[j].kind == .word && pieces[j].flags.contains(.protected): candidate[Int(pieces[j].sentence)] = true
+                    case .number where pieces[j].kind == .number: candidate[Int(pieces[j].sentence)] = true
+                    default: break
+                    }
+                    continue
                 }
-                continue
+                pieces[j].flags.insert(.term)
+                let si = Int(pieces[j].sentence)
+                tf[si * nt + t] &+= 1
+                ptf[Int(sentences[si].passage) * nt + t] &+= 1
+                if (t == lastTerm + 1 || t == lastTerm - 1) && j - lastPos <= 3 { phrase[si] += 1 }
+                lastTerm = t
+                lastPos = j
             }
-            pieces[j].flags.insert(.term)
-            let si = Int(pieces[j].sentence)
-            tf[si * nt + t] &+= 1
-            ptf[Int(sentences[si].passage) * nt + t] &+= 1
-            if (t == lastTerm + 1 || t == lastTerm - 1) && j - lastPos <= 3 { phrase[si] += 1 }
-            lastTerm = t
-            lastPos = j
         }
         var totalWords = 0
         for s in sentences {
@@ -1411,6 +1526,18 @@ public struct TextCompressor: Sendable {
                 }
                 let bridge = min(weight(a), weight(b))
                 if bridge >= 3.5 { info = max(info, bridge * Self.kBridge) }
+            }
+            if p.kind == .word && Self.kUnit > 0 && j > 0 && p.flags.contains(.leadingSpace) {
+                // The word after a number is usually its unit or what it counts ("3.99 degrees", "15th century").
+                let a = pieces[j - 1]
+                let afterNumber = a.kind == .number
+                    || (a.kind == .word && !a.flags.contains(.leadingSpace) && j > 1 && pieces[j - 2].kind == .number)
+                if afterNumber { info = max(info, 6 * Self.kUnit) }
+            }
+            if p.kind == .word && Self.kPre > 0 && j + 2 < pieces.count {
+                // " 18" is " " + "18" in o200k: look past a lone space piece.
+                let b = pieces[j + 1].kind == .space ? pieces[j + 2] : pieces[j + 1]
+                if b.kind == .number { info = max(info, 6 * Self.kPre) }
             }
             if p.tokens > 1 { info /= pow(Double(p.tokens), Self.kTokPow) }
             if !bonus.isEmpty { info += bonus[Int(p.sentence)] }

@@ -35,6 +35,16 @@ extension Vocabulary {
             sink.emit(byteRanks[Int(piece[0])])
             return
         }
+        if length == 2 {
+            let r = pairRank(piece)
+            if r != Self.absent {
+                sink.emit(r)
+            } else {
+                sink.emit(byteRanks[Int(piece[0])])
+                sink.emit(byteRanks[Int(piece[1])])
+            }
+            return
+        }
         let whole = rank(piece, length, end)
         if whole != Self.absent {
             sink.emit(whole)
@@ -54,7 +64,7 @@ extension Vocabulary {
             withUnsafeTemporaryAllocation(of: UInt32.self, capacity: length) { ranks in
                 // starts[0...parts] are the part boundaries; ranks[i] is the rank of parts i and i+1 merged.
                 for i in 0...length { starts[i] = Int32(i) }
-                for i in 0..<(length - 1) { ranks[i] = rank(piece + i, 2, end) }
+                for i in 0..<(length - 1) { ranks[i] = pairRank(piece + i) }
                 var parts = length
                 while true {
                     var minRank = Self.absent
@@ -118,7 +128,7 @@ extension Vocabulary {
                         prev[i] = Int32(i - 1)
                     }
                     for i in 0..<(length - 1) {
-                        let r = rank(piece + i, 2, end)
+                        let r = self.pairRank(piece + i)
                         pairRank[i] = r
                         if r != Self.absent { heap.push(UInt64(r) << 32 | UInt64(i)) }
                     }

@@ -170,8 +170,11 @@ struct PreTokenizer {
             let (c, l) = info(u)
             if c & ScalarClass.o200kUpper == 0 {
                 if c & ScalarClass.o200kLower != 0 {
-                    // The greedy upper run stops on an Ll: the lower run takes over from here.
-                    let w = runEnd(u + l, anyOf: ScalarClass.o200kLower)
+                    // The greedy upper run stops on an Ll: the lower run takes over from here. ASCII letters a-z
+                    // first (the only ASCII scalars of the class), the general scan only past a non-ASCII byte.
+                    var a = u + l
+                    while a < n && base[a] &- 0x61 < 26 { a += 1 }
+                    let w = a < n && base[a] >= 0x80 ? runEnd(a, anyOf: ScalarClass.o200kLower) : a
                     let e = contractionEnd(w)
                     return e >= 0 ? e : w
                 }

@@ -20,6 +20,37 @@ import Tokenizer
         #expect(stem("thing") != stem("th"))
     }
 
+    /// Lossy steps drop the repeated "Title: " label of `Document [i](Title: t)` headers (and count the title's
+    /// first word without its space); the lossless profile leaves headers alone.
+    @Test func lossyStepsShortenDocumentHeaders() throws {
+        let enc = try o200k()
+        let c = TextCompressor(encoding: enc)
+        for question in ["who won the first nobel prize in physics", nil] {
+            let r = c.compress(context, question: question, ratio: 0.5, options: CompressionOptions(minMessageTokens: 0))
+            #expect(!r.text.contains("Title:"), "\(r.text)")
+            for line in r.text.split(separator: "\n") {
+                #expect(line.hasPrefix("Document ["), "\(line)")
+                #expect(!line.contains("]( "), "\(line)")
+            }
+            #expect(Double(enc.count(r.text)) <= Double(r.originalTokens) * 0.5 + 2)
+            #expect(abs(enc.count(r.text) - r.tokens) <= 2, "\(enc.count(r.text)) vs \(r.tokens)")
+        }
+        let lossless = c.compress(context, question: nil, ratio: 1, options: losslessOnly)
+        #expect(lossless.text.contains("Document [9](Title: Nobel Prize in Physics)"))
+    }
+
+    /// Without a question, a number keeps the word after it (its unit) and the word before it longer than other
+    /// common words.
+    @Test func numbersKeepTheirUnits() throws {
+        let c = TextCompressor(encoding: try o200k())
+        let filler = (0..<12).map { _ in "It was then said by many of the people there that the thing was rather nice and good." }
+            .joined(separator: " ")
+        let text = "\(filler) Since the restoration the tower now leans at about 3.99 degrees from the vertical. \(filler)"
+        let r = c.compress(text, question: nil, ratio: 0.5, options: CompressionOptions(minMessageTokens: 0))
+        #expect(r.techniques.contains(.pruning))
+        #expect(r.text.contains("about 3.99 degrees"), "\(r.text)")
+    }
+
     /// Headers and line breaks are charged once: the selection fills the budget instead of stopping short of it,
     /// and never goes over it.
     @Test func selectionFillsButNeverExceedsTheBudget() throws {

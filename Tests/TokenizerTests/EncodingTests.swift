@@ -105,6 +105,35 @@ let goldenVectors: [(Encoding.Name, String, [Int])] = [
         #expect(try Encoding.named(.cl100kBase).decode([100_257]) == "<|endoftext|>")
     }
 
+    /// Every token, looked up as a piece, is itself: the byte-pair table and the membership filter in front of
+    /// the hash table never hide a token (every 7th rank, and every 2-byte token).
+    @Test(arguments: Encoding.Name.allCases)
+    func everyTokenIsFoundWhole(_ name: Encoding.Name) throws {
+        let encoding = try Encoding.named(name)
+        let vocabulary = encoding.vocabulary
+        var checked = 0
+        for rank in 0..<vocabulary.rankLimit {
+            guard let bytes = vocabulary.bytes(ofRank: rank) else { continue }
+            guard rank % 7 == 0 || bytes.count == 2 else { continue }
+            let base = bytes.baseAddress!
+            let found = bytes.count == 2 ? vocabulary.pairRank(base) : vocabulary.rank(base, bytes.count, base + bytes.count)
+            #expect(found == UInt32(rank), "rank \(rank)")
+            checked += 1
+        }
+        #expect(checked > vocabulary.count / 8)
+        // Pairs that are not tokens are absent from the pair table too.
+        var absent = 0
+        for a in 0..<256 {
+            for b in 0..<256 {
+                var pair: [UInt8] = [UInt8(a), UInt8(b)]
+                let r = pair.withUnsafeMutableBufferPointer { p in vocabulary.pairRank(UnsafePointer(p.baseAddress!)) }
+                if r == Vocabulary.absent { absent += 1 }
+                if r != Vocabulary.absent, let t = vocabulary.bytes(ofRank: Int(r)) { #expect(Array(t) == pair) }
+            }
+        }
+        #expect(absent > 0)
+    }
+
     @Test func unknownIDs() throws {
         let o200k = try Encoding.named(.o200kBase)
         #expect(throws: TokenizerError.self) { try o200k.decodeBytes([24912, 10_000_000]) }
