@@ -19,11 +19,15 @@ public struct CompressionOptions: Sendable, Hashable {
     public var lossless: Bool
     public var selection: Bool
     public var pruning: Bool
+    /// Lossy steps shorten `Document [i](Title: t)` passage headers to `Document [i](t)` (the label repeats on
+    /// every passage). Counted as pruning.
+    public var shortenHeaders: Bool
 
     public init(
         targetRatio: Double = 0.5, minPromptTokens: Int = 0, minMessageTokens: Int = 128,
         preserveQuestions: Bool = true, preserveSections: [String] = [], minQuality: Double = 0,
-        roles: Set<String> = ["user", "tool"], lossless: Bool = true, selection: Bool = true, pruning: Bool = true
+        roles: Set<String> = ["user", "tool"], lossless: Bool = true, selection: Bool = true, pruning: Bool = true,
+        shortenHeaders: Bool = true
     ) {
         self.targetRatio = targetRatio
         self.minPromptTokens = minPromptTokens
@@ -35,6 +39,7 @@ public struct CompressionOptions: Sendable, Hashable {
         self.lossless = lossless
         self.selection = selection
         self.pruning = pruning
+        self.shortenHeaders = shortenHeaders
     }
 }
 

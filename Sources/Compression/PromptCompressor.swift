@@ -122,12 +122,15 @@ public struct PromptCompressor: Sendable {
             let r = text.compress(input, question: question, ratio: options.targetRatio, options: options)
             let originalTokens = deduped[i] == nil ? r.originalTokens : text.count(original)
             result.originalTokens += originalTokens
-            result.compressedTokens += r.tokens
             var techniques = r.techniques
             if deduped[i] != nil { techniques.insert(.dedup) }
             result.techniques.formUnion(techniques)
             if !techniques.isEmpty && r.bytes != original {
                 result.edits.append((i, r.bytes))
+                result.compressedTokens += r.tokens
+            } else {
+                // Sent as it was: nothing saved on this message, whatever the compressor's count.
+                result.compressedTokens += originalTokens
             }
             if !r.techniques.intersection([.selection, .pruning]).isEmpty {
                 weighted += r.quality * Double(originalTokens)

@@ -251,9 +251,16 @@ public struct TextCompressor: Sendable {
                 bytes: out.bytes, originalTokens: originalCount, tokens: out.tokens, quality: 1, techniques: techniques)
         }
         var sentences = segment(bytes, &pieces, options: options)
-        if Self.dropsHeaderLabels {
+        if options.shortenHeaders {
             total = 0
-            for p in pieces { total += Int(p.tokens) }
+            var shortened = false
+            for p in pieces {
+                total += Int(p.tokens)
+                if p.flags.contains(.dropped) { shortened = true }
+            }
+            // Dropping the labels is lossy: it counts as pruning (quality guard, technique, savings) even when no
+            // other step has to run.
+            if shortened { techniques.insert(.pruning) }
         }
         let terms = questionTerms(question)
         var termWeights: [Double] = []
@@ -790,7 +797,7 @@ public struct TextCompressor: Sendable {
                                 pieces[j].sentence = Int32(sentences.count)
                                 j += 1
                             }
-                            if Self.dropsHeaderLabels, let t = Self.dropTitleLabel(base, pieces, from: i, to: j) {
+                            if options.shortenHeaders, let t = Self.dropTitleLabel(base, pieces, from: i, to: j) {
                                 // The title's first word without its space may take other tokens.
                                 let from = Int(pieces[t].start) + 1
                                 var count = 0
@@ -919,9 +926,9 @@ public struct TextCompressor: Sendable {
         return sentences
     }
 
-    /// Lossy steps shorten `Document [i](Title: t)` headers to `Document [i](t)`: the label repeats on every
-    /// passage and tells the reader nothing the parenthesis does not (2 tokens a passage).
-    static let dropsHeaderLabels = true
+    // Lossy steps shorten `Document [i](Title: t)` headers to `Document [i](t)` (`CompressionOptions.shortenHeaders`,
+    // profile key `shorten_headers`): the label repeats on every passage and tells the reader nothing the
+    // parenthesis does not (2 tokens a passage).
 
     /// In the header pieces `from..<to`: the `Title` `:` pieces right after `(` are dropped (no tokens), and the
     /// space in front of the title goes with them.
@@ -935,6 +942,7 @@ public struct TextCompressor: Sendable {
                 && base[Int(p.start) + 2] == UInt8(ascii: "t") && base[Int(p.start) + 3] == UInt8(ascii: "l")
                 && base[Int(p.start) + 4] == UInt8(ascii: "e") && j > from
                 && base[Int(pieces[j - 1].end) - 1] == UInt8(ascii: "(")
+                && Int(pieces[j - 1].end) >= 2 && base[Int(pieces[j - 1].end) - 2] == UInt8(ascii: "]")
                 && pieces[j + 1].end - pieces[j + 1].start == 1 && base[Int(pieces[j + 1].start)] == UInt8(ascii: ":")
             {
                 for k in j...(j + 1) {
@@ -942,12 +950,15 @@ public struct TextCompressor: Sendable {
                     pieces[k].flags.insert(.dropped)
                     pieces[k].tokens = 0
                 }
-                let t = j + 2
-                if pieces[t].kind == .space && pieces[t].end - pieces[t].start == 1 {
+                var t = j + 2
+                if pieces[t].kind == .space {
+                    // "Title:  t" (a run of spaces is its own piece before the last one): the run goes too.
                     pieces[t].flags.remove(.protected)
                     pieces[t].flags.insert(.dropped)
                     pieces[t].tokens = 0
-                } else if pieces[t].flags.contains(.leadingSpace) && pieces[t].kind != .newline {
+                    t += 1
+                }
+                if t < to && pieces[t].flags.contains(.leadingSpace) && pieces[t].kind != .newline {
                     pieces[t].flags.insert(.noSpace)
                     return t
                 }
@@ -1534,10 +1545,10 @@ public struct TextCompressor: Sendable {
                     || (a.kind == .word && !a.flags.contains(.leadingSpace) && j > 1 && pieces[j - 2].kind == .number)
                 if afterNumber { info = max(info, 6 * Self.kUnit) }
             }
-            if p.kind == .word && Self.kPre > 0 && j + 2 < pieces.count {
+            if p.kind == .word && Self.kPre > 0 && j + 1 < pieces.count {
                 // " 18" is " " + "18" in o200k: look past a lone space piece.
-                let b = pieces[j + 1].kind == .space ? pieces[j + 2] : pieces[j + 1]
-                if b.kind == .number { info = max(info, 6 * Self.kPre) }
+                let next = pieces[j + 1].kind == .space && j + 2 < pieces.count ? j + 2 : j + 1
+                if pieces[next].kind == .number { info = max(info, 6 * Self.kPre) }
             }
             if p.tokens > 1 { info /= pow(Double(p.tokens), Self.kTokPow) }
             if !bonus.isEmpty { info += bonus[Int(p.sentence)] }

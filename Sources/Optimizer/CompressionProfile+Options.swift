@@ -7,6 +7,7 @@ extension CompressionProfile {
         CompressionOptions(
             targetRatio: targetRatio, minPromptTokens: minPromptTokens, minMessageTokens: minMessageTokens,
             preserveQuestions: preserveQuestions, preserveSections: preserveSections, minQuality: minQuality,
-            roles: Set(roles), lossless: lossless, selection: selection, pruning: pruning)
+            roles: Set(roles), lossless: lossless, selection: selection, pruning: pruning,
+            shortenHeaders: shortenHeaders)
     }
 }

@@ -431,7 +431,7 @@ struct PolicyValidator {
 
     static let profileKeys = [
         "target_ratio", "min_prompt_tokens", "min_message_tokens", "preserve_questions", "preserve_sections",
-        "min_quality", "roles", "steps",
+        "min_quality", "roles", "steps", "shorten_headers",
     ]
 
     mutating func compressionProfiles(_ node: Node) -> [CompressionProfile] {
@@ -468,6 +468,7 @@ struct PolicyValidator {
         if let (_, v) = f["min_prompt_tokens"], let n = int(v, "\(ctx) min_prompt_tokens", min: 0) { p.minPromptTokens = n }
         if let (_, v) = f["min_message_tokens"], let n = int(v, "\(ctx) min_message_tokens", min: 0) { p.minMessageTokens = n }
         if let (_, v) = f["preserve_questions"], let b = bool(v, "\(ctx) preserve_questions") { p.preserveQuestions = b }
+        if let (_, v) = f["shorten_headers"], let b = bool(v, "\(ctx) shorten_headers") { p.shortenHeaders = b }
         if let (_, v) = f["preserve_sections"], let list = stringList(v, "\(ctx) preserve_sections") {
             p.preserveSections = list.map(\.0)
         }

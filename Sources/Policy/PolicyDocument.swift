@@ -195,6 +195,8 @@ public struct CompressionProfile: Sendable, Hashable {
     public var lossless = true
     public var selection = true
     public var pruning = true
+    /// `shorten_headers`: the lossy steps shorten `Document [i](Title: t)` headers to `Document [i](t)`.
+    public var shortenHeaders = true
 
     public init(name: String) { self.name = name }
 

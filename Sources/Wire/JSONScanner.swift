@@ -337,7 +337,7 @@ public enum JSONString {
     public static func decodeBytes(_ raw: UnsafeRawBufferPointer, hasEscapes: Bool) -> [UInt8] {
         let n = raw.count
         guard n > 0, let base = raw.baseAddress else { return [] }
-        if !hasEscapes { return Array(raw.bindMemory(to: UInt8.self)) }
+        if !hasEscapes { return Array(raw) }
         return [UInt8](unsafeUninitializedCapacity: n) { out, count in
             // The decoded text is never longer than its escaped form (an escape of 2, 6 or 12 bytes gives 1 to 4).
             let dst = out.baseAddress!
@@ -349,7 +349,7 @@ public enum JSONString {
                 let hit = memchr(base + i, 0x5C, rest)
                 let run = hit.map { UnsafeRawPointer($0) - (base + i) } ?? rest
                 if run > 0 {
-                    (dst + o).update(from: (base + i).assumingMemoryBound(to: UInt8.self), count: run)
+                    (dst + o).initialize(from: (base + i).assumingMemoryBound(to: UInt8.self), count: run)
                     o += run
                     i += run
                 }
@@ -406,7 +406,7 @@ public enum JSONString {
     public static func append(utf8 bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
         out.reserveCapacity(out.count + bytes.count + 2)
         out.append(UInt8(ascii: "\""))
-        let p = bytes.bindMemory(to: UInt8.self)
+        let p = UnsafeBufferPointer(start: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: bytes.count)
         var start = 0
         var i = 0
         let n = p.count

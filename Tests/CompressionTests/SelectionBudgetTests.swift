@@ -40,15 +40,53 @@ import Tokenizer
     }
 
     /// Without a question, a number keeps the word after it (its unit) and the word before it longer than other
-    /// common words.
+    /// common words: the same words elsewhere in the text go ("about" four times, "degrees" once), the ones next to
+    /// the number stay.
     @Test func numbersKeepTheirUnits() throws {
         let c = TextCompressor(encoding: try o200k())
-        let filler = (0..<12).map { _ in "It was then said by many of the people there that the thing was rather nice and good." }
-            .joined(separator: " ")
-        let text = "\(filler) Since the restoration the tower now leans at about 3.99 degrees from the vertical. \(filler)"
+        let text = """
+            We spoke about the weather in the morning and then about the garden behind the old house. She knew \
+            little about degrees of heat or cold, and cared less about them. The students earned their degrees after \
+            years of work, and they talked about it for a long while. Nobody was sure about the road, so they asked \
+            about it at the shop near the bridge. Some of the degrees on the wall were framed, and some were not \
+            framed at all. The tower now leans at about 3.99 degrees from the vertical after the repairs.
+            """
         let r = c.compress(text, question: nil, ratio: 0.5, options: CompressionOptions(minMessageTokens: 0))
         #expect(r.techniques.contains(.pruning))
         #expect(r.text.contains("about 3.99 degrees"), "\(r.text)")
+        #expect(r.text.components(separatedBy: "about").count - 1 == 1, "\(r.text)")
+        #expect(r.text.components(separatedBy: "degrees").count - 1 < 3, "\(r.text)")
+    }
+
+    /// `shorten_headers`: only `[i](Title: t)` headers, only in the lossy steps, counted as pruning even when it
+    /// alone meets the budget, and every space before the title goes; off, headers stay as they are.
+    @Test func headerLabelsAreShortenedAsPruning() throws {
+        let enc = try o200k()
+        let c = TextCompressor(encoding: enc)
+        let text = (1...20).map { "Document [\($0)](Title: Tower \($0)) The tower number \($0) leans a little." }
+            .joined(separator: "\n")
+        let r = c.compress(text, question: nil, ratio: 0.97, options: CompressionOptions(minMessageTokens: 0))
+        #expect(r.text.contains("Document [1](Tower 1)"), "\(r.text)")
+        #expect(!r.text.contains("Title"))
+        #expect(r.techniques.contains(.pruning))
+        #expect(r.tokens == enc.count(r.text))
+        // Two spaces after the label (whitespace normalisation off): both go.
+        var raw = CompressionOptions(minMessageTokens: 0, lossless: false)
+        let spaced = text.replacingOccurrences(of: "Title: ", with: "Title:  ")
+        let s = c.compress(spaced, question: nil, ratio: 0.97, options: raw)
+        #expect(s.text.contains("Document [1](Tower 1)"), "\(s.text)")
+        #expect(s.tokens == enc.count(s.text))
+        raw.shortenHeaders = false
+        #expect(c.compress(spaced, question: nil, ratio: 0.97, options: raw).text.contains("(Title:  Tower 1)"))
+        var off = CompressionOptions(minMessageTokens: 0)
+        off.shortenHeaders = false
+        let kept = c.compress(text, question: nil, ratio: 0.97, options: off)
+        #expect(kept.text.contains("Document [1](Title:"), "\(kept.text)")
+        // A markdown heading with a parenthesised "Title:" is not a passage label.
+        let md = "# Notes (Title: Draft)\n" + (1...30).map { "Line \($0) of the draft says little of use here." }
+            .joined(separator: " ")
+        let m = c.compress(md, question: nil, ratio: 0.6, options: CompressionOptions(minMessageTokens: 0))
+        #expect(m.text.contains("(Title: Draft)"), "\(m.text)")
     }
 
     /// Headers and line breaks are charged once: the selection fills the budget instead of stopping short of it,
