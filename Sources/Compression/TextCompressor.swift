@@ -358,10 +358,16 @@ public struct TextCompressor: Sendable {
                 @inline(__always) func put(_ from: Int, _ to: Int) {
                     let len = to - from
                     guard len > 0 else { return }
-                    (ob + w).update(from: base + from, count: len)
+                    (ob + w).initialize(from: base + from, count: len)
                     w += len
                 }
-                @inline(__always) func last() -> UInt8? { w > 0 ? ob[w - 1] : nil }
+                /// One space, unless the output is empty or already ends in a space or a line break.
+                @inline(__always) func space() {
+                    if w > 0 && ob[w - 1] != 0x0A && ob[w - 1] != 0x20 {
+                        (ob + w).initialize(to: 0x20)
+                        w += 1
+                    }
+                }
                 pieces.withUnsafeBufferPointer { pieces in
                     sentences.withUnsafeBufferPointer { sentences in
                         for p in pieces {
@@ -384,15 +390,9 @@ public struct TextCompressor: Sendable {
                                 start = Int(p.start) + 1
                             }
                             if p.flags.contains(.asSpace) {
-                                if let l = last(), l != 0x0A && l != 0x20 {
-                                    ob[w] = 0x20
-                                    w += 1
-                                }
+                                space()
                             } else if p.flags.contains(.spacePrefix) {
-                                if let l = last(), l != 0x0A && l != 0x20 {
-                                    ob[w] = 0x20
-                                    w += 1
-                                }
+                                space()
                                 put(Int(p.start) + 1, Int(p.emitEnd))
                             } else {
                                 put(start, Int(p.emitEnd))
@@ -797,7 +797,7 @@ public struct TextCompressor: Sendable {
                                 pieces[j].sentence = Int32(sentences.count)
                                 j += 1
                             }
-                            if options.shortenHeaders, let t = Self.dropTitleLabel(base, pieces, from: i, to: j) {
+                            if options.shortenHeaders, let t = Self.dropTitleLabel(bytes, pieces, from: i, to: j) {
                                 // The title's first word without its space may take other tokens.
                                 let from = Int(pieces[t].start) + 1
                                 var count = 0
@@ -933,17 +933,14 @@ public struct TextCompressor: Sendable {
     /// In the header pieces `from..<to`: the `Title` `:` pieces right after `(` are dropped (no tokens), and the
     /// space in front of the title goes with them.
     /// Returns the piece that lost its leading space, if any.
-    static func dropTitleLabel(_ base: UnsafePointer<UInt8>, _ pieces: UnsafeMutableBufferPointer<Piece>, from: Int, to: Int) -> Int? {
+    static func dropTitleLabel(_ b: [UInt8], _ pieces: UnsafeMutableBufferPointer<Piece>, from: Int, to: Int) -> Int? {
         var j = from
         while j + 2 < to {
             let p = pieces[j]
             if p.kind == .word && p.end - p.start == 5 && !p.flags.contains(.leadingSpace)
-                && base[Int(p.start)] == UInt8(ascii: "T") && base[Int(p.start) + 1] == UInt8(ascii: "i")
-                && base[Int(p.start) + 2] == UInt8(ascii: "t") && base[Int(p.start) + 3] == UInt8(ascii: "l")
-                && base[Int(p.start) + 4] == UInt8(ascii: "e") && j > from
-                && base[Int(pieces[j - 1].end) - 1] == UInt8(ascii: "(")
-                && Int(pieces[j - 1].end) >= 2 && base[Int(pieces[j - 1].end) - 2] == UInt8(ascii: "]")
-                && pieces[j + 1].end - pieces[j + 1].start == 1 && base[Int(pieces[j + 1].start)] == UInt8(ascii: ":")
+                && hasPrefix(b, Int(p.start), "Title") && j > from
+                && Int(pieces[j - 1].end) >= 2 && hasPrefix(b, Int(pieces[j - 1].end) - 2, "](")
+                && pieces[j + 1].end - pieces[j + 1].start == 1 && b[Int(pieces[j + 1].start)] == UInt8(ascii: ":")
             {
                 for k in j...(j + 1) {
                     pieces[k].flags.remove(.protected)

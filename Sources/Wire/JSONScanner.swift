@@ -186,14 +186,7 @@ struct JSONScanner {
         while index < end {
             // Eight plain ASCII bytes at a time (no quote, backslash, control character or non-ASCII byte).
             if let base {
-                while index + 8 <= end {
-                    let x = base.loadUnaligned(fromByteOffset: index, as: UInt64.self)
-                    let ones: UInt64 = 0x0101_0101_0101_0101
-                    let highs: UInt64 = 0x8080_8080_8080_8080
-                    let q = x ^ (ones &* 0x22)
-                    let b = x ^ (ones &* 0x5C)
-                    let special = ((q &- ones) & ~q) | ((b &- ones) & ~b) | ((x &- ones &* 0x20) & ~x) | x
-                    if special & highs != 0 { break }
+                while index + 8 <= end && Self.isPlainASCII(base.loadUnaligned(fromByteOffset: index, as: UInt64.self)) {
                     index += 8
                 }
             }
@@ -233,6 +226,30 @@ struct JSONScanner {
         default:
             throw error("invalid escape sequence")
         }
+    }
+
+    /// Eight bytes that are all plain ASCII inside a JSON string: no quote, backslash, control character or
+    /// non-ASCII byte (may answer false for plain bytes next to a special one; never true for a special one).
+    @inline(__always)
+    static func isPlainASCII(_ x: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let q = x ^ (ones &* 0x22)
+        let b = x ^ (ones &* 0x5C)
+        let special = ((q &- ones) & ~q) | ((b &- ones) & ~b) | ((x &- ones &* 0x20) & ~x) | x
+        return special & 0x8080_8080_8080_8080 == 0
+    }
+
+    /// Whether `bytes` are valid UTF-8, by the same rules as strings in a JSON document (RFC 3629).
+    static func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var s = JSONScanner(bytes)
+        while s.index < s.end {
+            if s.bytes[s.index] < 0x80 {
+                s.index += 1
+            } else {
+                do { try s.skipUTF8() } catch { return false }
+            }
+        }
+        return true
     }
 
     /// Validates one multi-byte UTF-8 sequence (RFC 3629: no overlongs, no surrogates, at most U+10FFFF).
@@ -411,6 +428,10 @@ public enum JSONString {
         var i = 0
         let n = p.count
         while i < n {
+            if i + 8 <= n && JSONScanner.isPlainASCII(bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)) {
+                i += 8
+                continue
+            }
             let c = p[i]
             if c >= 0x20 && c != UInt8(ascii: "\"") && c != UInt8(ascii: "\\") {
                 i += 1

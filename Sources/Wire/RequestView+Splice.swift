@@ -57,19 +57,25 @@ extension RequestView {
 
     /// Replaces the content of message `index` with the string `text` (array content becomes a plain string).
     public func patchMessageContent(_ index: Int, text: String, into patch: inout BodyPatch) {
-        var text = text
-        text.withUTF8 { patchMessageContent(index, utf8: UnsafeRawBufferPointer($0), into: &patch) }
+        var literal = [UInt8]()
+        JSONString.append(text, to: &literal)
+        patchMessageContent(index, literal: literal, into: &patch)
     }
 
     /// Replaces the content of message `index` with the string whose UTF-8 bytes are `utf8`. Bytes that are not
     /// valid UTF-8 are repaired (U+FFFD), as `String(decoding:as:)` would: the upstream never gets invalid JSON text.
     public func patchMessageContent(_ index: Int, utf8: UnsafeRawBufferPointer, into patch: inout BodyPatch) {
         var literal = [UInt8]()
-        if UTF8Check.isValid(utf8) {
+        if JSONScanner.isValidUTF8(utf8) {
             JSONString.append(utf8: utf8, to: &literal)
         } else {
             JSONString.append(String(decoding: utf8, as: UTF8.self), to: &literal)
         }
+        patchMessageContent(index, literal: literal, into: &patch)
+    }
+
+    /// Puts the JSON string `literal` (quotes included) in place of message `index`'s content.
+    private func patchMessageContent(_ index: Int, literal: [UInt8], into patch: inout BodyPatch) {
         let m = messages[index]
         if let r = m.contentRange {
             patch.replace(r, with: literal)
@@ -119,29 +125,6 @@ extension RequestView {
                 if !(c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09) { return false }
             }
             return true
-        }
-    }
-}
-
-/// UTF-8 validity without building a `String`: ASCII eight bytes at a time, then a strict decode of the rest.
-enum UTF8Check {
-    static func isValid(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        let n = bytes.count
-        var i = 0
-        while i + 8 <= n {
-            if bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { break }
-            i += 8
-        }
-        while i < n && bytes[i] < 0x80 { i += 1 }
-        if i == n { return true }
-        var iterator = UnsafeRawBufferPointer(rebasing: bytes[i...]).makeIterator()
-        var parser = Unicode.UTF8.ForwardParser()
-        while true {
-            switch parser.parseScalar(from: &iterator) {
-            case .valid: continue
-            case .emptyInput: return true
-            case .error: return false
-            }
         }
     }
 }

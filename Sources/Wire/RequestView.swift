@@ -76,19 +76,20 @@ public struct RequestView: Sendable {
     public func textBytes(ofMessage index: Int) -> [UInt8]? {
         let m = messages[index]
         if m.contentKind == .string, let r = m.contentRange {
-            return body.withUnsafeReadableBytes { raw in
-                JSONString.decodeBytes(UnsafeRawBufferPointer(rebasing: raw[(r.lowerBound + 1)..<(r.upperBound - 1)]),
-                                       hasEscapes: m.contentEscaped)
-            }
+            return withStringContents(r) { JSONString.decodeBytes($0, hasEscapes: m.contentEscaped) }
         }
         return text(ofMessage: index).map { Array($0.utf8) }
     }
 
     /// Decodes the JSON string at `range` (quotes included).
     public func decodeString(_ range: Range<Int>, escaped: Bool = true) -> String {
-        body.withUnsafeReadableBytes { raw in
-            JSONString.decode(UnsafeRawBufferPointer(rebasing: raw[(range.lowerBound + 1)..<(range.upperBound - 1)]),
-                              hasEscapes: escaped)
+        withStringContents(range) { JSONString.decode($0, hasEscapes: escaped) }
+    }
+
+    /// Calls `body` with the bytes between the quotes of the JSON string at `range`.
+    private func withStringContents<T>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> T) -> T {
+        self.body.withUnsafeReadableBytes { raw in
+            body(UnsafeRawBufferPointer(rebasing: raw[(range.lowerBound + 1)..<(range.upperBound - 1)]))
         }
     }
 

@@ -248,14 +248,14 @@ struct JSONStringTests {
         let out = try view(string(patch.apply(to: v.body)))
         #expect(out.text(ofMessage: 0) == "a\u{FFFD}\"€")
         #expect(out.textBytes(ofMessage: 0) == Array("a\u{FFFD}\"€".utf8))
-        #expect(UTF8Check.isValid(UnsafeRawBufferPointer(start: nil, count: 0)))
+        #expect(JSONScanner.isValidUTF8(UnsafeRawBufferPointer(start: nil, count: 0)))
         for valid in ["plain ascii only here", "mixed é € 𝄞 text after eight bytes"] {
-            #expect(Array(valid.utf8).withUnsafeBytes { UTF8Check.isValid($0) })
+            #expect(Array(valid.utf8).withUnsafeBytes { JSONScanner.isValidUTF8($0) })
         }
         for invalid: [UInt8] in [[0x80], [0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0xFF], [0xED, 0xA0, 0x80],
                                  [0xC0, 0xAF], [0xF4, 0x90, 0x80, 0x80]]
         {
-            #expect(!invalid.withUnsafeBytes { UTF8Check.isValid($0) })
+            #expect(!invalid.withUnsafeBytes { JSONScanner.isValidUTF8($0) })
         }
     }
 
