@@ -1,3 +1,4 @@
+import NIOCore
 import NIOHTTP1
 
 /// Header rules for a forwarding proxy (RFC 9110 section 7.6.1).
@@ -22,32 +23,84 @@ enum ForwardingHeaders {
     static func upstreamRequestHeaders(_ headers: HTTPHeaders, host: String? = nil, contentLength: Int? = nil,
                                        traceparent: String? = nil, authorization: String? = nil) -> HTTPHeaders
     {
-        let named = connectionTokens(headers)
         var out = HTTPHeaders()
         out.reserveCapacity(headers.count + 3)
         if let host { out.add(name: "host", value: host) }
-        for (name, value) in headers {
-            if mayBeDropped(name) && (isHopByHop(name) || isAny(name, of: recomputedOnRequest)) { continue }
-            if traceparent != nil && equalsIgnoringCase(name, "traceparent") { continue }
-            if authorization != nil && equalsIgnoringCase(name, "authorization") { continue }
-            if !named.isEmpty && isAny(name, of: named) { continue }
-            out.add(name: name, value: value)
-        }
+        forEachForwardedRequestHeader(headers, replacingTraceparent: traceparent != nil,
+                                      replacingAuthorization: authorization != nil)
+        { name, value in out.add(name: name, value: value) }
         if let contentLength { out.add(name: "content-length", value: String(contentLength)) }
         if let traceparent { out.add(name: "traceparent", value: traceparent) }
         if let authorization { out.add(name: "authorization", value: authorization) }
         return out
     }
 
+    /// The upstream request head for the own keep-alive pool, serialized directly (the same headers as
+    /// `upstreamRequestHeaders`, without building a header list).
+    static func writeUpstreamRequestHead(_ out: inout ByteBuffer, method: HTTPMethod, uri: String,
+                                         headers: HTTPHeaders, host: String, contentLength: Int?,
+                                         traceparent: String?, authorization: String?)
+    {
+        out.writeString(method.rawValue)
+        out.writeStaticString(" ")
+        out.writeString(uri)
+        out.writeStaticString(" HTTP/1.1\r\nhost: ")
+        out.writeString(host)
+        out.writeStaticString("\r\n")
+        forEachForwardedRequestHeader(headers, replacingTraceparent: traceparent != nil,
+                                      replacingAuthorization: authorization != nil)
+        { name, value in
+            out.writeString(name)
+            out.writeStaticString(": ")
+            out.writeString(value)
+            out.writeStaticString("\r\n")
+        }
+        if let contentLength {
+            out.writeStaticString("content-length: ")
+            out.writeString(String(contentLength))
+            out.writeStaticString("\r\n")
+        }
+        if let traceparent {
+            out.writeStaticString("traceparent: ")
+            out.writeString(traceparent)
+            out.writeStaticString("\r\n")
+        }
+        if let authorization {
+            out.writeStaticString("authorization: ")
+            out.writeString(authorization)
+            out.writeStaticString("\r\n")
+        }
+        out.writeStaticString("\r\n")
+    }
+
+    /// The rule of `upstreamRequestHeaders`, one header at a time.
+    @inline(__always)
+    static func forEachForwardedRequestHeader(_ headers: HTTPHeaders, replacingTraceparent: Bool,
+                                              replacingAuthorization: Bool, _ body: (String, String) -> Void)
+    {
+        let named = connectionTokens(headers)
+        for (name, value) in headers {
+            if mayBeDropped(name) && (isHopByHop(name) || isAny(name, of: recomputedOnRequest)) { continue }
+            if replacingTraceparent && equalsIgnoringCase(name, "traceparent") { continue }
+            if replacingAuthorization && equalsIgnoringCase(name, "authorization") { continue }
+            if !named.isEmpty && isAny(name, of: named) { continue }
+            body(name, value)
+        }
+    }
+
     /// Cheap pre-check: every header this proxy drops or recomputes starts with one of these letters and has one of
     /// these lengths.
     @inline(__always)
     static func mayBeDropped(_ name: String) -> Bool {
-        let n = name.utf8.count
+        mayBeDropped(count: name.utf8.count, first: name.utf8.first ?? 0)
+    }
+
+    @inline(__always)
+    static func mayBeDropped(count n: Int, first: UInt8) -> Bool {
         guard n == 2 || n == 4 || n == 6 || n == 7 || n == 8 || n == 10 || n == 14 || n == 16 || n == 17 || n == 18
             || n == 19 || n == 12
         else { return false }
-        switch name.utf8.first.map({ $0 | 0x20 }) {
+        switch first | 0x20 {
         case UInt8(ascii: "c"), UInt8(ascii: "k"), UInt8(ascii: "p"), UInt8(ascii: "t"), UInt8(ascii: "u"),
             UInt8(ascii: "h"), UInt8(ascii: "e"):
             return true
@@ -71,6 +124,11 @@ enum ForwardingHeaders {
     }
 
     static func isHopByHop(_ name: String) -> Bool { isAny(name, of: hopByHop) }
+
+    static func isHopByHop(_ name: UnsafeRawBufferPointer) -> Bool {
+        for candidate in hopByHop where HeaderBytes.equalsIgnoringCase(name, candidate) { return true }
+        return false
+    }
 
     /// `name` equals one of `lowercased` (lowercase ASCII names), ignoring ASCII case.
     @inline(__always)

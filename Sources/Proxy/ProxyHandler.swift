@@ -65,9 +65,18 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     private var readingPaused = false
     /// The server is shutting down: close this connection after the current response.
     private var quiescing = false
+    /// An HTTP/1.x connection: responses are serialized here as bytes. Otherwise an HTTP/2 stream, written as
+    /// `HTTPServerResponsePart`s.
+    private let http1: Bool
+    /// How the body of the response being written goes to an HTTP/1.x client.
+    private var framing = OutgoingHead.Framing.identity
+    private static let chunkEnd: ByteBuffer = ByteBuffer(staticString: "0\r\n\r\n")
+    private static let crlf: ByteBuffer = ByteBuffer(staticString: "\r\n")
+    private static let continueHead: ByteBuffer = ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")
 
-    init(shared: ProxyShared) {
+    init(shared: ProxyShared, http1: Bool) {
         self.shared = shared
+        self.http1 = http1
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -153,8 +162,9 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         if keepsConnection(x) { resumeQueued(context: context) }
     }
 
-    /// Whether the connection stays open after `x`'s response (the client's keep-alive, unless shutting down).
-    private func keepsConnection(_ x: Exchange) -> Bool { x.keepAlive && !quiescing }
+    /// Whether the connection stays open after `x`'s response (the client's keep-alive, unless shutting down or
+    /// the body is delimited by the close).
+    private func keepsConnection(_ x: Exchange) -> Bool { x.keepAlive && !quiescing && !x.closeAfter }
 
     private func resumeQueued(context: ChannelHandlerContext) {
         while !queued.isEmpty {
@@ -201,8 +211,12 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
                 return
             }
             if head.headers.first(name: "expect")?.lowercased() == "100-continue" {
-                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))),
-                                      promise: nil)
+                if http1 {
+                    context.writeAndFlush(NIOAny(Self.continueHead), promise: nil)
+                } else {
+                    context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version,
+                                                                                 status: .continue))), promise: nil)
+                }
             }
             state = .receiving(head: head, endpoint: endpoint, upstreamPath: upstreamPath, body: nil, start: start)
             return
@@ -372,13 +386,14 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             var uri = upstream.url.basePath + x.upstreamPath
             if uri.isEmpty || uri.first == "?" { uri = "/" + uri }
             let needsLength = body != nil || x.method == .POST || x.method == .PUT || x.method == .PATCH
-            let headers = ForwardingHeaders.upstreamRequestHeaders(
-                x.requestHeaders, host: pool.hostHeader, contentLength: needsLength ? body?.readableBytes ?? 0 : nil,
-                traceparent: traceparent, authorization: upstream.authorization)
-            let head = HTTPRequestHead(version: .http1_1, method: x.method, uri: uri, headers: headers)
+            var head = context.channel.allocator.buffer(capacity: 512)
+            ForwardingHeaders.writeUpstreamRequestHead(
+                &head, method: x.method, uri: uri, headers: x.requestHeaders, host: pool.hostHeader,
+                contentLength: needsLength ? body?.readableBytes ?? 0 : nil, traceparent: traceparent,
+                authorization: upstream.authorization)
             x.dispatched = NIODeadline.now()
             if x.attempt == 1 { x.overhead = x.dispatched - x.bodyComplete }
-            x.upstream = pool.execute(head: head, body: body, id: x.id, handler: self)
+            x.upstream = pool.execute(method: x.method, head: head, body: body, id: x.id, handler: self)
             return
         }
         let headers = ForwardingHeaders.upstreamRequestHeaders(x.requestHeaders, traceparent: traceparent,
@@ -440,45 +455,39 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         return (x, context)
     }
 
-    func upstreamHead(id: UInt64, _ upstream: HTTPResponseHead) -> EventLoopFuture<Void>? {
+    func upstreamHead(id: UInt64, _ upstream: UpstreamHead) -> EventLoopFuture<Void>? {
         guard let (x, context) = current(id) else { return nil }
-        let code = upstream.status.code
+        let code = upstream.status
         if (code == 429 || code >= 500) && retry(context: context, x, reason: "HTTP \(code)") { return nil }
         let arrived = NIODeadline.now()
-        x.record.status = Int(upstream.status.code)
-        x.upstreamRequestID = upstream.headers.first(name: "x-request-id")
-        var headers = ForwardingHeaders.clientResponseHeaders(upstream.headers)
-        if let decision = x.plan?.decision { headers.add(name: "x-auto-optimizer-rule", value: decision.ruleHeaderValue) }
-        let isStream = upstream.headers.first(name: "content-type")?.hasPrefix("text/event-stream") ?? false
+        x.record.status = code
+        x.upstreamRequestID = upstream.first("x-request-id")
+        let isStream = upstream.isEventStream
         x.isStream = isStream
-        if !keepsConnection(x) { headers.replaceOrAdd(name: "connection", value: "close") }
+        if isStream && x.plan?.injectedStreamUsage == true {
+            // Usage the client did not ask for must come out of the stream: read it as it passes.
+            x.tap = StreamTap(stripInjectedUsage: true)
+        }
+        // The tap shortens the body: its length is then framed anew.
+        var head = upstream.clientHead(dropContentLength: x.tap != nil)
+        if let decision = x.plan?.decision { head.add("x-auto-optimizer-rule", decision.ruleHeaderValue) }
         if isStream {
-            if x.plan?.injectedStreamUsage == true {
-                // Usage the client did not ask for must come out of the stream: read it as it passes.
-                x.tap = StreamTap(stripInjectedUsage: true)
-            } else {
-                x.collectResponse = true  // read later, on the accounting thread
-            }
-        } else if x.endpoint.readsBody && upstream.status.code < 300 {
+            if x.tap == nil { x.collectResponse = true }  // read later, on the accounting thread
+        } else if x.endpoint.readsBody && code < 300 {
             if x.record.tokensSaved != 0 || x.record.servedModel != x.record.requestedModel {
                 // Savings depend on this answer's usage: hold it so they can go in its headers.
-                x.pendingHead = HTTPResponseHead(version: x.version, status: upstream.status, headers: headers)
+                x.pendingHead = head
                 x.overhead = x.overhead + (NIODeadline.now() - arrived)
                 return nil
             }
             // Same model, same prompt: nothing saved, whatever the usage. Send at once, account later.
             x.collectResponse = true
-            addAccountingHeaders(&headers, x.record, costSaved: "0")
+            addAccountingHeaders(&head, x.record, costSaved: "0")
         }
         x.overhead = x.overhead + (NIODeadline.now() - arrived)
-        headers.add(name: "x-auto-optimizer-overhead-ms", value: formatMillis(x.overhead))
+        head.add("x-auto-optimizer-overhead-ms", formatMillis(x.overhead))
         x.headSent = true
-        let part = wrapOutboundOut(.head(HTTPResponseHead(version: x.version, status: upstream.status, headers: headers)))
-        if isStream {
-            context.writeAndFlush(part, promise: nil)
-        } else {
-            context.write(part, promise: nil)
-        }
+        sendHead(context: context, head, x, flush: isStream)
         return nil
     }
 
@@ -500,43 +509,45 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         // Each upstream read goes out at once (SSE chunks are never batched). When the client's socket is full, the
         // write's future tells the upstream side to stop reading until it drains.
         if context.channel.isWritable {
-            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(out))), promise: nil)
+            sendBody(context: context, out, promise: nil)
             return nil
         }
-        return context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(out))))
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        sendBody(context: context, out, promise: promise)
+        return promise.futureResult
     }
 
     func upstreamEnd(id: UInt64) {
         guard let (x, context) = current(id) else { return }
         state = .idle
         x.upstreamDone = NIODeadline.now()
-        if let head = x.pendingHead {
+        if var head = x.pendingHead {
             let begin = NIODeadline.now()
             let facts = x.held.map(ResponseFacts.fromBody) ?? ResponseFacts()
             x.facts = facts
             x.record.usage = facts.usage
             shared.accountant.price(&x.record)
-            var headers = head.headers
-            addAccountingHeaders(&headers, x.record, costSaved: x.record.costSavedUSD.map(USD.format) ?? "unknown")
+            addAccountingHeaders(&head, x.record, costSaved: x.record.costSavedUSD.map(USD.format) ?? "unknown")
             x.overhead = x.overhead + (NIODeadline.now() - begin)
-            headers.add(name: "x-auto-optimizer-overhead-ms", value: formatMillis(x.overhead))
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: head.status,
-                                                                 headers: headers))), promise: nil)
+            head.add("x-auto-optimizer-overhead-ms", formatMillis(x.overhead))
+            sendHead(context: context, head, x, flush: false)
             x.headSent = true
             if let held = x.held {
                 x.firstChunk = NIODeadline.now()
-                context.write(wrapOutboundOut(.body(.byteBuffer(held))), promise: nil)
+                sendBody(context: context, held, flush: false, promise: nil)
             }
         } else if x.tap != nil {
             let rest = x.tap!.finish()
-            if rest.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(rest))), promise: nil) }
+            if rest.readableBytes > 0 { sendBody(context: context, rest, flush: false, promise: nil) }
             x.facts = x.tap!.facts
         }
         if keepsConnection(x) {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            sendEnd(context: context, promise: nil)
         } else {
             let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            sendEnd(context: context, promise: promise)
         }
         finish(x, status: x.record.status, error: x.record.status >= 400 ? "http_\(x.record.status)" : nil)
         resumeQueued(context: context, after: x)
@@ -562,15 +573,110 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         resumeQueued(context: context, after: x)
     }
 
-    private func addAccountingHeaders(_ headers: inout HTTPHeaders, _ r: RequestRecord, costSaved: String) {
-        headers.add(name: "x-auto-optimizer-original-model", value: r.requestedModel ?? "")
-        headers.add(name: "x-auto-optimizer-served-model", value: r.servedModel ?? "")
-        headers.add(name: "x-auto-optimizer-tokens-saved", value: String(r.tokensSaved))
-        headers.add(name: "x-auto-optimizer-cost-saved-usd", value: costSaved)
+    // MARK: writing responses
+
+    /// Writes `x`'s response head to the client (with `connection: close` when the connection ends after it).
+    private func sendHead(context: ChannelHandlerContext, _ head: OutgoingHead, _ x: Exchange, flush: Bool) {
+        sendHead(context: context, head, version: x.version, keepAlive: keepsConnection(x),
+                 bodyless: x.method == .HEAD, flush: flush)
+        if framing == .close { x.closeAfter = true }
+    }
+
+    private func sendHead(context: ChannelHandlerContext, _ head: OutgoingHead, version: HTTPVersion,
+                          keepAlive: Bool, bodyless: Bool, flush: Bool)
+    {
+        if http1 {
+            framing = head.framing(version: version, bodyless: bodyless)
+            let bytes = head.serialize(version: version, framing: framing, keepAlive: keepAlive,
+                                       allocator: context.channel.allocator)
+            if flush { context.writeAndFlush(NIOAny(bytes), promise: nil) } else { context.write(NIOAny(bytes), promise: nil) }
+            return
+        }
+        var headers = head.headers
+        if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
+        let part = wrapOutboundOut(.head(HTTPResponseHead(
+            version: version, status: HTTPResponseStatus(statusCode: head.status, reasonPhrase: head.reason),
+            headers: headers)))
+        if flush { context.writeAndFlush(part, promise: nil) } else { context.write(part, promise: nil) }
+    }
+
+    /// Writes body bytes (framed as the head announced), flushed unless `flush` is false.
+    private func sendBody(context: ChannelHandlerContext, _ buffer: ByteBuffer, flush: Bool = true,
+                          promise: EventLoopPromise<Void>?)
+    {
+        guard http1 else {
+            let part = wrapOutboundOut(.body(.byteBuffer(buffer)))
+            if flush { context.writeAndFlush(part, promise: promise) } else { context.write(part, promise: promise) }
+            return
+        }
+        let n = buffer.readableBytes
+        switch framing {
+        case .none:
+            promise?.succeed()
+            return
+        case .identity, .close:
+            if flush {
+                context.writeAndFlush(NIOAny(buffer), promise: promise)
+            } else {
+                context.write(NIOAny(buffer), promise: promise)
+            }
+        case .chunked:
+            guard n > 0 else {
+                promise?.succeed()
+                return
+            }
+            if n <= 2048 {
+                // Small chunks (SSE events): one buffer, one iovec.
+                var chunk = context.channel.allocator.buffer(capacity: n + 12)
+                chunk.writeString(String(n, radix: 16))
+                chunk.writeStaticString("\r\n")
+                chunk.writeImmutableBuffer(buffer)
+                chunk.writeStaticString("\r\n")
+                if flush {
+                    context.writeAndFlush(NIOAny(chunk), promise: promise)
+                } else {
+                    context.write(NIOAny(chunk), promise: promise)
+                }
+            } else {
+                var size = context.channel.allocator.buffer(capacity: 10)
+                size.writeString(String(n, radix: 16))
+                size.writeStaticString("\r\n")
+                context.write(NIOAny(size), promise: nil)
+                context.write(NIOAny(buffer), promise: nil)
+                if flush {
+                    context.writeAndFlush(NIOAny(Self.crlf), promise: promise)
+                } else {
+                    context.write(NIOAny(Self.crlf), promise: promise)
+                }
+            }
+        }
+    }
+
+    /// Ends the response (the last chunk when chunked) and flushes.
+    private func sendEnd(context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        guard http1 else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
+            return
+        }
+        if framing == .chunked {
+            context.writeAndFlush(NIOAny(Self.chunkEnd), promise: promise)
+        } else if promise != nil {
+            context.writeAndFlush(NIOAny(ByteBuffer()), promise: promise)
+        } else {
+            context.flush()
+        }
+        framing = .identity
+    }
+
+    private func addAccountingHeaders(_ headers: inout OutgoingHead, _ r: RequestRecord, costSaved: String) {
+        headers.add("x-auto-optimizer-original-model", r.requestedModel ?? "")
+        headers.add("x-auto-optimizer-served-model", r.servedModel ?? "")
+        headers.add("x-auto-optimizer-tokens-saved", String(r.tokensSaved))
+        headers.add("x-auto-optimizer-cost-saved-usd", costSaved)
         if let c = r.compression {
             headers.add(
-                name: "x-auto-optimizer-compression",
-                value: "\(c.technique); ratio=\(Self.fixed3(c.ratio)); quality=\(Self.fixed3(c.qualityScore))"
+                "x-auto-optimizer-compression",
+                "\(c.technique); ratio=\(Self.fixed3(c.ratio)); quality=\(Self.fixed3(c.qualityScore))"
                     + "; tokens=\(c.originalTokens)->\(c.compressedTokens)\(c.applied ? "" : "; guarded")")
         }
     }
@@ -626,18 +732,20 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
                                extraHeaders: [(String, String)] = [])
     {
         let keepAlive = keepAlive && !quiescing
-        var headers = HTTPHeaders(extraHeaders)
-        headers.add(name: "content-type", value: "application/json")
-        headers.add(name: "content-length", value: String(body.readableBytes))
-        headers.add(name: "x-auto-optimizer-overhead-ms", value: "0.000")
-        if !keepAlive { headers.add(name: "connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))),
-                      promise: nil)
-        if !omitBody { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        if !keepAlive {
+        var head = OutgoingHead(status: Int(status.code), reason: status.reasonPhrase)
+        for (name, value) in extraHeaders { head.add(name: name, value: value) }
+        head.add("content-type", "application/json")
+        head.add("content-length", String(body.readableBytes))
+        head.add("x-auto-optimizer-overhead-ms", "0.000")
+        sendHead(context: context, head, version: version, keepAlive: keepAlive, bodyless: omitBody, flush: false)
+        if !omitBody { sendBody(context: context, body, flush: false, promise: nil) }
+        if keepAlive {
+            sendEnd(context: context, promise: nil)
+        } else {
             let channel = context.channel
-            done.whenComplete { _ in channel.close(promise: nil) }
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            sendEnd(context: context, promise: promise)
         }
     }
 }
@@ -670,7 +778,9 @@ final class Exchange {
     var plan: RequestPlan?
     var sentBody: ByteBuffer?
     var tap: StreamTap?
-    var pendingHead: HTTPResponseHead?
+    var pendingHead: OutgoingHead?
+    /// The response's body is delimited by closing the connection (HTTP/1.0 client, no length).
+    var closeAfter = false
     var held: ByteBuffer?
     /// Response bytes kept for the accounting thread to read (usage, ids, text) off the hot path.
     var collectResponse = false
@@ -723,7 +833,7 @@ final class UpstreamDelegate: HTTPClientResponseDelegate {
     }
 
     func didReceiveHead(task: HTTPClient.Task<Void>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
-        handler.value.upstreamHead(id: id, head) ?? task.eventLoop.makeSucceededVoidFuture()
+        handler.value.upstreamHead(id: id, .parsed(head)) ?? task.eventLoop.makeSucceededVoidFuture()
     }
 
     func didReceiveBodyPart(task: HTTPClient.Task<Void>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {

@@ -223,18 +223,17 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
                 ) { stream in
                     stream.eventLoop.makeCompletedFuture {
                         try stream.pipeline.syncOperations.addHandlers([
-                            HTTP2FramePayloadToHTTP1ServerCodec(), ProxyHandler(shared: shared),
+                            HTTP2FramePayloadToHTTP1ServerCodec(), ProxyHandler(shared: shared, http1: false),
                         ])
                     }
                 }
             } else {
-                // NIO's codec without its pipelining helper and outbound header validation: ProxyHandler
-                // orders pipelined requests itself (the helper toggled EPOLLIN twice per request), and the
-                // headers it writes are either the upstream's (already parsed, so free of CR/LF) or its own.
+                // NIO's request decoder, without its pipelining helper: ProxyHandler orders pipelined requests
+                // itself (the helper toggled EPOLLIN twice per request) and writes its responses as bytes (the
+                // upstream's header lines, already parsed and so free of CR/LF, or its own).
                 try pipeline.addHandlers([
-                    HTTPResponseEncoder(),
                     ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
-                    ProxyHandler(shared: shared),
+                    ProxyHandler(shared: shared, http1: true),
                 ])
             }
             let data = buffered!

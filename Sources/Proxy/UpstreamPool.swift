@@ -2,9 +2,57 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
+/// An upstream response head: parsed to bytes by the own pool, or by AsyncHTTPClient (HTTPS upstreams).
+enum UpstreamHead {
+    case raw(RawResponseHead)
+    case parsed(HTTPResponseHead)
+
+    var status: Int {
+        switch self {
+        case .raw(let h): return h.status
+        case .parsed(let h): return Int(h.status.code)
+        }
+    }
+
+    var reason: String {
+        switch self {
+        case .raw(let h): return h.reason
+        case .parsed(let h): return h.status.reasonPhrase
+        }
+    }
+
+    func first(_ lower: StaticString) -> String? {
+        switch self {
+        case .raw(let h): return h.first(lower)
+        case .parsed(let h): return h.headers.first(name: lower.description)
+        }
+    }
+
+    var isEventStream: Bool {
+        switch self {
+        case .raw(let h): return h.firstValue("content-type", hasPrefix: "text/event-stream")
+        case .parsed(let h): return h.headers.first(name: "content-type")?.hasPrefix("text/event-stream") ?? false
+        }
+    }
+
+    /// The client-facing head: the upstream's status and its end-to-end headers.
+    func clientHead(dropContentLength: Bool) -> OutgoingHead {
+        switch self {
+        case .raw(let h):
+            var out = OutgoingHead(status: h.status, reason: h.reason, capacity: h.bytes.readableBytes + 192)
+            out.addForwarded(h, dropContentLength: dropContentLength)
+            return out
+        case .parsed(let h):
+            var out = OutgoingHead(status: Int(h.status.code), reason: h.status.reasonPhrase)
+            out.addForwarded(h.headers, dropContentLength: dropContentLength)
+            return out
+        }
+    }
+}
+
 /// Receives one upstream exchange's events, on the event loop that started it.
 protocol UpstreamResponseHandler: AnyObject {
-    func upstreamHead(id: UInt64, _ head: HTTPResponseHead) -> EventLoopFuture<Void>?
+    func upstreamHead(id: UInt64, _ head: UpstreamHead) -> EventLoopFuture<Void>?
     /// Returns a future when the client cannot take more right now (the upstream stops reading until it completes).
     func upstreamBody(id: UInt64, _ buffer: ByteBuffer) -> EventLoopFuture<Void>?
     func upstreamEnd(id: UInt64)
@@ -63,12 +111,12 @@ final class UpstreamPool: @unchecked Sendable {
         self.maxIdle = maxIdle
     }
 
-    /// Sends the request (its head carries Host and Content-Length already); the response's events go to
-    /// `handler`. Returns a cancel action.
-    func execute(head: HTTPRequestHead, body: ByteBuffer?, id: UInt64, handler: any UpstreamResponseHandler)
-        -> UpstreamExchange
+    /// Sends the request (`head` is the serialized request head, with Host and Content-Length); the response's
+    /// events go to `handler`. Returns a cancel action.
+    func execute(method: HTTPMethod, head: ByteBuffer, body: ByteBuffer?, id: UInt64,
+                 handler: any UpstreamResponseHandler) -> UpstreamExchange
     {
-        let exchange = UpstreamExchange(id: id, head: head, body: body, handler: handler)
+        let exchange = UpstreamExchange(id: id, method: method, head: head, body: body, handler: handler)
         while let connection = idle.popLast() {
             if connection.channel.isActive {
                 connection.start(exchange, reused: true)
@@ -87,14 +135,9 @@ final class UpstreamPool: @unchecked Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    // No outbound header validation: the request head is the client's (parsed) plus our own.
-                    try sync.addHandlers([
-                        HTTPRequestEncoder(),
-                        ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)),
-                    ])
-                    try sync.addHandler(IdleStateHandler(readTimeout: readTimeout))
-                    try sync.addHandler(UpstreamConnectionHandler(pool: pool))
+                    // One handler: the request head goes out as bytes, the response is parsed as bytes.
+                    try channel.pipeline.syncOperations.addHandler(
+                        UpstreamConnection(channel: channel, pool: pool, readTimeout: readTimeout))
                 }
             }
             .connect(host: host, port: port)
@@ -103,11 +146,11 @@ final class UpstreamPool: @unchecked Sendable {
                 let exchange = exchange.value
                 switch result {
                 case .success(let channel):
-                    let handler = try! channel.pipeline.syncOperations.handler(type: UpstreamConnectionHandler.self)
+                    let connection = try! channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
                     if exchange.cancelled {
-                        pool.release(handler.connection)
+                        pool.release(connection)
                     } else {
-                        handler.connection.start(exchange, reused: false)
+                        connection.start(exchange, reused: false)
                     }
                 case .failure(let error):
                     if let e = error as? ChannelError, case .connectTimeout = e {
@@ -144,15 +187,17 @@ final class UpstreamPool: @unchecked Sendable {
 /// One request/response on an upstream connection. Event-loop confined.
 final class UpstreamExchange {
     let id: UInt64
-    let head: HTTPRequestHead
+    let method: HTTPMethod
+    let head: ByteBuffer
     let body: ByteBuffer?
     weak var handler: (any UpstreamResponseHandler)?
     var connection: UpstreamConnection?
     var cancelled = false
     var finished = false
 
-    init(id: UInt64, head: HTTPRequestHead, body: ByteBuffer?, handler: any UpstreamResponseHandler) {
+    init(id: UInt64, method: HTTPMethod, head: ByteBuffer, body: ByteBuffer?, handler: any UpstreamResponseHandler) {
         self.id = id
+        self.method = method
         self.head = head
         self.body = body
         self.handler = handler
@@ -173,35 +218,54 @@ final class UpstreamExchange {
     }
 }
 
-/// An upstream keep-alive connection. Event-loop confined.
-final class UpstreamConnection {
+/// An upstream keep-alive connection and its channel handler: writes request heads as bytes, parses responses
+/// with `ResponseParser`, and times out reads itself (one timer per connection, re-armed only when it fires, so a
+/// request costs a clock read instead of a scheduled task). Event-loop confined.
+final class UpstreamConnection: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
     let channel: any Channel
     unowned let pool: UpstreamPool
     var exchange: UpstreamExchange?
+    private let readTimeout: TimeAmount
+    private var parser = ResponseParser()
+    /// Unparsed bytes (a head or chunk line split across reads).
+    private var pending: ByteBuffer?
     private var reused = false
     private var gotResponseBytes = false
-    private var keepAlive = true
-    /// The last head was informational (1xx): its `end` is not the response's end.
-    private var informational = false
+    private var headDelivered = false
     /// Reading paused because the client is slow.
     private var paused = false
+    private var lastActivity = NIODeadline.now()
+    private var timer: Scheduled<Void>?
+    private var closed = false
 
-    init(channel: any Channel, pool: UpstreamPool) {
+    init(channel: any Channel, pool: UpstreamPool, readTimeout: TimeAmount) {
         self.channel = channel
         self.pool = pool
+        self.readTimeout = readTimeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        armTimer(at: NIODeadline.now() + readTimeout)
     }
 
     func start(_ exchange: UpstreamExchange, reused: Bool) {
         self.exchange = exchange
         exchange.connection = self
         self.reused = reused
-        self.gotResponseBytes = false
-        self.keepAlive = true
-        channel.write(HTTPClientRequestPart.head(exchange.head), promise: nil)
+        gotResponseBytes = false
+        headDelivered = false
+        parser.reset()
+        pending = nil
+        lastActivity = NIODeadline.now()
         if let body = exchange.body, body.readableBytes > 0 {
-            channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
+            channel.write(exchange.head, promise: nil)
+            channel.writeAndFlush(body, promise: nil)
+        } else {
+            channel.writeAndFlush(exchange.head, promise: nil)
         }
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
     }
 
     func abort() {
@@ -209,16 +273,75 @@ final class UpstreamConnection {
         channel.close(promise: nil)
     }
 
-    func onHead(_ head: HTTPResponseHead) {
-        guard let x = exchange else { return }
+    // MARK: channel events
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        lastActivity = NIODeadline.now()
+        guard exchange != nil else {
+            // Bytes while idle in the pool (or after the exchange was abandoned): the connection is not reusable.
+            channel.close(promise: nil)
+            return
+        }
         gotResponseBytes = true
-        keepAlive = head.isKeepAlive
-        informational = head.status.code < 200
-        if informational { return }  // 1xx: wait for the real head
-        _ = x.handler?.upstreamHead(id: x.id, head)
+        if var p = pending {
+            pending = nil
+            p.writeBuffer(&buffer)
+            buffer = p
+        }
+        // Body bytes of one read go to the client as one write.
+        var body: ByteBuffer?
+        do {
+            while let x = exchange, let event = try parser.next(&buffer, noBody: x.method == .HEAD) {
+                switch event {
+                case .head(let head):
+                    headDelivered = true
+                    _ = x.handler?.upstreamHead(id: x.id, .raw(head))
+                case .body(var b):
+                    if body == nil { body = b } else { body!.writeBuffer(&b) }
+                case .end:
+                    if let b = body {
+                        body = nil
+                        deliver(b)
+                    }
+                    // Bytes after the response on a keep-alive connection: do not reuse it.
+                    finish(reusable: !parser.mustClose && buffer.readableBytes == 0)
+                    return
+                }
+            }
+        } catch {
+            fail(UpstreamFailure.protocolError(error))
+            return
+        }
+        if let b = body { deliver(b) }
+        if buffer.readableBytes > 0 { pending = buffer }
     }
 
-    func onBody(_ buffer: ByteBuffer) {
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        timer?.cancel()
+        timer = nil
+        pool.remove(self)
+        if exchange != nil && headDelivered && parser.isCloseDelimited {
+            finish(reusable: false)  // the close ends a body framed by it
+        } else {
+            onClosed()
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard exchange != nil, !(error is IOError) else {
+            // Socket errors (a reset): closing leads to `channelInactive`, which retries or fails the exchange.
+            channel.close(promise: nil)
+            return
+        }
+        fail(UpstreamFailure.protocolError(error))
+    }
+
+    // MARK: exchange
+
+    private func deliver(_ buffer: ByteBuffer) {
         guard let x = exchange else { return }
         if let future = x.handler?.upstreamBody(id: x.id, buffer), !paused {
             // The client's socket is full: stop reading the upstream until the write completes.
@@ -234,24 +357,26 @@ final class UpstreamConnection {
         }
     }
 
-    func onEnd() {
-        if informational {
-            informational = false
-            return
-        }
+    private func finish(reusable: Bool) {
         guard let x = exchange else { return }
         exchange = nil
         x.finished = true
         x.connection = nil
-        if keepAlive && !paused { pool.release(self) } else { channel.close(promise: nil) }
+        if reusable && !paused && !closed { pool.release(self) } else { channel.close(promise: nil) }
         x.handler?.upstreamEnd(id: x.id)
     }
 
-    func onClosed() {
-        pool.remove(self)
+    private func fail(_ error: UpstreamFailure) {
         guard let x = exchange else { return }
         exchange = nil
-        if !gotResponseBytes && reused && !x.cancelled && x.head.method.isIdempotent {
+        x.fail(error)
+        channel.close(promise: nil)
+    }
+
+    private func onClosed() {
+        guard let x = exchange else { return }
+        exchange = nil
+        if !gotResponseBytes && reused && !x.cancelled && x.method.isIdempotent {
             // A pooled connection the upstream closed as we reused it: try an idempotent request once on a new
             // connection. POSTs are not retried (the upstream may have acted on them; the SDKs retry a 502).
             x.connection = nil
@@ -261,65 +386,28 @@ final class UpstreamConnection {
         x.fail(gotResponseBytes ? UpstreamFailure.closedMidResponse : UpstreamFailure.closedBeforeResponse)
     }
 
-    func onError(_ error: any Error) {
-        guard exchange != nil, !(error is IOError) else {
-            // Socket errors (a reset): closing leads to `onClosed`, which retries or fails the exchange.
+    // MARK: read timeout
+
+    private func armTimer(at deadline: NIODeadline) {
+        timer = channel.eventLoop.scheduleTask(deadline: deadline) { [me = NIOLoopBound(self, eventLoop: channel.eventLoop)] in
+            me.value.timerFired()
+        }
+    }
+
+    private func timerFired() {
+        timer = nil
+        guard !closed else { return }
+        let due = lastActivity + readTimeout
+        if NIODeadline.now() < due {
+            armTimer(at: due)
+            return
+        }
+        // No byte within the timeout: waiting for a response, or idle in the pool for that long.
+        if exchange != nil {
+            fail(UpstreamFailure.readTimeout)
+        } else {
             channel.close(promise: nil)
-            return
         }
-        let x = exchange!
-        exchange = nil
-        x.fail(UpstreamFailure.protocolError(error))
-        channel.close(promise: nil)
-    }
-
-    func onReadIdle() {
-        guard let x = exchange else {
-            channel.close(promise: nil)  // idle in the pool for the whole timeout: let it go
-            return
-        }
-        exchange = nil
-        x.fail(UpstreamFailure.readTimeout)
-        channel.close(promise: nil)
-    }
-}
-
-final class UpstreamConnectionHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    private let pool: UpstreamPool
-    private(set) var connection: UpstreamConnection!
-
-    init(pool: UpstreamPool) {
-        self.pool = pool
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        connection = UpstreamConnection(channel: context.channel, pool: pool)
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head): connection.onHead(head)
-        case .body(let buffer): connection.onBody(buffer)
-        case .end: connection.onEnd()
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        connection.onClosed()
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        connection.onError(error)
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let e = event as? IdleStateHandler.IdleStateEvent, e == .read {
-            connection.onReadIdle()
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
     }
 }
 

@@ -1,3 +1,4 @@
+import NIOCore
 import NIOHTTP1
 import Testing
 
@@ -91,5 +92,141 @@ struct ProxyUnitTests {
         #expect(formatMillis(.microseconds(1234)) == "1.234")
         #expect(formatMillis(.microseconds(7)) == "0.007")
         #expect(formatMillis(.nanoseconds(-5)) == "0.000")
+    }
+}
+
+@Suite("Proxy: HTTP/1 response parsing and head serialization")
+struct HTTP1WireTests {
+    /// Feeds `wire` to a parser in pieces cut at `cuts`, as reads would deliver them; returns the events as
+    /// (status, body bytes, ended, bytes left over).
+    static func parse(_ wire: String, cuts: [Int] = [], noBody: Bool = false) throws
+        -> (heads: [RawResponseHead], body: String, ends: Int, parser: ResponseParser)
+    {
+        let bytes = Array(wire.utf8)
+        var parser = ResponseParser()
+        var heads: [RawResponseHead] = []
+        var body: [UInt8] = []
+        var ends = 0
+        var pending = ByteBuffer()
+        var start = 0
+        for end in (cuts + [bytes.count]).map({ min($0, bytes.count) }) where end >= start {
+            pending.writeBytes(bytes[start..<end])
+            start = end
+            while let event = try parser.next(&pending, noBody: noBody) {
+                switch event {
+                case .head(let h): heads.append(h)
+                case .body(let b): body += b.readableBytesView
+                case .end: ends += 1
+                }
+            }
+        }
+        return (heads, String(decoding: body, as: UTF8.self), ends, parser)
+    }
+
+    @Test func contentLengthAtEverySplit() throws {
+        let wire = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\nX-Request-Id: r1\r\n\r\nhello world"
+        for cut in 0...wire.utf8.count {
+            let r = try Self.parse(wire, cuts: [cut])
+            #expect(r.heads.count == 1)
+            #expect(r.body == "hello world")
+            #expect(r.ends == 1)
+            #expect(!r.parser.mustClose)
+            #expect(r.heads[0].status == 200)
+            #expect(r.heads[0].first("x-request-id") == "r1")
+            #expect(r.heads[0].firstValue("content-type", hasPrefix: "application/"))
+        }
+    }
+
+    @Test func chunkedWithExtensionsAndTrailersAtEverySplit() throws {
+        let wire = "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\n\r\n5;ext=1\r\nhello\r\nB\r\n, world!!!!\r\n0\r\nx-trailer: t\r\n\r\n"
+        for a in stride(from: 0, through: wire.utf8.count, by: 3) {
+            for b in [a, a + 1, a + 7] {
+                let r = try Self.parse(wire, cuts: [a, b])
+                #expect(r.body == "hello, world!!!!")
+                #expect(r.ends == 1)
+                #expect(r.parser.isIdle)
+            }
+        }
+    }
+
+    @Test func interimHeadsSkippedAndBodylessResponses() throws {
+        let r = try Self.parse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok")
+        #expect(r.heads.map(\.status) == [201])
+        #expect(r.heads[0].reason == "Created")
+        #expect(r.body == "ok")
+        // HEAD: the length describes the body a GET would get; none follows.
+        let head = try Self.parse("HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n", noBody: true)
+        #expect(head.ends == 1 && head.body.isEmpty)
+        let noContent = try Self.parse("HTTP/1.1 204 No Content\r\n\r\n")
+        #expect(noContent.ends == 1)
+        // No length, not chunked: the body runs until the connection closes.
+        let open = try Self.parse("HTTP/1.0 200 OK\r\n\r\nabc", cuts: [20])
+        #expect(open.body == "abc" && open.ends == 0)
+        #expect(open.parser.isCloseDelimited && open.parser.mustClose)
+        // HTTP/1.0 without keep-alive, and 1.1 with close, end the connection; bare LF line ends are accepted.
+        #expect(try Self.parse("HTTP/1.0 200 OK\ncontent-length: 0\n\n").parser.mustClose)
+        #expect(try Self.parse("HTTP/1.1 200 OK\r\nConnection: Close\r\ncontent-length: 0\r\n\r\n").parser.mustClose)
+        #expect(!(try Self.parse("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\ncontent-length: 0\r\n\r\n").parser.mustClose))
+        // A status line without a reason phrase.
+        #expect(try Self.parse("HTTP/1.1 404\r\ncontent-length: 0\r\n\r\n").heads[0].status == 404)
+    }
+
+    @Test func malformedResponsesAreErrors() {
+        let bad = [
+            "HTTP/2.0 200 OK\r\n\r\n", "HTTP/1.1 2x0 OK\r\n\r\n", "ICY 200 OK\r\n\r\n", "HTTP/1.1 200OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n", "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n: x\r\n\r\n", "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabX\r\n", "HTTP/1.1 101 Switching\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX-Long: " + String(repeating: "a", count: 70_000),
+        ]
+        for wire in bad {
+            #expect(throws: ResponseParseError.self, "\(wire.prefix(60))") { try Self.parse(wire) }
+        }
+    }
+
+    @Test func forwardedLinesKeepBytesAndDropHopByHop() throws {
+        let wire = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: keep-alive, X-Private\r\n"
+            + "X-Private: s\r\nTransfer-Encoding: chunked\r\nKeep-Alive: timeout=5\r\nopenai-processing-ms:  12 \r\n"
+            + "Content-Length: 5\r\n\r\n"
+        let head = try Self.parse(wire, noBody: true).heads[0]
+        var out = OutgoingHead(status: head.status, reason: head.reason)
+        out.addForwarded(head, dropContentLength: false)
+        out.add("x-auto-optimizer-overhead-ms", "0.010")
+        #expect(out.hasContentLength)
+        #expect(String(buffer: out.lines) == "Content-Type: text/event-stream\r\nopenai-processing-ms:  12\r\n"
+            + "Content-Length: 5\r\nx-auto-optimizer-overhead-ms: 0.010\r\n")
+        var shortened = OutgoingHead(status: 200)
+        shortened.addForwarded(head, dropContentLength: true)
+        #expect(!shortened.hasContentLength)
+        #expect(shortened.framing(version: .http1_1, bodyless: false) == .chunked)
+        #expect(shortened.framing(version: .http1_0, bodyless: false) == .close)
+        #expect(shortened.framing(version: .http1_1, bodyless: true) == .none)
+        #expect(out.framing(version: .http1_1, bodyless: false) == .identity)
+        let bytes = shortened.serialize(version: .http1_1, framing: .chunked, keepAlive: false, allocator: .init())
+        #expect(String(buffer: bytes) == "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            + "openai-processing-ms:  12\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+        #expect(out.headers.map(\.name) == ["Content-Type", "openai-processing-ms", "Content-Length",
+                                            "x-auto-optimizer-overhead-ms"])
+        #expect(out.headers["openai-processing-ms"] == ["12"])
+    }
+
+    @Test func upstreamRequestHeadMatchesTheHeaderRule() {
+        var h = HTTPHeaders()
+        h.add(name: "Host", value: "127.0.0.1:8080")
+        h.add(name: "Authorization", value: "Bearer client")
+        h.add(name: "Connection", value: "keep-alive, X-Private")
+        h.add(name: "X-Private", value: "s")
+        h.add(name: "Content-Length", value: "10")
+        h.add(name: "User-Agent", value: "OpenAI/Python 1.0")
+        var out = ByteBuffer()
+        ForwardingHeaders.writeUpstreamRequestHead(&out, method: .POST, uri: "/v1/chat/completions?x=1", headers: h,
+                                                   host: "up:1", contentLength: 3, traceparent: "00-ours",
+                                                   authorization: nil)
+        #expect(String(buffer: out) == "POST /v1/chat/completions?x=1 HTTP/1.1\r\nhost: up:1\r\n"
+            + "Authorization: Bearer client\r\nUser-Agent: OpenAI/Python 1.0\r\ncontent-length: 3\r\n"
+            + "traceparent: 00-ours\r\n\r\n")
+        let list = ForwardingHeaders.upstreamRequestHeaders(h, host: "up:1", contentLength: 3, traceparent: "00-ours")
+        #expect(list.map(\.name) == ["host", "Authorization", "User-Agent", "content-length", "traceparent"])
     }
 }

@@ -1,0 +1,553 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import NIOCore
+import NIOHTTP1
+
+// HTTP/1.1 on the plain-HTTP upstream side and on the client side's responses, as bytes: the upstream's response
+// head is parsed once into byte ranges (no String per header), its forwarded lines are copied to the client as they
+// came, and the heads the sidecar writes are serialized directly. NIO's generic codec (llhttp callbacks, an
+// `HTTPHeaders` per head, an encoder pass per part) was the largest user-space cost per proxied request.
+
+/// An upstream response head as received: status, reason, and each header line as byte ranges into `bytes`.
+struct RawResponseHead {
+    struct Field {
+        var nameStart: Int32
+        var nameEnd: Int32
+        var valueStart: Int32
+        var valueEnd: Int32
+    }
+
+    let bytes: ByteBuffer
+    let status: Int
+    let minorVersion: Int
+    let reasonStart: Int
+    let reasonEnd: Int
+    let fields: [Field]
+
+    var reason: String {
+        bytes.getString(at: bytes.readerIndex + reasonStart, length: reasonEnd - reasonStart) ?? ""
+    }
+
+    @inline(__always)
+    func withName<R>(_ f: Field, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        bytes.withUnsafeReadableBytes { all in
+            body(UnsafeRawBufferPointer(rebasing: all[Int(f.nameStart)..<Int(f.nameEnd)]))
+        }
+    }
+
+    @inline(__always)
+    func withValue<R>(_ f: Field, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        bytes.withUnsafeReadableBytes { all in
+            body(UnsafeRawBufferPointer(rebasing: all[Int(f.valueStart)..<Int(f.valueEnd)]))
+        }
+    }
+
+    func name(_ f: Field) -> String {
+        bytes.getString(at: bytes.readerIndex + Int(f.nameStart), length: Int(f.nameEnd - f.nameStart)) ?? ""
+    }
+
+    func value(_ f: Field) -> String {
+        bytes.getString(at: bytes.readerIndex + Int(f.valueStart), length: Int(f.valueEnd - f.valueStart)) ?? ""
+    }
+
+    /// The first value of header `lower` (a lowercase name).
+    func first(_ lower: StaticString) -> String? {
+        for f in fields where withName(f, { HeaderBytes.equalsIgnoringCase($0, lower) }) { return value(f) }
+        return nil
+    }
+
+    /// Whether header `lower`'s first value starts with `prefix` (ASCII case-insensitive), without a String.
+    func firstValue(_ lower: StaticString, hasPrefix prefix: StaticString) -> Bool {
+        for f in fields where withName(f, { HeaderBytes.equalsIgnoringCase($0, lower) }) {
+            return withValue(f) { HeaderBytes.hasPrefixIgnoringCase($0, prefix) }
+        }
+        return false
+    }
+
+    /// HTTP keep-alive semantics: 1.1 unless `Connection: close`, 1.0 only with `Connection: keep-alive`.
+    var isKeepAlive: Bool {
+        var close = false
+        var keep = false
+        for f in fields where withName(f, { HeaderBytes.equalsIgnoringCase($0, "connection") }) {
+            withValue(f) { v in
+                HeaderBytes.forEachToken(v) { t in
+                    if HeaderBytes.equalsIgnoringCase(t, "close") { close = true }
+                    if HeaderBytes.equalsIgnoringCase(t, "keep-alive") { keep = true }
+                }
+            }
+        }
+        return minorVersion >= 1 ? !close : keep && !close
+    }
+}
+
+/// Why an upstream response could not be parsed.
+struct ResponseParseError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Incremental HTTP/1.x response parser (RFC 9112): status line, header fields, then the body framed by
+/// Transfer-Encoding chunked, Content-Length, or the connection's close. Interim 1xx heads are skipped. Body bytes
+/// come out as slices of the input (no copy); partial framing stays in the caller's buffer until more arrives.
+struct ResponseParser {
+    enum Event {
+        case head(RawResponseHead)
+        case body(ByteBuffer)
+        case end
+    }
+
+    private enum State {
+        case head
+        case fixed(Int)
+        case chunkSize
+        case chunkData(Int)
+        case chunkDataEnd
+        case trailers
+        case untilClose
+    }
+
+    static let maxHeadBytes = 64 * 1024
+    private var state = State.head
+    /// The response's framing demands the connection close after it (close-delimited, or chunked with a length).
+    private(set) var mustClose = false
+
+    /// Waiting for the connection to close to end the body.
+    var isCloseDelimited: Bool {
+        if case .untilClose = state { return true }
+        return false
+    }
+
+    /// Between responses.
+    var isIdle: Bool {
+        if case .head = state { return true }
+        return false
+    }
+
+    mutating func reset() {
+        state = .head
+        mustClose = false
+    }
+
+    /// The next event from `buffer` (consuming what it used), or nil when more bytes are needed. `noBody`: the
+    /// request was HEAD, so the response has no body whatever its headers say.
+    mutating func next(_ buffer: inout ByteBuffer, noBody: Bool) throws(ResponseParseError) -> Event? {
+        while true {
+            switch state {
+            case .head:
+                guard let head = try parseHead(&buffer) else { return nil }
+                if head.status < 200 {
+                    if head.status == 101 { throw ResponseParseError(description: "unexpected 101 Switching Protocols") }
+                    continue  // interim response: the real head follows
+                }
+                try frame(head, noBody: noBody)
+                return .head(head)
+            case .fixed(let remaining):
+                if remaining == 0 {
+                    state = .head
+                    return .end
+                }
+                guard buffer.readableBytes > 0 else { return nil }
+                let n = min(remaining, buffer.readableBytes)
+                state = .fixed(remaining - n)
+                return .body(buffer.readSlice(length: n)!)
+            case .untilClose:
+                guard buffer.readableBytes > 0 else { return nil }
+                return .body(buffer.readSlice(length: buffer.readableBytes)!)
+            case .chunkSize:
+                guard let line = try readLine(&buffer, limit: 1024) else { return nil }
+                let size = try chunkSize(line)
+                state = size == 0 ? .trailers : .chunkData(size)
+            case .chunkData(let remaining):
+                guard buffer.readableBytes > 0 else { return nil }
+                let n = min(remaining, buffer.readableBytes)
+                state = n == remaining ? .chunkDataEnd : .chunkData(remaining - n)
+                return .body(buffer.readSlice(length: n)!)
+            case .chunkDataEnd:
+                guard let line = try readLine(&buffer, limit: 2) else { return nil }
+                guard line.readableBytes == 0 else { throw ResponseParseError(description: "chunk not followed by CRLF") }
+                state = .chunkSize
+            case .trailers:
+                // Trailer fields are not forwarded (the client side re-frames the body): skip to the empty line.
+                guard let line = try readLine(&buffer, limit: Self.maxHeadBytes) else { return nil }
+                if line.readableBytes == 0 {
+                    state = .head
+                    return .end
+                }
+            }
+        }
+    }
+
+    /// Reads one line (without its CRLF or bare LF); nil when no full line is buffered yet.
+    private func readLine(_ buffer: inout ByteBuffer, limit: Int) throws(ResponseParseError) -> ByteBuffer? {
+        let found: Int? = buffer.withUnsafeReadableBytes { p in
+            guard let base = p.baseAddress, p.count > 0 else { return nil }
+            guard let hit = memchr(base, 0x0A, p.count) else { return nil }
+            return base.distance(to: UnsafeRawPointer(hit))
+        }
+        guard let lf = found else {
+            if buffer.readableBytes > limit + 1 { throw ResponseParseError(description: "framing line too long") }
+            return nil
+        }
+        var length = lf
+        if length > 0 && buffer.getInteger(at: buffer.readerIndex + length - 1, as: UInt8.self) == 0x0D { length -= 1 }
+        let line = buffer.getSlice(at: buffer.readerIndex, length: length)!
+        buffer.moveReaderIndex(forwardBy: lf + 1)
+        return line
+    }
+
+    private func chunkSize(_ line: ByteBuffer) throws(ResponseParseError) -> Int {
+        var size = 0
+        var digits = 0
+        for byte in line.readableBytesView {
+            let d: Int
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): d = Int(byte - UInt8(ascii: "0"))
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): d = Int(byte - UInt8(ascii: "a") + 10)
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): d = Int(byte - UInt8(ascii: "A") + 10)
+            case UInt8(ascii: ";"), UInt8(ascii: " "), UInt8(ascii: "\t"):
+                guard digits > 0 else { throw ResponseParseError(description: "invalid chunk size") }
+                return size  // chunk extensions are ignored
+            default:
+                throw ResponseParseError(description: "invalid chunk size")
+            }
+            digits += 1
+            guard digits <= 15 else { throw ResponseParseError(description: "chunk size too large") }
+            size = size << 4 | d
+        }
+        guard digits > 0 else { throw ResponseParseError(description: "invalid chunk size") }
+        return size
+    }
+
+    /// Sets the body framing for `head` (RFC 9112 section 6.3).
+    private mutating func frame(_ head: RawResponseHead, noBody: Bool) throws(ResponseParseError) {
+        mustClose = !head.isKeepAlive
+        if noBody || head.status == 204 || head.status == 304 {
+            state = .fixed(0)
+            return
+        }
+        var chunked: Bool?
+        var length: Int?
+        for f in head.fields {
+            let kind = head.withName(f) { n -> Int in
+                if HeaderBytes.equalsIgnoringCase(n, "transfer-encoding") { return 1 }
+                if HeaderBytes.equalsIgnoringCase(n, "content-length") { return 2 }
+                return 0
+            }
+            if kind == 1 {
+                // The final coding decides: chunked, or anything else means "read until close".
+                var last = false
+                head.withValue(f) { v in HeaderBytes.forEachToken(v) { last = HeaderBytes.equalsIgnoringCase($0, "chunked") } }
+                chunked = last
+            } else if kind == 2 {
+                let parsed = head.withValue(f) { v -> Int? in
+                    guard v.count > 0, v.count <= 18 else { return nil }
+                    var n = 0
+                    for b in v {
+                        guard b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") else { return nil }
+                        n = n * 10 + Int(b - UInt8(ascii: "0"))
+                    }
+                    return n
+                }
+                guard let n = parsed else { throw ResponseParseError(description: "invalid Content-Length") }
+                if let length, length != n { throw ResponseParseError(description: "conflicting Content-Length") }
+                length = n
+            }
+        }
+        if let chunked {
+            if length != nil { mustClose = true }  // both: Transfer-Encoding wins, and the connection is suspect
+            if chunked {
+                state = .chunkSize
+            } else {
+                state = .untilClose
+                mustClose = true
+            }
+        } else if let length {
+            state = .fixed(length)
+        } else {
+            state = .untilClose
+            mustClose = true
+        }
+    }
+
+    /// Parses a complete head at the start of `buffer` (consuming it), or returns nil when it is not all there.
+    private func parseHead(_ buffer: inout ByteBuffer) throws(ResponseParseError) -> RawResponseHead? {
+        // Find the empty line that ends the head; collect the field lines on the way.
+        let scan: (end: Int, lines: [(Int, Int)])? = buffer.withUnsafeReadableBytes { p in
+            guard let base = p.baseAddress else { return nil }
+            var lines: [(Int, Int)] = []
+            lines.reserveCapacity(16)
+            var start = 0
+            while start < p.count {
+                guard let hit = memchr(base + start, 0x0A, p.count - start) else { return nil }
+                let lf = base.distance(to: UnsafeRawPointer(hit))
+                var end = lf
+                if end > start && p[end - 1] == 0x0D { end -= 1 }
+                if end == start { return (lf + 1, lines) }
+                lines.append((start, end))
+                start = lf + 1
+            }
+            return nil
+        }
+        guard let scan else {
+            if buffer.readableBytes > Self.maxHeadBytes { throw ResponseParseError(description: "response head too large") }
+            return nil
+        }
+        guard scan.end <= Self.maxHeadBytes else { throw ResponseParseError(description: "response head too large") }
+        let bytes = buffer.readSlice(length: scan.end)!
+        guard let statusLine = scan.lines.first else { throw ResponseParseError(description: "empty status line") }
+        let result = bytes.withUnsafeReadableBytes { p -> Result<RawResponseHead, ResponseParseError> in
+            func bad(_ why: String) -> Result<RawResponseHead, ResponseParseError> { .failure(ResponseParseError(description: why)) }
+            // "HTTP/1.x SP 3DIGIT [SP reason]"
+            let (s, e) = statusLine
+            guard e - s >= 12, p[s] == UInt8(ascii: "H"), p[s + 1] == UInt8(ascii: "T"), p[s + 2] == UInt8(ascii: "T"),
+                p[s + 3] == UInt8(ascii: "P"), p[s + 4] == UInt8(ascii: "/"), p[s + 5] == UInt8(ascii: "1"),
+                p[s + 6] == UInt8(ascii: "."), p[s + 8] == UInt8(ascii: " ")
+            else { return bad("invalid status line") }
+            let minor = Int(p[s + 7]) - Int(UInt8(ascii: "0"))
+            guard minor == 0 || minor == 1 else { return bad("unsupported HTTP version") }
+            var status = 0
+            for i in (s + 9)..<(s + 12) {
+                let d = Int(p[i]) - Int(UInt8(ascii: "0"))
+                guard d >= 0 && d <= 9 else { return bad("invalid status code") }
+                status = status * 10 + d
+            }
+            guard status >= 100 else { return bad("invalid status code") }
+            if e - s > 12 && p[s + 12] != UInt8(ascii: " ") { return bad("invalid status line") }
+            let reasonStart = min(s + 13, e)
+            var fields: [RawResponseHead.Field] = []
+            fields.reserveCapacity(scan.lines.count - 1)
+            for (ls, le) in scan.lines.dropFirst() {
+                if p[ls] == UInt8(ascii: " ") || p[ls] == UInt8(ascii: "\t") {
+                    return bad("obsolete header line folding")
+                }
+                var colon = ls
+                while colon < le && p[colon] != UInt8(ascii: ":") {
+                    guard HeaderBytes.isTokenByte(p[colon]) else { return bad("invalid header name") }
+                    colon += 1
+                }
+                guard colon < le, colon > ls else { return bad("invalid header line") }
+                var vs = colon + 1
+                var ve = le
+                while vs < ve && (p[vs] == UInt8(ascii: " ") || p[vs] == UInt8(ascii: "\t")) { vs += 1 }
+                while ve > vs && (p[ve - 1] == UInt8(ascii: " ") || p[ve - 1] == UInt8(ascii: "\t")) { ve -= 1 }
+                for i in vs..<ve where p[i] == 0x0D || p[i] == 0 {
+                    return bad("invalid header value")
+                }
+                fields.append(.init(nameStart: Int32(ls), nameEnd: Int32(colon), valueStart: Int32(vs),
+                                    valueEnd: Int32(ve)))
+            }
+            return .success(RawResponseHead(bytes: bytes, status: status, minorVersion: minor,
+                                            reasonStart: reasonStart, reasonEnd: e, fields: fields))
+        }
+        return try result.get()
+    }
+}
+
+/// Byte-level header helpers shared by the parser and the serializers.
+enum HeaderBytes {
+    /// `name` equals `lower` (lowercase ASCII) ignoring ASCII case.
+    @inline(__always)
+    static func equalsIgnoringCase(_ name: UnsafeRawBufferPointer, _ lower: StaticString) -> Bool {
+        guard name.count == lower.utf8CodeUnitCount else { return false }
+        let l = lower.utf8Start
+        for i in 0..<name.count {
+            var c = name[i]
+            if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c |= 0x20 }
+            if c != l[i] { return false }
+        }
+        return true
+    }
+
+    static func equalsIgnoringCase(_ name: UnsafeRawBufferPointer, _ lower: String) -> Bool {
+        var lower = lower
+        return lower.withUTF8 { l in
+            guard name.count == l.count else { return false }
+            for i in 0..<name.count {
+                var c = name[i]
+                if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c |= 0x20 }
+                if c != l[i] { return false }
+            }
+            return true
+        }
+    }
+
+    static func hasPrefixIgnoringCase(_ value: UnsafeRawBufferPointer, _ lower: StaticString) -> Bool {
+        guard value.count >= lower.utf8CodeUnitCount else { return false }
+        return equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: value[0..<lower.utf8CodeUnitCount]), lower)
+    }
+
+    /// Calls `body` with each comma-separated token of a header value, trimmed of spaces and tabs.
+    @inline(__always)
+    static func forEachToken(_ value: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Void) {
+        var i = 0
+        while i <= value.count {
+            var j = i
+            while j < value.count && value[j] != UInt8(ascii: ",") { j += 1 }
+            var s = i
+            var e = j
+            while s < e && (value[s] == 0x20 || value[s] == 0x09) { s += 1 }
+            while e > s && (value[e - 1] == 0x20 || value[e - 1] == 0x09) { e -= 1 }
+            if e > s { body(UnsafeRawBufferPointer(rebasing: value[s..<e])) }
+            i = j + 1
+        }
+    }
+
+    /// RFC 9110 token characters.
+    @inline(__always)
+    static func isTokenByte(_ b: UInt8) -> Bool {
+        switch b {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
+            UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
+            UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
+        }
+    }
+}
+
+/// A response head the sidecar sends to its client, built as header lines: serialized directly for HTTP/1.x
+/// clients, turned into an `HTTPResponseHead` for HTTP/2 streams.
+struct OutgoingHead {
+    var status: Int
+    var reason: String
+    /// "name: value\r\n" lines.
+    var lines: ByteBuffer
+    var hasContentLength = false
+
+    init(status: Int, reason: String? = nil, capacity: Int = 256) {
+        self.status = status
+        self.reason = reason ?? HTTPResponseStatus(statusCode: status).reasonPhrase
+        self.lines = ByteBuffer()
+        lines.reserveCapacity(capacity)
+    }
+
+    mutating func add(_ name: StaticString, _ value: String) {
+        lines.writeStaticString(name)
+        lines.writeStaticString(": ")
+        lines.writeString(value)
+        lines.writeStaticString("\r\n")
+        if HeaderBytes.equalsIgnoringCase(UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount),
+                                          "content-length")
+        {
+            hasContentLength = true
+        }
+    }
+
+    mutating func add(name: String, value: String) {
+        lines.writeString(name)
+        lines.writeStaticString(": ")
+        lines.writeString(value)
+        lines.writeStaticString("\r\n")
+        if name.utf8.count == 14 && ForwardingHeaders.equalsIgnoringCase(name, "content-length") { hasContentLength = true }
+    }
+
+    /// The upstream's header lines as they go to the client: hop-by-hop ones and those its `Connection` names
+    /// removed (and Content-Length when the body will change length), copied byte for byte otherwise.
+    mutating func addForwarded(_ head: RawResponseHead, dropContentLength: Bool) {
+        var named: [String] = []
+        for f in head.fields where head.withName(f, { HeaderBytes.equalsIgnoringCase($0, "connection") }) {
+            head.withValue(f) { v in
+                HeaderBytes.forEachToken(v) { t in
+                    if HeaderBytes.equalsIgnoringCase(t, "close") || HeaderBytes.equalsIgnoringCase(t, "keep-alive") {
+                        return
+                    }
+                    let s = String(decoding: t, as: UTF8.self)
+                    if !ForwardingHeaders.isHopByHop(s) { named.append(s.lowercased()) }
+                }
+            }
+        }
+        head.bytes.withUnsafeReadableBytes { all in
+            for f in head.fields {
+                let name = UnsafeRawBufferPointer(rebasing: all[Int(f.nameStart)..<Int(f.nameEnd)])
+                if ForwardingHeaders.mayBeDropped(count: name.count, first: name[0]) {
+                    if ForwardingHeaders.isHopByHop(name) { continue }
+                    if HeaderBytes.equalsIgnoringCase(name, "content-length") {
+                        if dropContentLength { continue }
+                        hasContentLength = true
+                    }
+                }
+                if !named.isEmpty && named.contains(where: { HeaderBytes.equalsIgnoringCase(name, $0) }) { continue }
+                lines.writeBytes(UnsafeRawBufferPointer(rebasing: all[Int(f.nameStart)..<Int(f.valueEnd)]))
+                lines.writeStaticString("\r\n")
+            }
+        }
+    }
+
+    /// The same for headers parsed by another client (HTTPS upstreams through AsyncHTTPClient).
+    mutating func addForwarded(_ headers: HTTPHeaders, dropContentLength: Bool) {
+        for (name, value) in ForwardingHeaders.clientResponseHeaders(headers) {
+            if dropContentLength && ForwardingHeaders.equalsIgnoringCase(name, "content-length") { continue }
+            add(name: name, value: value)
+        }
+    }
+
+    /// The header lines as `HTTPHeaders` (for HTTP/2 streams).
+    var headers: HTTPHeaders {
+        var out = HTTPHeaders()
+        lines.withUnsafeReadableBytes { p in
+            var start = 0
+            while start < p.count {
+                var end = start
+                while end < p.count && p[end] != 0x0A { end += 1 }
+                var le = end
+                if le > start && p[le - 1] == 0x0D { le -= 1 }
+                var colon = start
+                while colon < le && p[colon] != UInt8(ascii: ":") { colon += 1 }
+                if colon < le {
+                    var vs = colon + 1
+                    while vs < le && p[vs] == UInt8(ascii: " ") { vs += 1 }
+                    out.add(name: String(decoding: UnsafeRawBufferPointer(rebasing: p[start..<colon]), as: UTF8.self),
+                            value: String(decoding: UnsafeRawBufferPointer(rebasing: p[vs..<le]), as: UTF8.self))
+                }
+                start = end + 1
+            }
+        }
+        return out
+    }
+
+    /// How the body goes to an HTTP/1.x client.
+    enum Framing {
+        /// No body at all (HEAD, 1xx, 204, 304).
+        case none
+        /// Content-Length given: bytes as they are.
+        case identity
+        /// Chunked transfer coding (HTTP/1.1 without a length).
+        case chunked
+        /// Until the connection closes (HTTP/1.0 without a length).
+        case close
+    }
+
+    /// The framing for this head on an HTTP/1.x connection of `version`.
+    func framing(version: HTTPVersion, bodyless: Bool) -> Framing {
+        if bodyless || status < 200 || status == 204 || status == 304 { return .none }
+        if hasContentLength { return .identity }
+        return version.minor >= 1 ? .chunked : .close
+    }
+
+    /// The serialized head for an HTTP/1.x client: status line, lines, framing and connection headers, blank line.
+    func serialize(version: HTTPVersion, framing: Framing, keepAlive: Bool, allocator: ByteBufferAllocator)
+        -> ByteBuffer
+    {
+        var out = allocator.buffer(capacity: lines.readableBytes + reason.utf8.count + 64)
+        out.writeStaticString(version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        out.writeString(String(status))
+        out.writeStaticString(" ")
+        out.writeString(reason)
+        out.writeStaticString("\r\n")
+        out.writeImmutableBuffer(lines)
+        if framing == .chunked { out.writeStaticString("transfer-encoding: chunked\r\n") }
+        if !keepAlive || framing == .close {
+            out.writeStaticString("connection: close\r\n")
+        } else if version.minor == 0 {
+            out.writeStaticString("connection: keep-alive\r\n")
+        }
+        out.writeStaticString("\r\n")
+        return out
+    }
+}

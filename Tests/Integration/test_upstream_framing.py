@@ -1,0 +1,158 @@
+"""HTTP/1 framing from plain-HTTP upstreams, parsed by the sidecar's own response parser: close-delimited bodies,
+chunked bodies with extensions and trailers, heads split across writes, interim 1xx heads, HEAD responses, and
+malformed responses (502, never a crash). A raw-socket upstream writes the exact bytes of each case."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import HOST, assert_openai_error, httpx
+
+BODY = b'{"object":"list","data":[]}'
+
+CASES: dict[str, list[bytes]] = {
+    # HTTP/1.0, no length: the body ends when the upstream closes.
+    "/v1/close-delimited": [b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n", BODY],
+    "/v1/chunked": [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"5;ext=1\r\n" + BODY[:5] + b"\r\n", b"%x\r\n" % (len(BODY) - 5), BODY[5:] + b"\r\n",
+        b"0\r\nX-Trailer: t\r\n\r\n",
+    ],
+    # The head arrives in pieces, cut inside the status line and inside a header.
+    "/v1/split-head": [b"HTTP/1.1 20", b"0 OK\r\nContent-Le", b"ngth: %d\r\n" % len(BODY), b"\r\n", BODY],
+    "/v1/interim": [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY), BODY],
+    "/v1/garbage": [b"ICY 200 OK\r\n\r\n"],
+    "/v1/conflicting-length": [b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"],
+    "/v1/folded": [b"HTTP/1.1 200 OK\r\nX-A: 1\r\n  continued\r\nContent-Length: 0\r\n\r\n"],
+    "/v1/bad-chunk": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+    "/v1/head": [b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nContent-Type: application/json\r\n\r\n"],
+}
+
+
+class RawUpstream:
+    """Answers each request with the bytes of its case (keep-alive unless the case is close-delimited)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((HOST, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.stopping = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                path = head.split(b" ")[1].decode().split("?")[0]
+                for piece in CASES.get(path, [b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"]):
+                    conn.sendall(piece)
+                    time.sleep(0.01)
+                if path in ("/v1/close-delimited", "/v1/garbage", "/v1/conflicting-length", "/v1/folded",
+                            "/v1/bad-chunk"):
+                    return
+
+    def close(self) -> None:
+        self.stopping = True
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def raw_upstream():
+    u = RawUpstream()
+    yield u
+    u.close()
+
+
+@pytest.fixture(scope="module")
+def framing_sidecar(aobin, raw_upstream):
+    from conftest import Service, _sidecar_argv, free_port
+    port = free_port()
+    svc = Service("sidecar-framing", _sidecar_argv(aobin, port, f"http://{HOST}:{raw_upstream.port}/v1",
+                                                   ["--upstream-timeout", "5"]), port).start()
+    yield svc
+    alive = svc.alive()
+    svc.stop()
+    assert alive, f"sidecar died:\n{svc.log_tail()}"
+
+
+@pytest.mark.parametrize("path", ["/v1/close-delimited", "/v1/chunked", "/v1/split-head", "/v1/interim"])
+def test_framings_relay_the_body(framing_sidecar, path):
+    with httpx.Client(trust_env=False, timeout=10) as c:
+        for _ in range(2):  # twice: the pooled connection (or a new one) serves the next request correctly
+            r = c.get(framing_sidecar.base_url + path)
+            assert r.status_code == 200, r.text
+            assert r.content == BODY
+            if path in ("/v1/close-delimited", "/v1/chunked"):
+                assert r.headers["content-type"] == "application/json"
+            assert "transfer-encoding" not in r.headers or r.headers["transfer-encoding"] == "chunked"
+            assert "x-trailer" not in r.headers
+
+
+@pytest.mark.parametrize("path", ["/v1/garbage", "/v1/conflicting-length", "/v1/folded", "/v1/bad-chunk"])
+def test_malformed_upstream_response_is_502(framing_sidecar, path):
+    if path == "/v1/bad-chunk":
+        # The head was fine and was passed on; the broken body can only cut the response short.
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(framing_sidecar.base_url + path, trust_env=False, timeout=10)
+        return
+    r = httpx.get(framing_sidecar.base_url + path, trust_env=False, timeout=10)
+    assert r.status_code == 502, r.text
+    assert_openai_error(r, 502)
+    assert framing_sidecar.alive()
+
+
+def test_head_response_has_no_body_and_connection_stays_usable(framing_sidecar, raw_upstream):
+    with socket.create_connection((HOST, framing_sidecar.port), timeout=10) as s:
+        s.sendall(b"HEAD /v1/head HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/split-head HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        deadline = time.time() + 10
+        while BODY not in data and time.time() < deadline:
+            data += s.recv(65536)
+    first, rest = data.split(b"\r\n\r\n", 1)
+    assert first.startswith(b"HTTP/1.1 200"), data
+    assert b"Content-Length: 50" in first
+    # The next response starts right after the HEAD response's head: no body bytes in between.
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:80]
+    assert BODY in rest
+
+
+def test_http10_client_gets_close_delimited_body_from_chunked_upstream(framing_sidecar):
+    with socket.create_connection((HOST, framing_sidecar.port), timeout=10) as s:
+        s.sendall(b"GET /v1/chunked HTTP/1.0\r\nHost: x\r\n\r\n")
+        data = b""
+        while True:
+            part = s.recv(65536)
+            if not part:
+                break
+            data += part
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.0 200"), head
+    assert b"transfer-encoding" not in head.lower()
+    assert b"connection: close" in head.lower()
+    assert body == BODY
