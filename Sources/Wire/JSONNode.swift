@@ -123,8 +123,28 @@ public struct JSONNode: Sendable {
         buffer.getString(at: buffer.readerIndex + range.lowerBound, length: range.count) ?? ""
     }
 
-    /// Integer value of a number written as a plain integer.
-    public var int: Int? { kind == .number ? Int(raw) : nil }
+    /// Integer value of a number written as a plain integer (read from the bytes, no String).
+    public var int: Int? {
+        guard kind == .number else { return nil }
+        return buffer.withUnsafeReadableBytes { raw -> Int? in
+            var i = range.lowerBound
+            let end = range.upperBound
+            let negative = i < end && raw[i] == UInt8(ascii: "-")
+            if negative { i += 1 }
+            guard i < end else { return nil }
+            var n = 0
+            while i < end {
+                let d = Int(raw[i]) &- Int(UInt8(ascii: "0"))
+                guard d >= 0 && d <= 9 else { return nil }
+                let (m, o1) = n.multipliedReportingOverflow(by: 10)
+                let (a, o2) = negative ? m.subtractingReportingOverflow(d) : m.addingReportingOverflow(d)
+                if o1 || o2 { return nil }
+                n = a
+                i += 1
+            }
+            return n
+        }
+    }
 
     public var bool: Bool? { kind == .bool ? raw == "true" : nil }
 

@@ -21,16 +21,44 @@ public struct Usage: Sendable, Equatable {
     /// (`input_tokens`, `output_tokens`, `input_tokens_details`, `output_tokens_details`).
     public init?(_ node: JSONNode) {
         guard node.kind == .object else { return nil }
-        if let p = node["prompt_tokens"]?.int {
+        // One pass over the members (a lookup by key rescans the object each time).
+        var prompt: Int?
+        var input: Int?
+        var completion: Int?
+        var output: Int?
+        var promptDetails: JSONNode?
+        var inputDetails: JSONNode?
+        var completionDetails: JSONNode?
+        var outputDetails: JSONNode?
+        node.forEachMember { key, value in
+            if key.is("prompt_tokens") {
+                prompt = value.int
+            } else if key.is("completion_tokens") {
+                completion = value.int
+            } else if key.is("prompt_tokens_details") {
+                promptDetails = value
+            } else if key.is("completion_tokens_details") {
+                completionDetails = value
+            } else if key.is("input_tokens") {
+                input = value.int
+            } else if key.is("output_tokens") {
+                output = value.int
+            } else if key.is("input_tokens_details") {
+                inputDetails = value
+            } else if key.is("output_tokens_details") {
+                outputDetails = value
+            }
+        }
+        if let p = prompt {
             promptTokens = p
-            completionTokens = node["completion_tokens"]?.int ?? 0
-            cachedTokens = node["prompt_tokens_details"]?["cached_tokens"]?.int ?? 0
-            reasoningTokens = node["completion_tokens_details"]?["reasoning_tokens"]?.int ?? 0
-        } else if let p = node["input_tokens"]?.int {
+            completionTokens = completion ?? 0
+            cachedTokens = promptDetails?["cached_tokens"]?.int ?? 0
+            reasoningTokens = completionDetails?["reasoning_tokens"]?.int ?? 0
+        } else if let p = input {
             promptTokens = p
-            completionTokens = node["output_tokens"]?.int ?? 0
-            cachedTokens = node["input_tokens_details"]?["cached_tokens"]?.int ?? 0
-            reasoningTokens = node["output_tokens_details"]?["reasoning_tokens"]?.int ?? 0
+            completionTokens = output ?? 0
+            cachedTokens = inputDetails?["cached_tokens"]?.int ?? 0
+            reasoningTokens = outputDetails?["reasoning_tokens"]?.int ?? 0
         } else {
             return nil
         }

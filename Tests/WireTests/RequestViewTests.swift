@@ -276,3 +276,16 @@ struct SeededGenerator: RandomNumberGenerator {
         return state &* 2_685_821_657_736_338_717
     }
 }
+
+@Suite("JSONNode numbers")
+struct JSONNodeNumberTests {
+    @Test func integersReadFromBytesLikeIntInit() throws {
+        let cases = ["0", "-0", "42", "-17", "9223372036854775807", "-9223372036854775808", "9223372036854775808",
+                     "-9223372036854775809", "1.0", "1e3", "12345678901234567890123"]
+        for text in cases {
+            let node = try JSONNode.parse(ByteBuffer(string: text))
+            #expect(node.int == Int(text), "\(text)")
+        }
+        #expect(try JSONNode.parse(ByteBuffer(string: #""7""#)).int == nil)
+    }
+}
