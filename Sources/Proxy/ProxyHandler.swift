@@ -465,14 +465,15 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         let isStream = upstream.isEventStream
         x.isStream = isStream
         if isStream && x.plan?.injectedStreamUsage == true {
-            // Usage the client did not ask for must come out of the stream: read it as it passes.
-            x.tap = StreamTap(stripInjectedUsage: true)
+            // Usage the client did not ask for must come out of the stream: cut it out as it passes. What the
+            // stream says (usage, ids, text) is read later from the upstream's bytes, on the accounting thread.
+            x.tap = StreamTap(stripInjectedUsage: true, collectFacts: false)
         }
         // The tap shortens the body: its length is then framed anew.
         var head = upstream.clientHead(dropContentLength: x.tap != nil)
         if let decision = x.plan?.decision { head.add("x-auto-optimizer-rule", decision.ruleHeaderValue) }
         if isStream {
-            if x.tap == nil { x.collectResponse = true }  // read later, on the accounting thread
+            x.collectResponse = true  // read later, on the accounting thread
         } else if x.endpoint.readsBody && code < 300 {
             if x.record.tokensSaved != 0 || x.record.servedModel != x.record.requestedModel {
                 // Savings depend on this answer's usage: hold it so they can go in its headers.
@@ -499,9 +500,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             return nil
         }
         var out = buffer
-        if x.collectResponse {
-            x.responseParts.append(buffer)
-        } else if x.tap != nil {
+        if x.collectResponse { x.responseParts.append(buffer) }
+        if x.tap != nil {
             out = x.tap!.observe(buffer)
             if out.readableBytes == 0 { return nil }
         }
@@ -539,7 +539,6 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         } else if x.tap != nil {
             let rest = x.tap!.finish()
             if rest.readableBytes > 0 { sendBody(context: context, rest, flush: false, promise: nil) }
-            x.facts = x.tap!.facts
         }
         if keepsConnection(x) {
             sendEnd(context: context, promise: nil)
@@ -562,7 +561,6 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             // Bytes already reached the client: the only honest signal left is to cut the response short.
             shared.logger.warning("upstream failed mid-response", metadata: ["error": "\(error)"])
             context.close(promise: nil)
-            x.facts = x.tap?.facts
             finish(x, status: x.record.status, error: "upstream_reset")
             return
         }

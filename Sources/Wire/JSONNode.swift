@@ -64,6 +64,12 @@ public struct JSONNode: Sendable {
     /// Calls `body` with each member of an object, in order, without collecting them or decoding keys (the
     /// allocation-free form of `members`, for the accounting path).
     public func forEachMember(_ body: (JSONKey, JSONNode) -> Void) {
+        forEachMemberWithOffset { _, key, value in body(key, value) }
+    }
+
+    /// `forEachMember`, also giving where each member's key (its opening quote) starts, as an offset from the
+    /// buffer's reader index like `range`.
+    public func forEachMemberWithOffset(_ body: (Int, JSONKey, JSONNode) -> Void) {
         guard kind == .object else { return }
         withScanner { s in
             s.index += 1
@@ -79,7 +85,7 @@ public struct JSONNode: Sendable {
                 guard let kind = try? s.skipValue() else { return }
                 let key = JSONKey(raw: UnsafeRawBufferPointer(rebasing: s.bytes[(keyStart + 1)..<(keyEnd - 1)]),
                                   escaped: escaped)
-                body(key, JSONNode(buffer: buffer, range: valueStart..<s.index, kind: kind))
+                body(keyStart, key, JSONNode(buffer: buffer, range: valueStart..<s.index, kind: kind))
                 guard let done = try? s.endOfContainer(UInt8(ascii: "}")), !done else { return }
             }
         }
@@ -90,6 +96,16 @@ public struct JSONNode: Sendable {
         var out: [(key: String, value: JSONNode)] = []
         forEachMember { key, value in out.append((key.string, value)) }
         return out
+    }
+
+    /// Whether the value is an empty array or object (`[]`, `[ ]`).
+    public var isEmptyContainer: Bool {
+        guard kind == .array || kind == .object else { return false }
+        return withScanner { s in
+            s.index += 1
+            s.skipWhitespace()
+            return s.index == range.upperBound - 1
+        }
     }
 
     /// The elements of an array (empty for other kinds).

@@ -48,70 +48,69 @@ public struct SSEFramer: Sendable {
     }
 
     private mutating func nextEvent() -> SSEEvent? {
-        let view = pending.readableBytesView
-        let base = view.startIndex
-        var i = base + scanned
-        var lineStart = i
-        while i < view.endIndex {
-            let c = view[i]
-            guard c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r") else {
-                i += 1
-                continue
+        let start = scanned
+        let (length, resume): (Int?, Int) = pending.withUnsafeReadableBytes { p in
+            var i = start
+            var lineStart = i
+            while i < p.count {
+                let c = p[i]
+                guard c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r") else {
+                    i += 1
+                    continue
+                }
+                var next = i + 1
+                if c == UInt8(ascii: "\r") {
+                    if next == p.count { break }  // a CR at the end may be the start of CRLF: wait
+                    if p[next] == UInt8(ascii: "\n") { next += 1 }
+                }
+                if i == lineStart { return (next, 0) }  // empty line: the event ends here
+                i = next
+                lineStart = next
             }
-            var next = i + 1
-            if c == UInt8(ascii: "\r") {
-                if next == view.endIndex { break }  // a CR at the end may be the start of CRLF: wait
-                if view[next] == UInt8(ascii: "\n") { next += 1 }
-            }
-            if i == lineStart {
-                // Empty line: the event ends here.
-                let length = next - base
-                let raw = pending.readSlice(length: length)!
-                scanned = 0
-                let (data, offset) = Self.data(of: raw)
-                return SSEEvent(raw: raw, data: data, dataOffset: offset)
-            }
-            i = next
-            lineStart = next
+            return (nil, lineStart)
         }
-        scanned = lineStart - base
-        return nil
+        scanned = resume
+        guard let length else { return nil }
+        let raw = pending.readSlice(length: length)!
+        let (data, offset) = Self.data(of: raw)
+        return SSEEvent(raw: raw, data: data, dataOffset: offset)
     }
 
     /// The event's data: `data:` field values (one leading space removed), joined by LF.
     static func data(of raw: ByteBuffer) -> (ByteBuffer?, Int?) {
-        let view = raw.readableBytesView
         var result: ByteBuffer?
         var offset: Int?
         var lines = 0
-        var lineStart = view.startIndex
-        var i = view.startIndex
-        while i < view.endIndex {
-            let c = view[i]
-            if c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r") {
-                let line = view[lineStart..<i]
-                if line.starts(with: "data".utf8) {
-                    var valueStart = line.startIndex + 4
-                    if valueStart == line.endIndex || line[valueStart] == UInt8(ascii: ":") {
-                        if valueStart < line.endIndex { valueStart += 1 }
-                        if valueStart < line.endIndex && line[valueStart] == UInt8(ascii: " ") { valueStart += 1 }
-                        let value = raw.getSlice(at: raw.readerIndex + (valueStart - view.startIndex),
-                                                 length: line.endIndex - valueStart)!
-                        lines += 1
-                        if result == nil {
-                            offset = valueStart - view.startIndex
-                            result = value
-                        } else {
-                            result!.writeInteger(UInt8(ascii: "\n"))
-                            var v = value
-                            result!.writeBuffer(&v)
+        raw.withUnsafeReadableBytes { p in
+            var lineStart = 0
+            var i = 0
+            while i < p.count {
+                let c = p[i]
+                if c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r") {
+                    // The line is p[lineStart..<i]: a `data` field is "data" alone or "data:" then the value.
+                    if i - lineStart >= 4 && p[lineStart] == UInt8(ascii: "d") && p[lineStart + 1] == UInt8(ascii: "a")
+                        && p[lineStart + 2] == UInt8(ascii: "t") && p[lineStart + 3] == UInt8(ascii: "a")
+                    {
+                        var valueStart = lineStart + 4
+                        if valueStart == i || p[valueStart] == UInt8(ascii: ":") {
+                            if valueStart < i { valueStart += 1 }
+                            if valueStart < i && p[valueStart] == UInt8(ascii: " ") { valueStart += 1 }
+                            let value = raw.getSlice(at: raw.readerIndex + valueStart, length: i - valueStart)!
+                            lines += 1
+                            if result == nil {
+                                offset = valueStart
+                                result = value
+                            } else {
+                                result!.writeInteger(UInt8(ascii: "\n"))
+                                result!.writeImmutableBuffer(value)
+                            }
                         }
                     }
+                    if c == UInt8(ascii: "\r") && i + 1 < p.count && p[i + 1] == UInt8(ascii: "\n") { i += 1 }
+                    lineStart = i + 1
                 }
-                if c == UInt8(ascii: "\r") && i + 1 < view.endIndex && view[i + 1] == UInt8(ascii: "\n") { i += 1 }
-                lineStart = i + 1
+                i += 1
             }
-            i += 1
         }
         return (result, lines == 1 ? offset : nil)
     }

@@ -144,10 +144,14 @@ public struct StreamTap: Sendable {
     public private(set) var events = 0
     public private(set) var sawDone = false
     public let stripInjectedUsage: Bool
+    /// Whether `facts` are gathered (the proxy strips on the event loop and leaves the facts to the accounting
+    /// thread, which reads the stream as the upstream sent it).
+    public let collectFacts: Bool
     private var framer = SSEFramer()
 
-    public init(stripInjectedUsage: Bool) {
+    public init(stripInjectedUsage: Bool, collectFacts: Bool = true) {
         self.stripInjectedUsage = stripInjectedUsage
+        self.collectFacts = collectFacts
     }
 
     /// Observes one chunk. Returns the bytes to send to the client now: the chunk itself when nothing is
@@ -160,16 +164,12 @@ public struct StreamTap: Sendable {
         }
         var out = ByteBuffer()
         for e in completed {
-            let json = inspect(e)
-            guard let json, json.kind == .object, let usage = json["usage"] else {
+            guard let json = inspect(e) else {
                 var raw = e.raw
                 out.writeBuffer(&raw)
                 continue
             }
-            if !usage.isNull && (json["choices"]?.elements.isEmpty ?? true) {
-                continue  // the usage-only chunk the client did not ask for
-            }
-            out.writeImmutableBuffer(Self.removingMember("usage", from: e, json: json))
+            Self.strip(e, json: json, into: &out)
         }
         return out
     }
@@ -178,32 +178,52 @@ public struct StreamTap: Sendable {
     private mutating func inspect(_ e: SSEEvent) -> JSONNode? {
         events += 1
         guard let data = e.data else { return nil }
-        if data.readableBytesView.elementsEqual("[DONE]".utf8) {
+        if data.readableBytes == 6 && data.readableBytesView.elementsEqual("[DONE]".utf8) {
             sawDone = true
             return nil
         }
         guard let json = try? JSONNode.parse(data), json.kind == .object else { return nil }
-        facts.absorb(json, streamed: true)
+        if collectFacts { facts.absorb(json, streamed: true) }
         return json
     }
 
-    /// The event with the top-level member `key` cut out of its JSON data, every other byte kept.
-    static func removingMember(_ key: String, from e: SSEEvent, json: JSONNode) -> ByteBuffer {
-        guard let offset = e.dataOffset, let view = try? RequestView.parse(json.buffer),
-            let index = view.fields.lastIndex(where: { $0.key == key })
-        else { return e.raw }
-        let fields = view.fields
-        let cut: Range<Int>
-        if index > 0 {
-            cut = fields[index - 1].memberRange.upperBound..<fields[index].memberRange.upperBound
-        } else if fields.count > 1 {
-            cut = fields[0].memberRange.lowerBound..<fields[1].memberRange.lowerBound
-        } else {
-            cut = fields[0].memberRange
+    /// Appends `e` to `out` without what the injected `include_usage` added: the usage-only chunk (usage set,
+    /// no choices) is dropped, any other chunk loses its top-level `usage` member (the last one if repeated),
+    /// every other byte kept. One pass over the top-level members.
+    static func strip(_ e: SSEEvent, json: JSONNode, into out: inout ByteBuffer) {
+        var usage: JSONNode?
+        var cut: Range<Int>?
+        var cutNeedsNext = false
+        var choicesEmpty = true
+        var previousEnd: Int?
+        json.forEachMemberWithOffset { keyStart, key, value in
+            if cutNeedsNext {
+                // `usage` was the first member: it goes with what separates it from this one.
+                cut = cut!.lowerBound..<keyStart
+                cutNeedsNext = false
+            }
+            if key.is("usage") {
+                usage = value
+                if let previousEnd {
+                    cut = previousEnd..<value.range.upperBound  // with the comma before it
+                } else {
+                    cut = keyStart..<value.range.upperBound
+                    cutNeedsNext = true
+                }
+            } else if key.is("choices") {
+                choicesEmpty = value.kind != .array || value.isEmptyContainer
+            }
+            previousEnd = value.range.upperBound
         }
-        var patch = BodyPatch()
-        patch.replace((offset + cut.lowerBound)..<(offset + cut.upperBound), with: [])
-        return patch.apply(to: e.raw)
+        guard let usage, let cut, let offset = e.dataOffset else {
+            out.writeImmutableBuffer(e.raw)
+            return
+        }
+        if !usage.isNull && choicesEmpty { return }  // the usage-only chunk the client did not ask for
+        e.raw.withUnsafeReadableBytes { raw in
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[0..<(offset + cut.lowerBound)]))
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[(offset + cut.upperBound)...]))
+        }
     }
 
     /// Bytes of an unfinished event still held (only when stripping).

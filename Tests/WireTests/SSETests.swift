@@ -95,6 +95,33 @@ struct SSETests {
 
 @Suite("SSE: nothing is lost")
 struct SSELossTests {
+    @Test func strippingCutsTheUsageMemberWhereverItIs() {
+        let cases: [(String, String)] = [
+            (#"{"usage":null,"choices":[{"i":0}]}"#, #"{"choices":[{"i":0}]}"#),
+            (#"{ "usage" : null , "id":"a","choices":[1]}"#, #"{ "id":"a","choices":[1]}"#),
+            (#"{"id":"a", "usage":null, "choices":[1]}"#, #"{"id":"a", "choices":[1]}"#),
+            (#"{"choices":[1],"usage":null}"#, #"{"choices":[1]}"#),
+            (#"{"usage":null}"#, #"{}"#),
+            (#"{"usage":{"a":1},"choices":[1],"usage":null}"#, #"{"usage":{"a":1},"choices":[1]}"#),
+            (#"{"usage":null,"choices":[1]}"#, #"{"choices":[1]}"#),
+            (#"{"choices":[1],"usage":{"prompt_tokens":3}}"#, #"{"choices":[1]}"#),
+            (#"{"choices":[ ],"usage":{"prompt_tokens":3}}"#, ""),
+            (#"{"usage":{"prompt_tokens":3}}"#, ""),
+            (#"{"choices":"x","usage":{"prompt_tokens":3}}"#, ""),
+            (#"{"choices":[1]}"#, #"{"choices":[1]}"#),
+        ]
+        for (data, expected) in cases {
+            var tap = StreamTap(stripInjectedUsage: true, collectFacts: false)
+            let out = String(buffer: tap.observe(ByteBuffer(string: "data: \(data)\r\n\r\n")))
+            #expect(out == (expected.isEmpty ? "" : "data: \(expected)\r\n\r\n"), "\(data)")
+            #expect(tap.facts == ResponseFacts())
+        }
+        // Data split over two lines cannot be cut in place: the event goes as it came.
+        var tap = StreamTap(stripInjectedUsage: true)
+        let twoLines = "data: {\"usage\":null,\ndata: \"choices\":[1]}\n\n"
+        #expect(String(buffer: tap.observe(ByteBuffer(string: twoLines))) == twoLines)
+    }
+
     @Test func unfinishedLastEventIsHandedBack() {
         var tap = StreamTap(stripInjectedUsage: true)
         let a = tap.observe(ByteBuffer(string: "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":null}\n\ndata: [DO"))
