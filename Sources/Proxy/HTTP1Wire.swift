@@ -11,45 +11,41 @@ import NIOHTTP1
 // came, and the heads the sidecar writes are serialized directly. NIO's generic codec (llhttp callbacks, an
 // `HTTPHeaders` per head, an encoder pass per part) was the largest user-space cost per proxied request.
 
-/// An upstream response head as received: status, reason, and each header line as byte ranges into `bytes`.
-struct RawResponseHead {
-    struct Field {
-        var nameStart: Int32
-        var nameEnd: Int32
-        var valueStart: Int32
-        var valueEnd: Int32
-    }
+/// One header line's name and value as byte ranges (offsets from the block's reader index).
+struct RawField {
+    var nameStart: Int32
+    var nameEnd: Int32
+    var valueStart: Int32
+    var valueEnd: Int32
+}
 
-    let bytes: ByteBuffer
-    let status: Int
-    let minorVersion: Int
-    let reasonStart: Int
-    let reasonEnd: Int
-    let fields: [Field]
+/// A parsed head kept as its bytes plus the ranges of its header lines: lookups compare bytes, forwarding copies
+/// lines, and no String is made unless a value is asked for.
+protocol RawHeaderBlock {
+    var bytes: ByteBuffer { get }
+    var fields: [RawField] { get }
+}
 
-    var reason: String {
-        bytes.getString(at: bytes.readerIndex + reasonStart, length: reasonEnd - reasonStart) ?? ""
-    }
-
+extension RawHeaderBlock {
     @inline(__always)
-    func withName<R>(_ f: Field, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+    func withName<R>(_ f: RawField, _ body: (UnsafeRawBufferPointer) -> R) -> R {
         bytes.withUnsafeReadableBytes { all in
             body(UnsafeRawBufferPointer(rebasing: all[Int(f.nameStart)..<Int(f.nameEnd)]))
         }
     }
 
     @inline(__always)
-    func withValue<R>(_ f: Field, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+    func withValue<R>(_ f: RawField, _ body: (UnsafeRawBufferPointer) -> R) -> R {
         bytes.withUnsafeReadableBytes { all in
             body(UnsafeRawBufferPointer(rebasing: all[Int(f.valueStart)..<Int(f.valueEnd)]))
         }
     }
 
-    func name(_ f: Field) -> String {
+    func name(_ f: RawField) -> String {
         bytes.getString(at: bytes.readerIndex + Int(f.nameStart), length: Int(f.nameEnd - f.nameStart)) ?? ""
     }
 
-    func value(_ f: Field) -> String {
+    func value(_ f: RawField) -> String {
         bytes.getString(at: bytes.readerIndex + Int(f.valueStart), length: Int(f.valueEnd - f.valueStart)) ?? ""
     }
 
@@ -68,7 +64,7 @@ struct RawResponseHead {
     }
 
     /// HTTP keep-alive semantics: 1.1 unless `Connection: close`, 1.0 only with `Connection: keep-alive`.
-    var isKeepAlive: Bool {
+    func isKeepAlive(minorVersion: Int) -> Bool {
         var close = false
         var keep = false
         for f in fields where withName(f, { HeaderBytes.equalsIgnoringCase($0, "connection") }) {
@@ -81,11 +77,80 @@ struct RawResponseHead {
         }
         return minorVersion >= 1 ? !close : keep && !close
     }
+
+    /// Header names listed in `Connection` besides hop-by-hop ones, `close` and `keep-alive` (lowercased); empty,
+    /// without allocating, in the usual case.
+    func connectionTokens() -> [String] {
+        var named: [String] = []
+        for f in fields where withName(f, { HeaderBytes.equalsIgnoringCase($0, "connection") }) {
+            withValue(f) { v in
+                HeaderBytes.forEachToken(v) { t in
+                    if HeaderBytes.equalsIgnoringCase(t, "close") || HeaderBytes.equalsIgnoringCase(t, "keep-alive") {
+                        return
+                    }
+                    if ForwardingHeaders.isHopByHop(t) { return }
+                    named.append(String(decoding: t, as: UTF8.self).lowercased())
+                }
+            }
+        }
+        return named
+    }
+
+    /// Copies every header line for which `keep` holds into `out`, as received ("name: value\r\n").
+    func copyLines(into out: inout ByteBuffer, where keep: (UnsafeRawBufferPointer) -> Bool) {
+        bytes.withUnsafeReadableBytes { all in
+            for f in fields {
+                let name = UnsafeRawBufferPointer(rebasing: all[Int(f.nameStart)..<Int(f.nameEnd)])
+                guard keep(name) else { continue }
+                out.writeBytes(UnsafeRawBufferPointer(rebasing: all[Int(f.nameStart)..<Int(f.valueEnd)]))
+                out.writeStaticString("\r\n")
+            }
+        }
+    }
+
+    /// The fields as `HTTPHeaders` (for AsyncHTTPClient and HTTP/2).
+    var httpHeaders: HTTPHeaders {
+        var out = HTTPHeaders()
+        out.reserveCapacity(fields.count)
+        for f in fields { out.add(name: name(f), value: value(f)) }
+        return out
+    }
 }
 
-/// Why an upstream response could not be parsed.
-struct ResponseParseError: Error, CustomStringConvertible {
+/// An upstream response head as received: status, reason, and each header line as byte ranges into `bytes`.
+struct RawResponseHead: RawHeaderBlock {
+    let bytes: ByteBuffer
+    let status: Int
+    let minorVersion: Int
+    let reasonStart: Int
+    let reasonEnd: Int
+    let fields: [RawField]
+
+    var reason: String {
+        bytes.getString(at: bytes.readerIndex + reasonStart, length: reasonEnd - reasonStart) ?? ""
+    }
+
+    var isKeepAlive: Bool { isKeepAlive(minorVersion: minorVersion) }
+}
+
+/// A client's HTTP/1.x request head as received.
+struct RawRequestHead: RawHeaderBlock {
+    let bytes: ByteBuffer
+    let method: HTTPMethod
+    let uri: String
+    let minorVersion: Int
+    let fields: [RawField]
+}
+
+/// Why an HTTP/1 message could not be parsed; for a client's request, the status to answer with.
+struct HTTPWireError: Error, CustomStringConvertible {
+    let status: Int
     let description: String
+
+    init(_ description: String, status: Int = 400) {
+        self.status = status
+        self.description = description
+    }
 }
 
 /// Incremental HTTP/1.x response parser (RFC 9112): status line, header fields, then the body framed by
@@ -132,13 +197,13 @@ struct ResponseParser {
 
     /// The next event from `buffer` (consuming what it used), or nil when more bytes are needed. `noBody`: the
     /// request was HEAD, so the response has no body whatever its headers say.
-    mutating func next(_ buffer: inout ByteBuffer, noBody: Bool) throws(ResponseParseError) -> Event? {
+    mutating func next(_ buffer: inout ByteBuffer, noBody: Bool) throws(HTTPWireError) -> Event? {
         while true {
             switch state {
             case .head:
                 guard let head = try parseHead(&buffer) else { return nil }
                 if head.status < 200 {
-                    if head.status == 101 { throw ResponseParseError(description: "unexpected 101 Switching Protocols") }
+                    if head.status == 101 { throw HTTPWireError("unexpected 101 Switching Protocols") }
                     continue  // interim response: the real head follows
                 }
                 try frame(head, noBody: noBody)
@@ -156,8 +221,8 @@ struct ResponseParser {
                 guard buffer.readableBytes > 0 else { return nil }
                 return .body(buffer.readSlice(length: buffer.readableBytes)!)
             case .chunkSize:
-                guard let line = try readLine(&buffer, limit: 1024) else { return nil }
-                let size = try chunkSize(line)
+                guard let line = try HeadLines.readLine(&buffer, limit: 1024) else { return nil }
+                let size = try HeadLines.chunkSize(line)
                 state = size == 0 ? .trailers : .chunkData(size)
             case .chunkData(let remaining):
                 guard buffer.readableBytes > 0 else { return nil }
@@ -165,12 +230,12 @@ struct ResponseParser {
                 state = n == remaining ? .chunkDataEnd : .chunkData(remaining - n)
                 return .body(buffer.readSlice(length: n)!)
             case .chunkDataEnd:
-                guard let line = try readLine(&buffer, limit: 2) else { return nil }
-                guard line.readableBytes == 0 else { throw ResponseParseError(description: "chunk not followed by CRLF") }
+                guard let line = try HeadLines.readLine(&buffer, limit: 2) else { return nil }
+                guard line.readableBytes == 0 else { throw HTTPWireError("chunk not followed by CRLF") }
                 state = .chunkSize
             case .trailers:
                 // Trailer fields are not forwarded (the client side re-frames the body): skip to the empty line.
-                guard let line = try readLine(&buffer, limit: Self.maxHeadBytes) else { return nil }
+                guard let line = try HeadLines.readLine(&buffer, limit: Self.maxHeadBytes) else { return nil }
                 if line.readableBytes == 0 {
                     state = .head
                     return .end
@@ -179,49 +244,8 @@ struct ResponseParser {
         }
     }
 
-    /// Reads one line (without its CRLF or bare LF); nil when no full line is buffered yet.
-    private func readLine(_ buffer: inout ByteBuffer, limit: Int) throws(ResponseParseError) -> ByteBuffer? {
-        let found: Int? = buffer.withUnsafeReadableBytes { p in
-            guard let base = p.baseAddress, p.count > 0 else { return nil }
-            guard let hit = memchr(base, 0x0A, p.count) else { return nil }
-            return base.distance(to: UnsafeRawPointer(hit))
-        }
-        guard let lf = found else {
-            if buffer.readableBytes > limit + 1 { throw ResponseParseError(description: "framing line too long") }
-            return nil
-        }
-        var length = lf
-        if length > 0 && buffer.getInteger(at: buffer.readerIndex + length - 1, as: UInt8.self) == 0x0D { length -= 1 }
-        let line = buffer.getSlice(at: buffer.readerIndex, length: length)!
-        buffer.moveReaderIndex(forwardBy: lf + 1)
-        return line
-    }
-
-    private func chunkSize(_ line: ByteBuffer) throws(ResponseParseError) -> Int {
-        var size = 0
-        var digits = 0
-        for byte in line.readableBytesView {
-            let d: Int
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): d = Int(byte - UInt8(ascii: "0"))
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): d = Int(byte - UInt8(ascii: "a") + 10)
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): d = Int(byte - UInt8(ascii: "A") + 10)
-            case UInt8(ascii: ";"), UInt8(ascii: " "), UInt8(ascii: "\t"):
-                guard digits > 0 else { throw ResponseParseError(description: "invalid chunk size") }
-                return size  // chunk extensions are ignored
-            default:
-                throw ResponseParseError(description: "invalid chunk size")
-            }
-            digits += 1
-            guard digits <= 15 else { throw ResponseParseError(description: "chunk size too large") }
-            size = size << 4 | d
-        }
-        guard digits > 0 else { throw ResponseParseError(description: "invalid chunk size") }
-        return size
-    }
-
     /// Sets the body framing for `head` (RFC 9112 section 6.3).
-    private mutating func frame(_ head: RawResponseHead, noBody: Bool) throws(ResponseParseError) {
+    private mutating func frame(_ head: RawResponseHead, noBody: Bool) throws(HTTPWireError) {
         mustClose = !head.isKeepAlive
         if noBody || head.status == 204 || head.status == 304 {
             state = .fixed(0)
@@ -250,8 +274,8 @@ struct ResponseParser {
                     }
                     return n
                 }
-                guard let n = parsed else { throw ResponseParseError(description: "invalid Content-Length") }
-                if let length, length != n { throw ResponseParseError(description: "conflicting Content-Length") }
+                guard let n = parsed else { throw HTTPWireError("invalid Content-Length") }
+                if let length, length != n { throw HTTPWireError("conflicting Content-Length") }
                 length = n
             }
         }
@@ -272,33 +296,16 @@ struct ResponseParser {
     }
 
     /// Parses a complete head at the start of `buffer` (consuming it), or returns nil when it is not all there.
-    private func parseHead(_ buffer: inout ByteBuffer) throws(ResponseParseError) -> RawResponseHead? {
-        // Find the empty line that ends the head; collect the field lines on the way.
-        let scan: (end: Int, lines: [(Int, Int)])? = buffer.withUnsafeReadableBytes { p in
-            guard let base = p.baseAddress else { return nil }
-            var lines: [(Int, Int)] = []
-            lines.reserveCapacity(16)
-            var start = 0
-            while start < p.count {
-                guard let hit = memchr(base + start, 0x0A, p.count - start) else { return nil }
-                let lf = base.distance(to: UnsafeRawPointer(hit))
-                var end = lf
-                if end > start && p[end - 1] == 0x0D { end -= 1 }
-                if end == start { return (lf + 1, lines) }
-                lines.append((start, end))
-                start = lf + 1
-            }
+    private func parseHead(_ buffer: inout ByteBuffer) throws(HTTPWireError) -> RawResponseHead? {
+        guard let scan = HeadLines.scan(buffer) else {
+            if buffer.readableBytes > Self.maxHeadBytes { throw HTTPWireError("response head too large") }
             return nil
         }
-        guard let scan else {
-            if buffer.readableBytes > Self.maxHeadBytes { throw ResponseParseError(description: "response head too large") }
-            return nil
-        }
-        guard scan.end <= Self.maxHeadBytes else { throw ResponseParseError(description: "response head too large") }
+        guard scan.end <= Self.maxHeadBytes else { throw HTTPWireError("response head too large") }
         let bytes = buffer.readSlice(length: scan.end)!
-        guard let statusLine = scan.lines.first else { throw ResponseParseError(description: "empty status line") }
-        let result = bytes.withUnsafeReadableBytes { p -> Result<RawResponseHead, ResponseParseError> in
-            func bad(_ why: String) -> Result<RawResponseHead, ResponseParseError> { .failure(ResponseParseError(description: why)) }
+        guard let statusLine = scan.lines.first else { throw HTTPWireError("empty status line") }
+        let result = bytes.withUnsafeReadableBytes { p -> Result<RawResponseHead, HTTPWireError> in
+            func bad(_ why: String) -> Result<RawResponseHead, HTTPWireError> { .failure(HTTPWireError(why)) }
             // "HTTP/1.x SP 3DIGIT [SP reason]"
             let (s, e) = statusLine
             guard e - s >= 12, p[s] == UInt8(ascii: "H"), p[s + 1] == UInt8(ascii: "T"), p[s + 2] == UInt8(ascii: "T"),
@@ -316,32 +323,120 @@ struct ResponseParser {
             guard status >= 100 else { return bad("invalid status code") }
             if e - s > 12 && p[s + 12] != UInt8(ascii: " ") { return bad("invalid status line") }
             let reasonStart = min(s + 13, e)
-            var fields: [RawResponseHead.Field] = []
-            fields.reserveCapacity(scan.lines.count - 1)
-            for (ls, le) in scan.lines.dropFirst() {
-                if p[ls] == UInt8(ascii: " ") || p[ls] == UInt8(ascii: "\t") {
-                    return bad("obsolete header line folding")
-                }
-                var colon = ls
-                while colon < le && p[colon] != UInt8(ascii: ":") {
-                    guard HeaderBytes.isTokenByte(p[colon]) else { return bad("invalid header name") }
-                    colon += 1
-                }
-                guard colon < le, colon > ls else { return bad("invalid header line") }
-                var vs = colon + 1
-                var ve = le
-                while vs < ve && (p[vs] == UInt8(ascii: " ") || p[vs] == UInt8(ascii: "\t")) { vs += 1 }
-                while ve > vs && (p[ve - 1] == UInt8(ascii: " ") || p[ve - 1] == UInt8(ascii: "\t")) { ve -= 1 }
-                for i in vs..<ve where p[i] == 0x0D || p[i] == 0 {
-                    return bad("invalid header value")
-                }
-                fields.append(.init(nameStart: Int32(ls), nameEnd: Int32(colon), valueStart: Int32(vs),
-                                    valueEnd: Int32(ve)))
+            let fields: [RawField]
+            switch HeadLines.fields(p, scan.lines.dropFirst()) {
+            case .success(let f): fields = f
+            case .failure(let e): return .failure(e)
             }
             return .success(RawResponseHead(bytes: bytes, status: status, minorVersion: minor,
                                             reasonStart: reasonStart, reasonEnd: e, fields: fields))
         }
         return try result.get()
+    }
+}
+
+/// Finding a head's lines and parsing its field lines, and the chunked framing lines, shared by the request and
+/// response parsers.
+enum HeadLines {
+    /// Reads one line (without its CRLF or bare LF); nil when no full line is buffered yet.
+    static func readLine(_ buffer: inout ByteBuffer, limit: Int) throws(HTTPWireError) -> ByteBuffer? {
+        let found: Int? = buffer.withUnsafeReadableBytes { p in
+            guard let base = p.baseAddress, p.count > 0 else { return nil }
+            guard let hit = memchr(base, 0x0A, p.count) else { return nil }
+            return base.distance(to: UnsafeRawPointer(hit))
+        }
+        guard let lf = found else {
+            if buffer.readableBytes > limit + 1 { throw HTTPWireError("framing line too long") }
+            return nil
+        }
+        var length = lf
+        if length > 0 && buffer.getInteger(at: buffer.readerIndex + length - 1, as: UInt8.self) == 0x0D { length -= 1 }
+        let line = buffer.getSlice(at: buffer.readerIndex, length: length)!
+        buffer.moveReaderIndex(forwardBy: lf + 1)
+        return line
+    }
+
+    static func chunkSize(_ line: ByteBuffer) throws(HTTPWireError) -> Int {
+        var size = 0
+        var digits = 0
+        for byte in line.readableBytesView {
+            let d: Int
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): d = Int(byte - UInt8(ascii: "0"))
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): d = Int(byte - UInt8(ascii: "a") + 10)
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): d = Int(byte - UInt8(ascii: "A") + 10)
+            case UInt8(ascii: ";"), UInt8(ascii: " "), UInt8(ascii: "\t"):
+                guard digits > 0 else { throw HTTPWireError("invalid chunk size") }
+                return size  // chunk extensions are ignored
+            default:
+                throw HTTPWireError("invalid chunk size")
+            }
+            digits += 1
+            guard digits <= 15 else { throw HTTPWireError("chunk size too large") }
+            size = size << 4 | d
+        }
+        guard digits > 0 else { throw HTTPWireError("invalid chunk size") }
+        return size
+    }
+
+
+    /// The lines of the head at the start of `buffer` (CRLF or bare LF endings, without them) and where the
+    /// blank line ending it ends; nil when the blank line has not arrived yet.
+    static func scan(_ buffer: ByteBuffer) -> (end: Int, lines: [(Int, Int)])? {
+        buffer.withUnsafeReadableBytes { p in
+            guard let base = p.baseAddress else { return nil }
+            var lines: [(Int, Int)] = []
+            lines.reserveCapacity(16)
+            var start = 0
+            while start < p.count {
+                guard let hit = memchr(base + start, 0x0A, p.count - start) else { return nil }
+                let lf = base.distance(to: UnsafeRawPointer(hit))
+                var end = lf
+                if end > start && p[end - 1] == 0x0D { end -= 1 }
+                if end == start {
+                    if lines.isEmpty && start == 0 {
+                        // Blank lines before a request line are ignored (RFC 9112 section 2.2).
+                        start = lf + 1
+                        continue
+                    }
+                    return (lf + 1, lines)
+                }
+                lines.append((start, end))
+                start = lf + 1
+            }
+            return nil
+        }
+    }
+
+    /// Parses header field lines: `name: value` with a token name and no obsolete line folding; values are trimmed
+    /// of spaces and tabs and may not hold CR, LF or NUL.
+    static func fields(_ p: UnsafeRawBufferPointer, _ lines: ArraySlice<(Int, Int)>)
+        -> Result<[RawField], HTTPWireError>
+    {
+        var fields: [RawField] = []
+        fields.reserveCapacity(lines.count)
+        for (ls, le) in lines {
+            if p[ls] == UInt8(ascii: " ") || p[ls] == UInt8(ascii: "\t") {
+                return .failure(HTTPWireError("obsolete header line folding"))
+            }
+            var colon = ls
+            while colon < le && p[colon] != UInt8(ascii: ":") {
+                guard HeaderBytes.isTokenByte(p[colon]) else {
+                    return .failure(HTTPWireError("invalid header name"))
+                }
+                colon += 1
+            }
+            guard colon < le, colon > ls else { return .failure(HTTPWireError("invalid header line")) }
+            var vs = colon + 1
+            var ve = le
+            while vs < ve && (p[vs] == UInt8(ascii: " ") || p[vs] == UInt8(ascii: "\t")) { vs += 1 }
+            while ve > vs && (p[ve - 1] == UInt8(ascii: " ") || p[ve - 1] == UInt8(ascii: "\t")) { ve -= 1 }
+            for i in vs..<ve where p[i] == 0x0D || p[i] == 0 || p[i] == 0x0A {
+                return .failure(HTTPWireError("invalid header value"))
+            }
+            fields.append(RawField(nameStart: Int32(ls), nameEnd: Int32(colon), valueStart: Int32(vs), valueEnd: Int32(ve)))
+        }
+        return .success(fields)
     }
 }
 
@@ -450,33 +545,19 @@ struct OutgoingHead {
     /// The upstream's header lines as they go to the client: hop-by-hop ones and those its `Connection` names
     /// removed (and Content-Length when the body will change length), copied byte for byte otherwise.
     mutating func addForwarded(_ head: RawResponseHead, dropContentLength: Bool) {
-        var named: [String] = []
-        for f in head.fields where head.withName(f, { HeaderBytes.equalsIgnoringCase($0, "connection") }) {
-            head.withValue(f) { v in
-                HeaderBytes.forEachToken(v) { t in
-                    if HeaderBytes.equalsIgnoringCase(t, "close") || HeaderBytes.equalsIgnoringCase(t, "keep-alive") {
-                        return
-                    }
-                    let s = String(decoding: t, as: UTF8.self)
-                    if !ForwardingHeaders.isHopByHop(s) { named.append(s.lowercased()) }
+        let named = head.connectionTokens()
+        var sawLength = false
+        head.copyLines(into: &lines) { name in
+            if ForwardingHeaders.mayBeDropped(count: name.count, first: name[0]) {
+                if ForwardingHeaders.isHopByHop(name) { return false }
+                if HeaderBytes.equalsIgnoringCase(name, "content-length") {
+                    if dropContentLength { return false }
+                    sawLength = true
                 }
             }
+            return named.isEmpty || !named.contains(where: { HeaderBytes.equalsIgnoringCase(name, $0) })
         }
-        head.bytes.withUnsafeReadableBytes { all in
-            for f in head.fields {
-                let name = UnsafeRawBufferPointer(rebasing: all[Int(f.nameStart)..<Int(f.nameEnd)])
-                if ForwardingHeaders.mayBeDropped(count: name.count, first: name[0]) {
-                    if ForwardingHeaders.isHopByHop(name) { continue }
-                    if HeaderBytes.equalsIgnoringCase(name, "content-length") {
-                        if dropContentLength { continue }
-                        hasContentLength = true
-                    }
-                }
-                if !named.isEmpty && named.contains(where: { HeaderBytes.equalsIgnoringCase(name, $0) }) { continue }
-                lines.writeBytes(UnsafeRawBufferPointer(rebasing: all[Int(f.nameStart)..<Int(f.valueEnd)]))
-                lines.writeStaticString("\r\n")
-            }
-        }
+        if sawLength { hasContentLength = true }
     }
 
     /// The same for headers parsed by another client (HTTPS upstreams through AsyncHTTPClient).

@@ -35,10 +35,10 @@ enum ForwardingHeaders {
         return out
     }
 
-    /// The upstream request head for the own keep-alive pool, serialized directly (the same headers as
-    /// `upstreamRequestHeaders`, without building a header list).
+    /// The upstream request head for the own keep-alive pool, serialized directly: the same headers as
+    /// `upstreamRequestHeaders`; a raw client head's lines are copied as received.
     static func writeUpstreamRequestHead(_ out: inout ByteBuffer, method: HTTPMethod, uri: String,
-                                         headers: HTTPHeaders, host: String, contentLength: Int?,
+                                         head: RequestHead, host: String, contentLength: Int?,
                                          traceparent: String?, authorization: String?)
     {
         out.writeString(method.rawValue)
@@ -47,13 +47,30 @@ enum ForwardingHeaders {
         out.writeStaticString(" HTTP/1.1\r\nhost: ")
         out.writeString(host)
         out.writeStaticString("\r\n")
-        forEachForwardedRequestHeader(headers, replacingTraceparent: traceparent != nil,
-                                      replacingAuthorization: authorization != nil)
-        { name, value in
-            out.writeString(name)
-            out.writeStaticString(": ")
-            out.writeString(value)
-            out.writeStaticString("\r\n")
+        switch head.fields {
+        case .raw(let raw):
+            let named = raw.connectionTokens()
+            let replacingTraceparent = traceparent != nil
+            let replacingAuthorization = authorization != nil
+            raw.copyLines(into: &out) { name in
+                if mayBeDropped(count: name.count, first: name[0])
+                    && (isHopByHop(name) || recomputedOnRequest.contains(where: { HeaderBytes.equalsIgnoringCase(name, $0) }))
+                {
+                    return false
+                }
+                if replacingTraceparent && HeaderBytes.equalsIgnoringCase(name, "traceparent") { return false }
+                if replacingAuthorization && HeaderBytes.equalsIgnoringCase(name, "authorization") { return false }
+                return named.isEmpty || !named.contains(where: { HeaderBytes.equalsIgnoringCase(name, $0) })
+            }
+        case .parsed(let headers):
+            forEachForwardedRequestHeader(headers, replacingTraceparent: traceparent != nil,
+                                          replacingAuthorization: authorization != nil)
+            { name, value in
+                out.writeString(name)
+                out.writeStaticString(": ")
+                out.writeString(value)
+                out.writeStaticString("\r\n")
+            }
         }
         if let contentLength {
             out.writeStaticString("content-length: ")

@@ -38,13 +38,13 @@ public enum Endpoint: String, Sendable {
 /// stream. All of its state lives on the channel's event loop, and so do the upstream client callbacks: no locks,
 /// no thread hops on the hot path.
 final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ProxyRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     private enum State {
         case idle
         /// Reading the request body.
-        case receiving(head: HTTPRequestHead, endpoint: Endpoint, upstreamPath: Substring, body: ByteBuffer?,
+        case receiving(head: RequestHead, endpoint: Endpoint, upstreamPath: Substring, body: ByteBuffer?,
                        start: NIODeadline)
         /// An error response was sent before the request ended; the rest of the body is dropped.
         case discarding
@@ -60,7 +60,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     private var traceIDs: TraceIDGenerator?
     /// HTTP/1.1 pipelining: parts of requests that arrived while one is in flight, handled in order once its
     /// response is complete. When they pile up past the body limit, reading stops until they are drained.
-    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    private var queued = CircularBuffer<ProxyRequestPart>()
     private var queuedBytes = 0
     private var readingPaused = false
     /// The server is shutting down: close this connection after the current response.
@@ -104,7 +104,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is HTTPParserError {
+        if error is HTTPParserError || error is HTTPWireError {
             // Malformed HTTP: answer once, then close. Nothing of it was forwarded.
             if case .forwarding = state {
                 cancelInFlight()
@@ -112,7 +112,9 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
                 return
             }
             state = .discarding
-            let e = OpenAIError.badRequest("Malformed HTTP request: \(error)", code: "bad_http_request")
+            let status = (error as? HTTPWireError)?.status ?? 400
+            let e = OpenAIError(status: status, message: "Malformed HTTP request: \(error)", type: "invalid_request_error",
+                                code: "bad_http_request")
             writeError(context: context, e, version: .http1_1, keepAlive: false)
             return
         }
@@ -142,7 +144,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         context.fireUserInboundEventTriggered(event)
     }
 
-    private func enqueue(context: ChannelHandlerContext, _ part: HTTPServerRequestPart) {
+    private func enqueue(context: ChannelHandlerContext, _ part: ProxyRequestPart) {
         if case .body(let b) = part { queuedBytes += b.readableBytes }
         queued.append(part)
         if !readingPaused && queuedBytes > shared.config.maxBodyBytes {
@@ -180,7 +182,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         }
     }
 
-    private func handle(context: ChannelHandlerContext, _ part: HTTPServerRequestPart) {
+    private func handle(context: ChannelHandlerContext, _ part: ProxyRequestPart) {
         switch part {
         case .head(let head):
             onHead(context: context, head)
@@ -193,7 +195,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
 
     // MARK: request
 
-    private func onHead(context: ChannelHandlerContext, _ head: HTTPRequestHead) {
+    private func onHead(context: ChannelHandlerContext, _ head: RequestHead) {
         let start = NIODeadline.now()
         let uri = head.uri
         let pathEnd = uri.firstIndex(of: "?") ?? uri.endIndex
@@ -206,11 +208,11 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             }
             let upstreamPath = uri.dropFirst(3)  // keeps the query
             let endpoint = Endpoint.classify(method: head.method, path: path.dropFirst(3))
-            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > shared.config.maxBodyBytes {
+            if let length = head.first("content-length").flatMap(Int.init), length > shared.config.maxBodyBytes {
                 reject(context: context, .bodyTooLarge(limit: shared.config.maxBodyBytes), head: head)
                 return
             }
-            if head.headers.first(name: "expect")?.lowercased() == "100-continue" {
+            if head.first("expect")?.lowercased() == "100-continue" {
                 if http1 {
                     context.writeAndFlush(NIOAny(Self.continueHead), promise: nil)
                 } else {
@@ -237,7 +239,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         }
     }
 
-    private func localAPI(context: ChannelHandlerContext, head: HTTPRequestHead, path: Substring) {
+    private func localAPI(context: ChannelHandlerContext, head: RequestHead, path: Substring) {
         switch (head.method, path) {
         case (.GET, "/v1/optimizer/savings"):
             writeJSON(context: context, status: .ok, body: shared.accountant.ledger.json(), head: head)
@@ -262,7 +264,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         guard case .receiving(let head, let endpoint, let upstreamPath, var body, let start) = state else { return }
         state = .idle  // drop the reference so `body` is uniquely owned while appending
         if body == nil {
-            let expected = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
+            let expected = head.first("content-length").flatMap(Int.init) ?? 0
             if expected > part.readableBytes && expected <= shared.config.maxBodyBytes {
                 // More parts follow: one buffer of the announced size, so the parts are copied once, not
                 // re-copied each time the buffer doubles.
@@ -291,14 +293,14 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         case .receiving(let head, let endpoint, let upstreamPath, let body, let start):
             nextID &+= 1
             let x = Exchange(id: nextID, head: head, endpoint: endpoint, start: start,
-                             application: head.headers.first(name: "x-app-id") ?? shared.config.applicationID,
+                             application: head.first("x-app-id") ?? shared.config.applicationID,
                              requestID: shared.requestIDs.next())
             let runtime = shared.runtime.load(ordering: .acquiring)
             x.runtime = runtime
             if shared.config.traceContext {
                 if traceIDs == nil { traceIDs = TraceIDGenerator() }
-                x.record.trace = TraceContext.start(traceparent: head.headers.first(name: "traceparent"),
-                                                    tracestate: head.headers.first(name: "tracestate"),
+                x.record.trace = TraceContext.start(traceparent: head.first("traceparent"),
+                                                    tracestate: head.first("tracestate"),
                                                     ids: &traceIDs!)
             }
             var outgoing = body
@@ -351,7 +353,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         }
     }
 
-    private func reject(context: ChannelHandlerContext, _ error: OpenAIError, head: HTTPRequestHead) {
+    private func reject(context: ChannelHandlerContext, _ error: OpenAIError, head: RequestHead) {
         state = .discarding
         // The rest of the body is not read: close after answering.
         writeError(context: context, error, version: head.version, keepAlive: false)
@@ -388,7 +390,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             let needsLength = body != nil || x.method == .POST || x.method == .PUT || x.method == .PATCH
             var head = context.channel.allocator.buffer(capacity: 512)
             ForwardingHeaders.writeUpstreamRequestHead(
-                &head, method: x.method, uri: uri, headers: x.requestHeaders, host: pool.hostHeader,
+                &head, method: x.method, uri: uri, head: x.request, host: pool.hostHeader,
                 contentLength: needsLength ? body?.readableBytes ?? 0 : nil, traceparent: traceparent,
                 authorization: upstream.authorization)
             x.dispatched = NIODeadline.now()
@@ -396,7 +398,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             x.upstream = pool.execute(method: x.method, head: head, body: body, id: x.id, handler: self)
             return
         }
-        let headers = ForwardingHeaders.upstreamRequestHeaders(x.requestHeaders, traceparent: traceparent,
+        let headers = ForwardingHeaders.upstreamRequestHeaders(x.request.headers, traceparent: traceparent,
                                                                authorization: upstream.authorization)
         // HTTPS: AsyncHTTPClient (TLS with the system trust store, HTTP/2 via ALPN, pooled).
         let request: HTTPClient.Request
@@ -500,7 +502,13 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             return nil
         }
         var out = buffer
-        if x.collectResponse { x.responseParts.append(buffer) }
+        if x.collectResponse {
+            x.responseParts.append(buffer)
+            x.collectedBytes += buffer.readableBytes
+            if x.isStream && x.collectedBytes > Self.maxHeldStreamBytes { x.readStreamFactsNow() }
+        } else if x.factsTap != nil {
+            _ = x.factsTap!.observe(buffer)
+        }
         if x.tap != nil {
             out = x.tap!.observe(buffer)
             if out.readableBytes == 0 { return nil }
@@ -685,9 +693,13 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         return "\(m / 1000).\(String(repeating: "0", count: 3 - frac.count))\(frac)"
     }
 
+    /// A stream's bytes are held for the accounting thread up to this much; a longer stream is read as it passes.
+    static let maxHeldStreamBytes = 1 << 20
+
     /// Completes the record and hands it to the accountant (counting and sinks happen off the event loop).
     private func finish(_ x: Exchange, status: Int, error: String?) {
         let end = NIODeadline.now()
+        if x.facts == nil, let t = x.factsTap { x.facts = t.facts }
         x.record.status = status
         x.record.errorType = error
         x.record.responseID = x.facts?.id ?? x.upstreamRequestID
@@ -709,7 +721,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     // MARK: local responses
 
     private func writeJSON(context: ChannelHandlerContext, status: HTTPResponseStatus, body: String,
-                           head: HTTPRequestHead)
+                           head: RequestHead)
     {
         var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
         buffer.writeString(body)
@@ -760,7 +772,8 @@ final class Exchange {
     let keepAlive: Bool
     let version: HTTPVersion
     let method: HTTPMethod
-    let requestHeaders: HTTPHeaders
+    /// The client's request head (its headers are forwarded).
+    let request: RequestHead
     let endpoint: Endpoint
     let start: NIODeadline
     let bodyComplete: NIODeadline
@@ -783,24 +796,39 @@ final class Exchange {
     /// Response bytes kept for the accounting thread to read (usage, ids, text) off the hot path.
     var collectResponse = false
     var responseParts: [ByteBuffer] = []
+    var collectedBytes = 0
+    /// Reads a long stream's facts as it passes, once holding it for the accounting thread would cost too much
+    /// memory.
+    var factsTap: StreamTap?
     var isStream = false
     var facts: ResponseFacts?
     var upstreamRequestID: String?
     var record: RequestRecord
 
-    init(id: UInt64, head: HTTPRequestHead, endpoint: Endpoint, start: NIODeadline, application: String,
+    init(id: UInt64, head: RequestHead, endpoint: Endpoint, start: NIODeadline, application: String,
          requestID: String)
     {
         self.id = id
         self.keepAlive = head.isKeepAlive
         self.version = head.version
         self.method = head.method
-        self.requestHeaders = head.headers
+        self.request = head
         self.endpoint = endpoint
         self.start = start
         self.bodyComplete = NIODeadline.now()
         self.dispatched = bodyComplete
         self.record = RequestRecord(requestID: requestID, application: application, endpoint: endpoint.rawValue)
+    }
+}
+
+extension Exchange {
+    /// Stops holding the stream: what is held is read now, the rest as it passes.
+    func readStreamFactsNow() {
+        var t = StreamTap(stripInjectedUsage: false)
+        for part in responseParts { _ = t.observe(part) }
+        responseParts = []
+        collectResponse = false
+        factsTap = t
     }
 }
 

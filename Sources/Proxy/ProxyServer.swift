@@ -223,18 +223,16 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
                 ) { stream in
                     stream.eventLoop.makeCompletedFuture {
                         try stream.pipeline.syncOperations.addHandlers([
-                            HTTP2FramePayloadToHTTP1ServerCodec(), ProxyHandler(shared: shared, http1: false),
+                            HTTP2FramePayloadToHTTP1ServerCodec(), HTTP2RequestAdapter(),
+                            ProxyHandler(shared: shared, http1: false),
                         ])
                     }
                 }
             } else {
-                // NIO's request decoder, without its pipelining helper: ProxyHandler orders pipelined requests
-                // itself (the helper toggled EPOLLIN twice per request) and writes its responses as bytes (the
-                // upstream's header lines, already parsed and so free of CR/LF, or its own).
-                try pipeline.addHandlers([
-                    ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
-                    ProxyHandler(shared: shared, http1: true),
-                ])
+                // The own HTTP/1 request decoder (byte ranges, no String per header); ProxyHandler orders pipelined
+                // requests itself and writes its responses as bytes (the upstream's header lines, already parsed
+                // and so free of CR/LF, or its own).
+                try pipeline.addHandlers([HTTP1RequestDecoder(), ProxyHandler(shared: shared, http1: true)])
             }
             let data = buffered!
             buffered = nil

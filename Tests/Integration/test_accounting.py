@@ -118,6 +118,22 @@ def test_stream_usage_is_injected_upstream_and_invisible_to_the_sdk(client, http
                                             rec["usage"]["completion_tokens"])
 
 
+@pytest.mark.parametrize("own_usage", [False, True])
+def test_long_stream_accounted_without_holding_it(client, http, sidecar, own_usage):
+    """A stream longer than what is held for the accounting thread (1 MiB) is read as it passes: same record."""
+    app = f"acct-long-{own_usage}"
+    extra = {"stream_options": {"include_usage": True}} if own_usage else {}
+    chunks = list(client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_body=extra,
+        extra_headers={"x-app-id": app, "x-mock-completion-tokens": "20000"}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(text) > 20000
+    assert any(c.usage is not None for c in chunks) == own_usage
+    rec = wait_record(http, sidecar, lambda x: x["application"] == app)
+    assert rec["usage"]["completion_tokens"] == 20000 and not rec["usage_estimated"]
+    assert rec["finish_reasons"] == ["stop"] and rec["response_id"]
+
+
 def test_stream_with_client_usage_is_untouched(client, http, sidecar, mock_upstream):
     mock_upstream.clear()
     body = ('{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},'

@@ -181,7 +181,7 @@ struct HTTP1WireTests {
             "HTTP/1.1 200 OK\r\nX-Long: " + String(repeating: "a", count: 70_000),
         ]
         for wire in bad {
-            #expect(throws: ResponseParseError.self, "\(wire.prefix(60))") { try Self.parse(wire) }
+            #expect(throws: HTTPWireError.self, "\(wire.prefix(60))") { try Self.parse(wire) }
         }
     }
 
@@ -211,7 +211,7 @@ struct HTTP1WireTests {
         #expect(out.headers["openai-processing-ms"] == ["12"])
     }
 
-    @Test func upstreamRequestHeadMatchesTheHeaderRule() {
+    @Test func upstreamRequestHeadMatchesTheHeaderRule() throws {
         var h = HTTPHeaders()
         h.add(name: "Host", value: "127.0.0.1:8080")
         h.add(name: "Authorization", value: "Bearer client")
@@ -220,13 +220,106 @@ struct HTTP1WireTests {
         h.add(name: "Content-Length", value: "10")
         h.add(name: "User-Agent", value: "OpenAI/Python 1.0")
         var out = ByteBuffer()
-        ForwardingHeaders.writeUpstreamRequestHead(&out, method: .POST, uri: "/v1/chat/completions?x=1", headers: h,
+        let parsed = RequestHead(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1", headers: h))
+        ForwardingHeaders.writeUpstreamRequestHead(&out, method: .POST, uri: "/v1/chat/completions?x=1", head: parsed,
                                                    host: "up:1", contentLength: 3, traceparent: "00-ours",
                                                    authorization: nil)
         #expect(String(buffer: out) == "POST /v1/chat/completions?x=1 HTTP/1.1\r\nhost: up:1\r\n"
             + "Authorization: Bearer client\r\nUser-Agent: OpenAI/Python 1.0\r\ncontent-length: 3\r\n"
             + "traceparent: 00-ours\r\n\r\n")
+        // The same head received as bytes by the own decoder: its lines are copied, the same ones dropped.
+        var wire = ByteBuffer(string: "POST /v1/chat/completions HTTP/1.1\r\n"
+            + h.map { "\($0.name): \($0.value)\r\n" }.joined() + "\r\n0123456789")
+        var parser = RequestParser()
+        guard case .head(let rawHead) = try parser.next(&wire) else {
+            Issue.record("no head")
+            return
+        }
+        var fromRaw = ByteBuffer()
+        ForwardingHeaders.writeUpstreamRequestHead(&fromRaw, method: .POST, uri: "/v1/chat/completions?x=1",
+                                                   head: RequestHead(rawHead), host: "up:1", contentLength: 3,
+                                                   traceparent: "00-ours", authorization: nil)
+        #expect(fromRaw == out)
         let list = ForwardingHeaders.upstreamRequestHeaders(h, host: "up:1", contentLength: 3, traceparent: "00-ours")
         #expect(list.map(\.name) == ["host", "Authorization", "User-Agent", "content-length", "traceparent"])
+    }
+}
+
+@Suite("Proxy: HTTP/1 request parsing")
+struct HTTP1RequestTests {
+    struct Parsed {
+        var heads: [RawRequestHead] = []
+        var bodies: [String] = []
+    }
+
+    static func parse(_ wire: String, cuts: [Int] = []) throws -> Parsed {
+        let bytes = Array(wire.utf8)
+        var parser = RequestParser()
+        var out = Parsed()
+        var body: [UInt8] = []
+        var pending = ByteBuffer()
+        var start = 0
+        for end in (cuts + [bytes.count]).map({ min($0, bytes.count) }) where end >= start {
+            pending.writeBytes(bytes[start..<end])
+            start = end
+            while let event = try parser.next(&pending) {
+                switch event {
+                case .head(let h): out.heads.append(h)
+                case .body(let b): body += b.readableBytesView
+                case .end:
+                    out.bodies.append(String(decoding: body, as: UTF8.self))
+                    body = []
+                }
+            }
+        }
+        return out
+    }
+
+    @Test func pipelinedRequestsAtEverySplit() throws {
+        let wire = "\r\nPOST /v1/chat/completions?a=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nAuthorization: Bearer k\r\n\r\nhello"
+            + "POST /v1/embeddings HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n"
+            + "GET /v1/models HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        for cut in 0...wire.utf8.count {
+            let r = try Self.parse(wire, cuts: [cut])
+            #expect(r.heads.map(\.uri) == ["/v1/chat/completions?a=1", "/v1/embeddings", "/v1/models"])
+            #expect(r.heads.map(\.method) == [.POST, .POST, .GET])
+            #expect(r.bodies == ["hello", "abcde", ""])
+            #expect(r.heads[0].first("authorization") == "Bearer k")
+            #expect(r.heads[2].minorVersion == 0 && r.heads[2].isKeepAlive(minorVersion: 0))
+            #expect(RequestHead(r.heads[0]).isKeepAlive && RequestHead(r.heads[0]).version == .http1_1)
+        }
+    }
+
+    @Test func ambiguousOrMalformedRequestsAreRefusedWithTheirStatus() {
+        let cases: [(String, Int)] = [
+            ("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+            ("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: 3x\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n", 400),
+            ("GET / HTTP/2.0\r\n\r\n", 505),
+            ("GET / HTTP/1.1 \r\n\r\n", 400),
+            ("GET  / HTTP/1.1\r\n\r\n", 400),
+            ("G@T / HTTP/1.1\r\n\r\n", 400),
+            ("GET /\u{7F} HTTP/1.1\r\n\r\n", 400),
+            ("GET /\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nX : a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nX: a\0b\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n", 400),
+            ("GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 70_000), 431),
+        ]
+        for (wire, status) in cases {
+            do {
+                _ = try Self.parse(wire)
+                Issue.record("accepted: \(wire.prefix(60).debugDescription)")
+            } catch let e as HTTPWireError {
+                #expect(e.status == status, "\(wire.prefix(60).debugDescription): \(e)")
+            } catch {
+                Issue.record("unexpected \(error)")
+            }
+        }
     }
 }

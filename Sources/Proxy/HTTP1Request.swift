@@ -1,0 +1,283 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import NIOCore
+import NIOHTTP1
+
+// The client side of HTTP/1.x: requests parsed into byte ranges (RawRequestHead), so the sidecar reads the few
+// headers it needs by comparing bytes and forwards the rest by copying lines, with no String per header.
+
+/// A request head as the proxy handler sees it: parsed to byte ranges by `HTTP1RequestDecoder`, or by NIO (HTTP/2
+/// streams, through `HTTP2RequestAdapter`).
+struct RequestHead {
+    enum Fields {
+        case raw(RawRequestHead)
+        case parsed(HTTPHeaders)
+    }
+
+    let method: HTTPMethod
+    let uri: String
+    let version: HTTPVersion
+    let isKeepAlive: Bool
+    let fields: Fields
+
+    init(_ raw: RawRequestHead) {
+        method = raw.method
+        uri = raw.uri
+        version = raw.minorVersion == 0 ? .http1_0 : .http1_1
+        isKeepAlive = raw.isKeepAlive(minorVersion: raw.minorVersion)
+        fields = .raw(raw)
+    }
+
+    init(_ head: HTTPRequestHead) {
+        method = head.method
+        uri = head.uri
+        version = head.version
+        isKeepAlive = head.isKeepAlive
+        fields = .parsed(head.headers)
+    }
+
+    /// The first value of header `lower` (a lowercase name).
+    func first(_ lower: StaticString) -> String? {
+        switch fields {
+        case .raw(let r): return r.first(lower)
+        case .parsed(let h): return h.first(name: lower.description)
+        }
+    }
+
+    /// The header list (for AsyncHTTPClient).
+    var headers: HTTPHeaders {
+        switch fields {
+        case .raw(let r): return r.httpHeaders
+        case .parsed(let h): return h
+        }
+    }
+}
+
+/// What the proxy handler receives for each request: its head, body parts, end.
+enum ProxyRequestPart {
+    case head(RequestHead)
+    case body(ByteBuffer)
+    case end
+}
+
+/// Incremental HTTP/1.x request parser (RFC 9112): request line, header fields, then a body framed by
+/// Transfer-Encoding chunked or Content-Length (none otherwise). Ambiguous framing (both, or a coding other than
+/// chunked) is refused rather than guessed, so nothing can be smuggled past the sidecar. Body bytes come out as
+/// slices of the input.
+struct RequestParser {
+    enum Event {
+        case head(RawRequestHead)
+        case body(ByteBuffer)
+        case end
+    }
+
+    private enum State {
+        case head
+        case fixed(Int)
+        case chunkSize
+        case chunkData(Int)
+        case chunkDataEnd
+        case trailers(Int)
+    }
+
+    static let maxHeadBytes = 64 * 1024
+    private var state = State.head
+
+    /// Between requests.
+    var isIdle: Bool {
+        if case .head = state { return true }
+        return false
+    }
+
+    /// The next event from `buffer` (consuming what it used), or nil when more bytes are needed.
+    mutating func next(_ buffer: inout ByteBuffer) throws(HTTPWireError) -> Event? {
+        while true {
+            switch state {
+            case .head:
+                guard let head = try parseHead(&buffer) else { return nil }
+                try frame(head)
+                return .head(head)
+            case .fixed(let remaining):
+                if remaining == 0 {
+                    state = .head
+                    return .end
+                }
+                guard buffer.readableBytes > 0 else { return nil }
+                let n = min(remaining, buffer.readableBytes)
+                state = .fixed(remaining - n)
+                return .body(buffer.readSlice(length: n)!)
+            case .chunkSize:
+                guard let line = try HeadLines.readLine(&buffer, limit: 4096) else { return nil }
+                let size = try HeadLines.chunkSize(line)
+                state = size == 0 ? .trailers(0) : .chunkData(size)
+            case .chunkData(let remaining):
+                guard buffer.readableBytes > 0 else { return nil }
+                let n = min(remaining, buffer.readableBytes)
+                state = n == remaining ? .chunkDataEnd : .chunkData(remaining - n)
+                return .body(buffer.readSlice(length: n)!)
+            case .chunkDataEnd:
+                guard let line = try HeadLines.readLine(&buffer, limit: 2) else { return nil }
+                guard line.readableBytes == 0 else { throw HTTPWireError("chunk data not followed by CRLF") }
+                state = .chunkSize
+            case .trailers(let seen):
+                // Trailer fields are dropped (the body goes upstream with a Content-Length).
+                guard let line = try HeadLines.readLine(&buffer, limit: Self.maxHeadBytes) else { return nil }
+                if line.readableBytes == 0 {
+                    state = .head
+                    return .end
+                }
+                guard seen + line.readableBytes <= Self.maxHeadBytes else {
+                    throw HTTPWireError("trailer section too large", status: 431)
+                }
+                state = .trailers(seen + line.readableBytes)
+            }
+        }
+    }
+
+    /// Sets the body framing for `head` (RFC 9112 section 6.3, requests).
+    private mutating func frame(_ head: RawRequestHead) throws(HTTPWireError) {
+        var chunked = false
+        var sawCoding = false
+        var length: Int?
+        for f in head.fields {
+            let kind = head.withName(f) { n -> Int in
+                if HeaderBytes.equalsIgnoringCase(n, "transfer-encoding") { return 1 }
+                if HeaderBytes.equalsIgnoringCase(n, "content-length") { return 2 }
+                return 0
+            }
+            if kind == 1 {
+                var onlyChunked = true
+                var any = false
+                head.withValue(f) { v in
+                    HeaderBytes.forEachToken(v) { t in
+                        any = true
+                        if !HeaderBytes.equalsIgnoringCase(t, "chunked") || chunked { onlyChunked = false }
+                        chunked = true
+                    }
+                }
+                guard any && onlyChunked && !sawCoding else {
+                    throw HTTPWireError("Transfer-Encoding other than a single chunked is not supported", status: 501)
+                }
+                sawCoding = true
+            } else if kind == 2 {
+                let parsed = head.withValue(f) { v -> Int? in
+                    guard v.count > 0, v.count <= 18 else { return nil }
+                    var n = 0
+                    for b in v {
+                        guard b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") else { return nil }
+                        n = n * 10 + Int(b - UInt8(ascii: "0"))
+                    }
+                    return n
+                }
+                guard let n = parsed else { throw HTTPWireError("invalid Content-Length") }
+                if let length, length != n { throw HTTPWireError("conflicting Content-Length headers") }
+                length = n
+            }
+        }
+        if chunked {
+            if length != nil { throw HTTPWireError("both Transfer-Encoding and Content-Length") }
+            state = .chunkSize
+        } else {
+            state = .fixed(length ?? 0)
+        }
+    }
+
+    /// Parses a complete head at the start of `buffer` (consuming it), or returns nil when it is not all there.
+    private func parseHead(_ buffer: inout ByteBuffer) throws(HTTPWireError) -> RawRequestHead? {
+        guard let scan = HeadLines.scan(buffer) else {
+            if buffer.readableBytes > Self.maxHeadBytes { throw HTTPWireError("request head too large", status: 431) }
+            return nil
+        }
+        guard scan.end <= Self.maxHeadBytes else { throw HTTPWireError("request head too large", status: 431) }
+        let bytes = buffer.readSlice(length: scan.end)!
+        guard let requestLine = scan.lines.first else { throw HTTPWireError("empty request line") }
+        let result = bytes.withUnsafeReadableBytes { p -> Result<RawRequestHead, HTTPWireError> in
+            // method SP request-target SP HTTP-version
+            let (s, e) = requestLine
+            var i = s
+            while i < e && p[i] != UInt8(ascii: " ") {
+                guard HeaderBytes.isTokenByte(p[i]) else { return .failure(HTTPWireError("invalid method")) }
+                i += 1
+            }
+            let methodEnd = i
+            guard methodEnd > s, i < e else { return .failure(HTTPWireError("invalid request line")) }
+            i += 1
+            let targetStart = i
+            while i < e && p[i] != UInt8(ascii: " ") {
+                guard p[i] > 0x20 && p[i] != 0x7F else { return .failure(HTTPWireError("invalid request target")) }
+                i += 1
+            }
+            let targetEnd = i
+            guard targetEnd > targetStart, e - i == 9, p[i + 1] == UInt8(ascii: "H"), p[i + 2] == UInt8(ascii: "T"),
+                p[i + 3] == UInt8(ascii: "T"), p[i + 4] == UInt8(ascii: "P"), p[i + 5] == UInt8(ascii: "/"),
+                p[i + 7] == UInt8(ascii: ".")
+            else { return .failure(HTTPWireError("invalid request line")) }
+            guard p[i + 6] == UInt8(ascii: "1"), p[i + 8] == UInt8(ascii: "0") || p[i + 8] == UInt8(ascii: "1") else {
+                return .failure(HTTPWireError("HTTP version not supported", status: 505))
+            }
+            let fields: [RawField]
+            switch HeadLines.fields(p, scan.lines.dropFirst()) {
+            case .success(let f): fields = f
+            case .failure(let e): return .failure(e)
+            }
+            let method = HTTPMethod(rawValue: String(decoding: UnsafeRawBufferPointer(rebasing: p[s..<methodEnd]),
+                                                     as: UTF8.self))
+            let uri = String(decoding: UnsafeRawBufferPointer(rebasing: p[targetStart..<targetEnd]), as: UTF8.self)
+            return .success(RawRequestHead(bytes: bytes, method: method, uri: uri,
+                                           minorVersion: Int(p[i + 8] - UInt8(ascii: "0")), fields: fields))
+        }
+        return try result.get()
+    }
+}
+
+/// HTTP/1.x bytes from the client to `ProxyRequestPart`s. After a parse error it reports the error once and drops
+/// whatever else arrives (the handler answers 4xx/5xx and closes).
+final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ProxyRequestPart
+
+    private var parser = RequestParser()
+    private var pending: ByteBuffer?
+    private var failed = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !failed else { return }
+        var buffer = unwrapInboundIn(data)
+        if var p = pending {
+            pending = nil
+            p.writeBuffer(&buffer)
+            buffer = p
+        }
+        do {
+            while let event = try parser.next(&buffer) {
+                switch event {
+                case .head(let head): context.fireChannelRead(wrapInboundOut(.head(RequestHead(head))))
+                case .body(let part): context.fireChannelRead(wrapInboundOut(.body(part)))
+                case .end: context.fireChannelRead(wrapInboundOut(.end))
+                }
+            }
+        } catch {
+            failed = true
+            context.fireErrorCaught(error)
+            return
+        }
+        if buffer.readableBytes > 0 { pending = buffer }
+    }
+}
+
+/// HTTP/2 streams (NIO's HTTP/1-style parts) to `ProxyRequestPart`s.
+final class HTTP2RequestAdapter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = ProxyRequestPart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): context.fireChannelRead(wrapInboundOut(.head(RequestHead(head))))
+        case .body(let part): context.fireChannelRead(wrapInboundOut(.body(part)))
+        case .end: context.fireChannelRead(wrapInboundOut(.end))
+        }
+    }
+}
