@@ -261,9 +261,11 @@ struct ResponseParser {
             }
             if kind == 1 {
                 // The final coding decides: chunked, or anything else means "read until close".
-                var last = false
-                head.withValue(f) { v in HeaderBytes.forEachToken(v) { last = HeaderBytes.equalsIgnoringCase($0, "chunked") } }
-                chunked = last
+                // The final coding over all Transfer-Encoding lines decides (empty lines add none).
+                head.withValue(f) { v in
+                    HeaderBytes.forEachToken(v) { chunked = HeaderBytes.equalsIgnoringCase($0, "chunked") }
+                }
+                if chunked == nil { chunked = false }
             } else if kind == 2 {
                 let parsed = head.withValue(f) { v -> Int? in
                     guard v.count > 0, v.count <= 18 else { return nil }
@@ -280,7 +282,10 @@ struct ResponseParser {
             }
         }
         if let chunked {
-            if length != nil { mustClose = true }  // both: Transfer-Encoding wins, and the connection is suspect
+            // Both: a message framed two ways is refused (the client would get one framing, the upstream meant
+            // the other), as NIO's decoder did.
+            if length != nil { throw HTTPWireError("both Transfer-Encoding and Content-Length") }
+            if head.minorVersion == 0 { mustClose = true }  // RFC 9112 section 6.1
             if chunked {
                 state = .chunkSize
             } else {
@@ -323,6 +328,7 @@ struct ResponseParser {
             guard status >= 100 else { return bad("invalid status code") }
             if e - s > 12 && p[s + 12] != UInt8(ascii: " ") { return bad("invalid status line") }
             let reasonStart = min(s + 13, e)
+            for i in reasonStart..<e where HeaderBytes.isControl(p[i]) { return bad("invalid reason phrase") }
             let fields: [RawField]
             switch HeadLines.fields(p, scan.lines.dropFirst()) {
             case .success(let f): fields = f
@@ -351,33 +357,40 @@ enum HeadLines {
         }
         var length = lf
         if length > 0 && buffer.getInteger(at: buffer.readerIndex + length - 1, as: UInt8.self) == 0x0D { length -= 1 }
+        if length > limit { throw HTTPWireError("framing line too long") }
         let line = buffer.getSlice(at: buffer.readerIndex, length: length)!
         buffer.moveReaderIndex(forwardBy: lf + 1)
         return line
     }
 
+    /// The size of a chunk-size line: hex digits (leading zeros allowed), then optional whitespace and
+    /// `;`-extensions (ignored), nothing else.
     static func chunkSize(_ line: ByteBuffer) throws(HTTPWireError) -> Int {
         var size = 0
         var digits = 0
-        for byte in line.readableBytesView {
+        var significant = 0
+        var rest = line.readableBytesView[...]
+        while let byte = rest.first {
             let d: Int
             switch byte {
             case UInt8(ascii: "0")...UInt8(ascii: "9"): d = Int(byte - UInt8(ascii: "0"))
             case UInt8(ascii: "a")...UInt8(ascii: "f"): d = Int(byte - UInt8(ascii: "a") + 10)
             case UInt8(ascii: "A")...UInt8(ascii: "F"): d = Int(byte - UInt8(ascii: "A") + 10)
-            case UInt8(ascii: ";"), UInt8(ascii: " "), UInt8(ascii: "\t"):
-                guard digits > 0 else { throw HTTPWireError("invalid chunk size") }
-                return size  // chunk extensions are ignored
-            default:
-                throw HTTPWireError("invalid chunk size")
+            default: d = -1
             }
+            if d < 0 { break }
+            rest = rest.dropFirst()
             digits += 1
-            guard digits <= 15 else { throw HTTPWireError("chunk size too large") }
+            if significant > 0 || d > 0 { significant += 1 }
+            guard significant <= 15 else { throw HTTPWireError("chunk size too large") }
             size = size << 4 | d
         }
         guard digits > 0 else { throw HTTPWireError("invalid chunk size") }
+        while let b = rest.first, b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") { rest = rest.dropFirst() }
+        guard rest.isEmpty || rest.first == UInt8(ascii: ";") else { throw HTTPWireError("invalid chunk size") }
         return size
     }
+
 
 
     /// The lines of the head at the start of `buffer` (CRLF or bare LF endings, without them) and where the
@@ -431,7 +444,7 @@ enum HeadLines {
             var ve = le
             while vs < ve && (p[vs] == UInt8(ascii: " ") || p[vs] == UInt8(ascii: "\t")) { vs += 1 }
             while ve > vs && (p[ve - 1] == UInt8(ascii: " ") || p[ve - 1] == UInt8(ascii: "\t")) { ve -= 1 }
-            for i in vs..<ve where p[i] == 0x0D || p[i] == 0 || p[i] == 0x0A {
+            for i in vs..<ve where HeaderBytes.isControl(p[i]) {
                 return .failure(HTTPWireError("invalid header value"))
             }
             fields.append(RawField(nameStart: Int32(ls), nameEnd: Int32(colon), valueStart: Int32(vs), valueEnd: Int32(ve)))
@@ -489,6 +502,23 @@ enum HeaderBytes {
         }
     }
 
+    /// Control characters a field value or reason phrase may not hold (all but horizontal tab).
+    @inline(__always)
+    static func isControl(_ b: UInt8) -> Bool { (b < 0x20 && b != 0x09) || b == 0x7F }
+
+    /// Writes `value` with every control character but HTAB replaced by a space: values the sidecar puts in heads
+    /// (a client's model name, say) can never end a header line or start another.
+    static func writeValue(_ value: String, into out: inout ByteBuffer) {
+        var value = value
+        value.withUTF8 { v in
+            if !v.contains(where: isControl) {
+                out.writeBytes(v)
+                return
+            }
+            for b in v { out.writeInteger(isControl(b) ? UInt8(ascii: " ") : b) }
+        }
+    }
+
     /// RFC 9110 token characters.
     @inline(__always)
     static func isTokenByte(_ b: UInt8) -> Bool {
@@ -525,7 +555,7 @@ struct OutgoingHead {
     mutating func add(_ name: StaticString, _ value: String) {
         lines.writeStaticString(name)
         lines.writeStaticString(": ")
-        lines.writeString(value)
+        HeaderBytes.writeValue(value, into: &lines)
         lines.writeStaticString("\r\n")
         if HeaderBytes.equalsIgnoringCase(UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount),
                                           "content-length")
@@ -537,7 +567,7 @@ struct OutgoingHead {
     mutating func add(name: String, value: String) {
         lines.writeString(name)
         lines.writeStaticString(": ")
-        lines.writeString(value)
+        HeaderBytes.writeValue(value, into: &lines)
         lines.writeStaticString("\r\n")
         if name.utf8.count == 14 && ForwardingHeaders.equalsIgnoringCase(name, "content-length") { hasContentLength = true }
     }

@@ -212,7 +212,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
                 reject(context: context, .bodyTooLarge(limit: shared.config.maxBodyBytes), head: head)
                 return
             }
-            if head.first("expect")?.lowercased() == "100-continue" {
+            if head.version.minor >= 1 && head.first("expect")?.lowercased() == "100-continue" {
                 if http1 {
                     context.writeAndFlush(NIOAny(Self.continueHead), promise: nil)
                 } else {
@@ -428,6 +428,14 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         x.task = nil
         x.upstream?.cancel()
         x.upstream = nil
+        // Nothing of the failed attempt's response may leak into the next one's.
+        x.pendingHead = nil
+        x.held = nil
+        x.responseParts = []
+        x.collectedBytes = 0
+        x.collectResponse = false
+        x.factsTap = nil
+        x.tap = nil
         x.attempt += 1
         nextID &+= 1
         x.id = nextID  // callbacks of the abandoned attempt no longer match

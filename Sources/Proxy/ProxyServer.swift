@@ -230,8 +230,8 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
                 }
             } else {
                 // The own HTTP/1 request decoder (byte ranges, no String per header); ProxyHandler orders pipelined
-                // requests itself and writes its responses as bytes (the upstream's header lines, already parsed
-                // and so free of CR/LF, or its own).
+                // requests itself and writes its responses as bytes (the upstream's header lines, parsed and so
+                // free of control characters, and its own, whose values are cleaned of them).
                 try pipeline.addHandlers([HTTP1RequestDecoder(), ProxyHandler(shared: shared, http1: true)])
             }
             let data = buffered!

@@ -251,6 +251,14 @@ final class UpstreamConnection: ChannelInboundHandler {
         armTimer(at: NIODeadline.now() + readTimeout)
     }
 
+    /// Also when a connect failed (the channel never became active, so `channelInactive` does not come): the
+    /// timer must not keep the handler and its channel alive for the rest of the timeout.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        closed = true
+        timer?.cancel()
+        timer = nil
+    }
+
     func start(_ exchange: UpstreamExchange, reused: Bool) {
         self.exchange = exchange
         exchange.connection = self

@@ -215,11 +215,15 @@ public struct StreamTap: Sendable {
             }
             previousEnd = value.range.upperBound
         }
-        guard let usage, let cut, let offset = e.dataOffset else {
+        guard let usage, let cut else {
             out.writeImmutableBuffer(e.raw)
             return
         }
         if !usage.isNull && choicesEmpty { return }  // the usage-only chunk the client did not ask for
+        guard let offset = e.dataOffset else {
+            out.writeImmutableBuffer(e.raw)  // data over several lines: cannot be cut in place
+            return
+        }
         e.raw.withUnsafeReadableBytes { raw in
             out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[0..<(offset + cut.lowerBound)]))
             out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[(offset + cut.upperBound)...]))

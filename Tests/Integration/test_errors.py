@@ -131,6 +131,20 @@ def test_upstream_unreachable_is_502(http, start_sidecar):
         assert time.monotonic() - t0 < 5, "502 took too long"
 
 
+def test_failed_connects_do_not_leak(http, start_sidecar):
+    """Every request to an unreachable upstream fails a connect; nothing of those connections may stay behind
+    (a read-timeout timer once kept each one alive for the whole timeout)."""
+    sc = start_sidecar(upstream=f"http://{HOST}:{closed_port()}/v1", name="sidecar-deadupstream-leak")
+    def burst(n):
+        for _ in range(n):
+            assert http.get(sc.base_url + "/v1/models").status_code == 502
+    burst(500)
+    before = _rss_mb(sc.proc.pid)
+    burst(3000)
+    grown = _rss_mb(sc.proc.pid) - before
+    assert grown < 3, f"sidecar RSS grew {grown:.1f} MB over 3000 failed connects"
+
+
 def test_upstream_timeout_is_504(http, start_sidecar):
     sc = start_sidecar("--upstream-timeout", "1", name="sidecar-timeout1")
     t0 = time.monotonic()

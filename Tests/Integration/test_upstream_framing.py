@@ -4,6 +4,7 @@ malformed responses (502, never a crash). A raw-socket upstream writes the exact
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -29,6 +30,10 @@ CASES: dict[str, list[bytes]] = {
     "/v1/conflicting-length": [b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"],
     "/v1/folded": [b"HTTP/1.1 200 OK\r\nX-A: 1\r\n  continued\r\nContent-Length: 0\r\n\r\n"],
     "/v1/bad-chunk": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+    # Framed two ways (Content-Length and chunked): refused, not re-framed under the wrong length.
+    "/v1/te-and-cl": [b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"],
+    # A bare CR in the reason phrase would end the status line for a lenient client.
+    "/v1/reason-cr": [b"HTTP/1.1 200 OK\rX-Injected: evil\r\nContent-Length: 0\r\n\r\n"],
     "/v1/head": [b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nContent-Type: application/json\r\n\r\n"],
 }
 
@@ -74,7 +79,7 @@ class RawUpstream:
                     conn.sendall(piece)
                     time.sleep(0.01)
                 if path in ("/v1/close-delimited", "/v1/garbage", "/v1/conflicting-length", "/v1/folded",
-                            "/v1/bad-chunk"):
+                            "/v1/bad-chunk", "/v1/te-and-cl", "/v1/reason-cr"):
                     return
 
     def close(self) -> None:
@@ -114,7 +119,8 @@ def test_framings_relay_the_body(framing_sidecar, path):
             assert "x-trailer" not in r.headers
 
 
-@pytest.mark.parametrize("path", ["/v1/garbage", "/v1/conflicting-length", "/v1/folded", "/v1/bad-chunk"])
+@pytest.mark.parametrize("path", ["/v1/garbage", "/v1/conflicting-length", "/v1/folded", "/v1/bad-chunk",
+                                  "/v1/te-and-cl", "/v1/reason-cr"])
 def test_malformed_upstream_response_is_502(framing_sidecar, path):
     if path == "/v1/bad-chunk":
         # The head was fine and was passed on; the broken body can only cut the response short.
@@ -156,3 +162,21 @@ def test_http10_client_gets_close_delimited_body_from_chunked_upstream(framing_s
     assert b"transfer-encoding" not in head.lower()
     assert b"connection: close" in head.lower()
     assert body == BODY
+
+
+def test_model_name_cannot_inject_response_headers(sidecar):
+    """The client's model name goes into x-auto-optimizer-*-model headers: control characters in it must not
+    start a header line of their own."""
+    body = json.dumps({"model": "gpt-4o\r\nX-Injected: yes\r\nSet-Cookie: a=b",
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    with socket.create_connection((HOST, sidecar.port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        data = b""
+        while part := s.recv(65536):
+            data += part
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 200"), head
+    lines = head.split(b"\r\n")
+    assert not any(line.lower().startswith((b"x-injected", b"set-cookie")) for line in lines), head
+    assert all(b"\r" not in line and b"\n" not in line for line in lines)

@@ -179,15 +179,43 @@ struct HTTP1WireTests {
             "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabX\r\n", "HTTP/1.1 101 Switching\r\n\r\n",
             "HTTP/1.1 200 OK\r\nX-Long: " + String(repeating: "a", count: 70_000),
+            // Framed two ways: the client would get one framing while the upstream meant the other.
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\n",
+            // Control characters in the reason phrase or a value (a bare CR could end a line downstream).
+            "HTTP/1.1 200 OK\rX-Injected: evil\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX-A: a\u{01}b\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX-A: a\u{7F}\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5 junk\r\nhello\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;" + String(repeating: "x", count: 2000) + "\r\n",
         ]
         for wire in bad {
             #expect(throws: HTTPWireError.self, "\(wire.prefix(60))") { try Self.parse(wire) }
         }
     }
 
+    @Test func lenientButUnambiguousFraming() throws {
+        // Leading zeros, whitespace before an extension, an empty Transfer-Encoding line after the real one.
+        let r = try Self.parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding:\r\n\r\n"
+            + "00000000000000005 ;a=b\r\nhello\r\n0\r\n\r\n")
+        #expect(r.body == "hello" && r.ends == 1 && !r.parser.mustClose)
+        // HTTP/1.0 with chunked framing: not reused, whatever Connection says (RFC 9112 section 6.1).
+        let old = try Self.parse("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        #expect(old.ends == 1 && old.parser.mustClose)
+    }
+
+    @Test func valuesTheSidecarWritesCannotStartALine() {
+        var out = OutgoingHead(status: 200)
+        out.add("x-auto-optimizer-original-model", "gpt-4o\r\nX-Injected: yes\u{0}\tok")
+        out.add(name: "retry-after", value: "1\n2")
+        #expect(String(buffer: out.lines) == "x-auto-optimizer-original-model: gpt-4o  X-Injected: yes \tok\r\n"
+            + "retry-after: 1 2\r\n")
+        #expect(out.headers.count == 2)
+    }
+
     @Test func forwardedLinesKeepBytesAndDropHopByHop() throws {
         let wire = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: keep-alive, X-Private\r\n"
-            + "X-Private: s\r\nTransfer-Encoding: chunked\r\nKeep-Alive: timeout=5\r\nopenai-processing-ms:  12 \r\n"
+            + "X-Private: s\r\nTE: trailers\r\nKeep-Alive: timeout=5\r\nopenai-processing-ms:  12 \r\n"
             + "Content-Length: 5\r\n\r\n"
         let head = try Self.parse(wire, noBody: true).heads[0]
         var out = OutgoingHead(status: head.status, reason: head.reason)

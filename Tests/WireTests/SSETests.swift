@@ -116,10 +116,13 @@ struct SSELossTests {
             #expect(out == (expected.isEmpty ? "" : "data: \(expected)\r\n\r\n"), "\(data)")
             #expect(tap.facts == ResponseFacts())
         }
-        // Data split over two lines cannot be cut in place: the event goes as it came.
+        // Data split over two lines cannot be cut in place: the event goes as it came, unless it is the
+        // usage-only chunk, which is dropped whatever its shape.
         var tap = StreamTap(stripInjectedUsage: true)
         let twoLines = "data: {\"usage\":null,\ndata: \"choices\":[1]}\n\n"
         #expect(String(buffer: tap.observe(ByteBuffer(string: twoLines))) == twoLines)
+        let usageOnly = "data: {\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":3}}\n\n"
+        #expect(tap.observe(ByteBuffer(string: usageOnly)).readableBytes == 0)
     }
 
     @Test func unfinishedLastEventIsHandedBack() {
