@@ -52,12 +52,9 @@ enum ForwardingHeaders {
             let named = raw.connectionTokens()
             let replacingTraceparent = traceparent != nil
             let replacingAuthorization = authorization != nil
+            out.reserveCapacity(out.writerIndex + raw.bytes.readableBytes + 256)
             raw.copyLines(into: &out) { name in
-                if mayBeDropped(count: name.count, first: name[0])
-                    && (isHopByHop(name) || recomputedOnRequest.contains(where: { HeaderBytes.equalsIgnoringCase(name, $0) }))
-                {
-                    return false
-                }
+                if mayBeDropped(count: name.count, first: name[0]) && isDroppedOnRequest(name) { return false }
                 if replacingTraceparent && HeaderBytes.equalsIgnoringCase(name, "traceparent") { return false }
                 if replacingAuthorization && HeaderBytes.equalsIgnoringCase(name, "authorization") { return false }
                 return named.isEmpty || !named.contains(where: { HeaderBytes.equalsIgnoringCase(name, $0) })
@@ -143,8 +140,30 @@ enum ForwardingHeaders {
     static func isHopByHop(_ name: String) -> Bool { isAny(name, of: hopByHop) }
 
     static func isHopByHop(_ name: UnsafeRawBufferPointer) -> Bool {
-        for candidate in hopByHop where HeaderBytes.equalsIgnoringCase(name, candidate) { return true }
-        return false
+        switch name.count {
+        case 2: return HeaderBytes.equalsIgnoringCase(name, "te")
+        case 7: return HeaderBytes.equalsIgnoringCase(name, "trailer") || HeaderBytes.equalsIgnoringCase(name, "upgrade")
+        case 8: return HeaderBytes.equalsIgnoringCase(name, "trailers")
+        case 10:
+            return HeaderBytes.equalsIgnoringCase(name, "connection") || HeaderBytes.equalsIgnoringCase(name, "keep-alive")
+        case 16: return HeaderBytes.equalsIgnoringCase(name, "proxy-connection")
+        case 17: return HeaderBytes.equalsIgnoringCase(name, "transfer-encoding")
+        case 18: return HeaderBytes.equalsIgnoringCase(name, "proxy-authenticate")
+        case 19: return HeaderBytes.equalsIgnoringCase(name, "proxy-authorization")
+        default: return false
+        }
+    }
+
+    /// Hop-by-hop, or one the sidecar sets itself on the upstream request (`recomputedOnRequest`).
+    static func isDroppedOnRequest(_ name: UnsafeRawBufferPointer) -> Bool {
+        switch name.count {
+        case 4: return HeaderBytes.equalsIgnoringCase(name, "host")
+        case 6: return HeaderBytes.equalsIgnoringCase(name, "expect")
+        case 14:
+            return HeaderBytes.equalsIgnoringCase(name, "content-length")
+                || HeaderBytes.equalsIgnoringCase(name, "http2-settings")
+        default: return isHopByHop(name)
+        }
     }
 
     /// `name` equals one of `lowercased` (lowercase ASCII names), ignoring ASCII case.

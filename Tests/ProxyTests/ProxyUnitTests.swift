@@ -81,6 +81,25 @@ struct ProxyUnitTests {
         #expect(!ForwardingHeaders.equalsIgnoringCase("content_length", "content-length"))
     }
 
+    @Test func byteAndStringHeaderRulesAgree() {
+        let names = ForwardingHeaders.hopByHop + ForwardingHeaders.recomputedOnRequest
+            + ["content-type", "authorization", "x-request-id", "tee", "hosts", "keep-alive2", "Transfer-Encoding",
+               "HOST", "Http2-Settings", "Proxy-Authorization", "upgrade-insecure-requests"]
+        for name in names {
+            var n = name
+            n.withUTF8 { bytes in
+                let raw = UnsafeRawBufferPointer(bytes)
+                #expect(ForwardingHeaders.isHopByHop(raw) == ForwardingHeaders.isHopByHop(name), "\(name)")
+                #expect(ForwardingHeaders.isDroppedOnRequest(raw)
+                    == (ForwardingHeaders.isHopByHop(name) || ForwardingHeaders.isAny(name, of: ForwardingHeaders.recomputedOnRequest)),
+                    "\(name)")
+                if ForwardingHeaders.isDroppedOnRequest(raw) {
+                    #expect(ForwardingHeaders.mayBeDropped(count: raw.count, first: raw[0]), "\(name)")
+                }
+            }
+        }
+    }
+
     @Test func endpointClassification() {
         #expect(Endpoint.classify(method: .POST, path: "/chat/completions") == .chatCompletions)
         #expect(Endpoint.classify(method: .POST, path: "/embeddings") == .embeddings)
