@@ -110,8 +110,8 @@ struct RequestParser {
                 state = .fixed(remaining - n)
                 return .body(buffer.readSlice(length: n)!)
             case .chunkSize:
-                guard let line = try HeadLines.readLine(&buffer, limit: 4096) else { return nil }
-                let size = try HeadLines.chunkSize(line)
+                guard let line = try HeadLines.readLine(&buffer, limit: 4096, strict: true) else { return nil }
+                let size = try HeadLines.chunkSize(line, strict: true)
                 state = size == 0 ? .trailers(0) : .chunkData(size)
             case .chunkData(let remaining):
                 guard buffer.readableBytes > 0 else { return nil }
@@ -119,15 +119,18 @@ struct RequestParser {
                 state = n == remaining ? .chunkDataEnd : .chunkData(remaining - n)
                 return .body(buffer.readSlice(length: n)!)
             case .chunkDataEnd:
-                guard let line = try HeadLines.readLine(&buffer, limit: 2) else { return nil }
+                guard let line = try HeadLines.readLine(&buffer, limit: 2, strict: true) else { return nil }
                 guard line.readableBytes == 0 else { throw HTTPWireError("chunk data not followed by CRLF") }
                 state = .chunkSize
             case .trailers(let seen):
                 // Trailer fields are dropped (the body goes upstream with a Content-Length).
-                guard let line = try HeadLines.readLine(&buffer, limit: Self.maxHeadBytes) else { return nil }
+                guard let line = try HeadLines.readLine(&buffer, limit: Self.maxHeadBytes, strict: true) else { return nil }
                 if line.readableBytes == 0 {
                     state = .head
                     return .end
+                }
+                if line.readableBytesView.contains(where: HeaderBytes.isControl) {
+                    throw HTTPWireError("invalid trailer line")
                 }
                 guard seen + line.readableBytes <= Self.maxHeadBytes else {
                     throw HTTPWireError("trailer section too large", status: 431)
@@ -164,7 +167,7 @@ struct RequestParser {
                 sawCoding = true
             } else if kind == 2 {
                 let parsed = head.withValue(f) { v -> Int? in
-                    guard v.count > 0, v.count <= 18 else { return nil }
+                    guard v.count > 0, v.drop(while: { $0 == UInt8(ascii: "0") }).count <= 18 else { return nil }
                     var n = 0
                     for b in v {
                         guard b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") else { return nil }
@@ -179,6 +182,7 @@ struct RequestParser {
         }
         if chunked {
             if length != nil { throw HTTPWireError("both Transfer-Encoding and Content-Length") }
+            if head.minorVersion == 0 { throw HTTPWireError("chunked transfer coding in an HTTP/1.0 request") }
             state = .chunkSize
         } else {
             state = .fixed(length ?? 0)
@@ -191,6 +195,7 @@ struct RequestParser {
             if buffer.readableBytes > Self.maxHeadBytes { throw HTTPWireError("request head too large", status: 431) }
             return nil
         }
+        if scan.bareLF { throw HTTPWireError("request head lines must end with CRLF") }
         guard scan.end <= Self.maxHeadBytes else { throw HTTPWireError("request head too large", status: 431) }
         let bytes = buffer.readSlice(length: scan.end)!
         guard let requestLine = scan.lines.first else { throw HTTPWireError("empty request line") }
@@ -207,7 +212,8 @@ struct RequestParser {
             i += 1
             let targetStart = i
             while i < e && p[i] != UInt8(ascii: " ") {
-                guard p[i] > 0x20 && p[i] != 0x7F else { return .failure(HTTPWireError("invalid request target")) }
+                // Visible ASCII only (non-ASCII must be percent-encoded; it could not be forwarded byte for byte).
+                guard p[i] > 0x20 && p[i] < 0x7F else { return .failure(HTTPWireError("invalid request target")) }
                 i += 1
             }
             let targetEnd = i
@@ -225,6 +231,7 @@ struct RequestParser {
             }
             let method = HTTPMethod(rawValue: String(decoding: UnsafeRawBufferPointer(rebasing: p[s..<methodEnd]),
                                                      as: UTF8.self))
+            if case .RAW = method { return .failure(HTTPWireError("invalid HTTP method")) }  // as llhttp: known ones
             let uri = String(decoding: UnsafeRawBufferPointer(rebasing: p[targetStart..<targetEnd]), as: UTF8.self)
             return .success(RawRequestHead(bytes: bytes, method: method, uri: uri,
                                            minorVersion: Int(p[i + 8] - UInt8(ascii: "0")), fields: fields))
@@ -241,10 +248,13 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
 
     private var parser = RequestParser()
     private var pending: ByteBuffer?
-    private var failed = false
+    /// After a parse error, or after a request that ends the connection (`Connection: close`, HTTP/1.0 without
+    /// keep-alive): nothing more is read from this connection (RFC 9112 section 9.6).
+    private var done = false
+    private var lastKeepAlive = true
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !failed else { return }
+        guard !done else { return }
         var buffer = unwrapInboundIn(data)
         if var p = pending {
             pending = nil
@@ -254,13 +264,22 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
         do {
             while let event = try parser.next(&buffer) {
                 switch event {
-                case .head(let head): context.fireChannelRead(wrapInboundOut(.head(RequestHead(head))))
+                case .head(let raw):
+                    let head = RequestHead(raw)
+                    lastKeepAlive = head.isKeepAlive
+                    context.fireChannelRead(wrapInboundOut(.head(head)))
                 case .body(let part): context.fireChannelRead(wrapInboundOut(.body(part)))
-                case .end: context.fireChannelRead(wrapInboundOut(.end))
+                case .end:
+                    if !lastKeepAlive { done = true }
+                    context.fireChannelRead(wrapInboundOut(.end))
+                    if done {
+                        pending = nil
+                        return
+                    }
                 }
             }
         } catch {
-            failed = true
+            done = true
             context.fireErrorCaught(error)
             return
         }

@@ -268,7 +268,7 @@ struct ResponseParser {
                 if chunked == nil { chunked = false }
             } else if kind == 2 {
                 let parsed = head.withValue(f) { v -> Int? in
-                    guard v.count > 0, v.count <= 18 else { return nil }
+                    guard v.count > 0, v.drop(while: { $0 == UInt8(ascii: "0") }).count <= 18 else { return nil }
                     var n = 0
                     for b in v {
                         guard b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") else { return nil }
@@ -345,7 +345,9 @@ struct ResponseParser {
 /// response parsers.
 enum HeadLines {
     /// Reads one line (without its CRLF or bare LF); nil when no full line is buffered yet.
-    static func readLine(_ buffer: inout ByteBuffer, limit: Int) throws(HTTPWireError) -> ByteBuffer? {
+    static func readLine(_ buffer: inout ByteBuffer, limit: Int, strict: Bool = false) throws(HTTPWireError)
+        -> ByteBuffer?
+    {
         let found: Int? = buffer.withUnsafeReadableBytes { p in
             guard let base = p.baseAddress, p.count > 0 else { return nil }
             guard let hit = memchr(base, 0x0A, p.count) else { return nil }
@@ -356,7 +358,11 @@ enum HeadLines {
             return nil
         }
         var length = lf
-        if length > 0 && buffer.getInteger(at: buffer.readerIndex + length - 1, as: UInt8.self) == 0x0D { length -= 1 }
+        if length > 0 && buffer.getInteger(at: buffer.readerIndex + length - 1, as: UInt8.self) == 0x0D {
+            length -= 1
+        } else if strict {
+            throw HTTPWireError("framing line not ended by CRLF")
+        }
         if length > limit { throw HTTPWireError("framing line too long") }
         let line = buffer.getSlice(at: buffer.readerIndex, length: length)!
         buffer.moveReaderIndex(forwardBy: lf + 1)
@@ -365,7 +371,7 @@ enum HeadLines {
 
     /// The size of a chunk-size line: hex digits (leading zeros allowed), then optional whitespace and
     /// `;`-extensions (ignored), nothing else.
-    static func chunkSize(_ line: ByteBuffer) throws(HTTPWireError) -> Int {
+    static func chunkSize(_ line: ByteBuffer, strict: Bool = false) throws(HTTPWireError) -> Int {
         var size = 0
         var digits = 0
         var significant = 0
@@ -388,6 +394,11 @@ enum HeadLines {
         guard digits > 0 else { throw HTTPWireError("invalid chunk size") }
         while let b = rest.first, b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") { rest = rest.dropFirst() }
         guard rest.isEmpty || rest.first == UInt8(ascii: ";") else { throw HTTPWireError("invalid chunk size") }
+        if strict {
+            // Whitespace only before an extension; no control characters in extensions.
+            if rest.isEmpty && line.readableBytes > digits { throw HTTPWireError("invalid chunk size") }
+            if rest.contains(where: HeaderBytes.isControl) { throw HTTPWireError("invalid chunk extension") }
+        }
         return size
     }
 
@@ -395,24 +406,25 @@ enum HeadLines {
 
     /// The lines of the head at the start of `buffer` (CRLF or bare LF endings, without them) and where the
     /// blank line ending it ends; nil when the blank line has not arrived yet.
-    static func scan(_ buffer: ByteBuffer) -> (end: Int, lines: [(Int, Int)])? {
+    static func scan(_ buffer: ByteBuffer) -> (end: Int, lines: [(Int, Int)], bareLF: Bool)? {
         buffer.withUnsafeReadableBytes { p in
             guard let base = p.baseAddress else { return nil }
             var lines: [(Int, Int)] = []
             lines.reserveCapacity(16)
+            var bareLF = false
             var start = 0
             while start < p.count {
                 guard let hit = memchr(base + start, 0x0A, p.count - start) else { return nil }
                 let lf = base.distance(to: UnsafeRawPointer(hit))
                 var end = lf
-                if end > start && p[end - 1] == 0x0D { end -= 1 }
+                if end > start && p[end - 1] == 0x0D { end -= 1 } else { bareLF = true }
                 if end == start {
-                    if lines.isEmpty && start == 0 {
+                    if lines.isEmpty {
                         // Blank lines before a request line are ignored (RFC 9112 section 2.2).
                         start = lf + 1
                         continue
                     }
-                    return (lf + 1, lines)
+                    return (lf + 1, lines, bareLF)
                 }
                 lines.append((start, end))
                 start = lf + 1

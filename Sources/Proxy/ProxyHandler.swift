@@ -65,6 +65,8 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     private var readingPaused = false
     /// The server is shutting down: close this connection after the current response.
     private var quiescing = false
+    /// A response that ends the connection was written: whatever the client sent after is not processed.
+    private var closing = false
     /// An HTTP/1.x connection: responses are serialized here as bytes. Otherwise an HTTP/2 stream, written as
     /// `HTTPServerResponsePart`s.
     private let http1: Bool
@@ -111,6 +113,13 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
                 context.close(promise: nil)
                 return
             }
+            if case .discarding = state {
+                // This request was already answered (and its answer says whether the connection stays): one
+                // answer per request, so just close.
+                closing = true
+                context.close(promise: nil)
+                return
+            }
             state = .discarding
             let status = (error as? HTTPWireError)?.status ?? 400
             let e = OpenAIError(status: status, message: "Malformed HTTP request: \(error)", type: "invalid_request_error",
@@ -123,6 +132,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
         let part = unwrapInboundIn(data)
         if isForwarding || !queued.isEmpty {
             enqueue(context: context, part)
@@ -169,6 +179,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     private func keepsConnection(_ x: Exchange) -> Bool { x.keepAlive && !quiescing && !x.closeAfter }
 
     private func resumeQueued(context: ChannelHandlerContext) {
+        if closing { queued.removeAll() }
         while !queued.isEmpty {
             if isForwarding { return }
             let part = queued.removeFirst()
@@ -559,6 +570,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         if keepsConnection(x) {
             sendEnd(context: context, promise: nil)
         } else {
+            closing = true
             let channel = context.channel
             let promise = context.eventLoop.makePromise(of: Void.self)
             promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
@@ -757,6 +769,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         head.add("x-auto-optimizer-overhead-ms", "0.000")
         sendHead(context: context, head, version: version, keepAlive: keepAlive, bodyless: omitBody, flush: false)
         if !omitBody { sendBody(context: context, body, flush: false, promise: nil) }
+        if !keepAlive { closing = true }
         if keepAlive {
             sendEnd(context: context, promise: nil)
         } else {

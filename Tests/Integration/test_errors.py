@@ -476,3 +476,64 @@ def test_string_validation_matches_python_json(sidecar):
     conn.close()
     assert not mismatches, mismatches[:5]
     assert 100 < invalid < 1400  # both outcomes exercised
+
+
+# ------------------------------------------------------------------------------------ after a closing response
+
+def _send_and_drain(port: int, data: bytes) -> bytes:
+    with socket.create_connection((HOST, port), timeout=10) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                part = s.recv(65536)
+            except OSError:
+                break
+            if not part:
+                break
+            out += part
+    return out
+
+
+SMUG = b"POST /v1/SMUG HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nS"
+
+
+@pytest.mark.parametrize("first", [
+    b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /health HTTP/1.0\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\n{",
+    b"POST /v1/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % (MAX_BODY + 100)
+    + b"a" * (MAX_BODY + 100) + b"\r\n0\r\n\r\n",
+], ids=["connection-close", "http10", "invalid-json-close", "chunked-over-limit"])
+def test_nothing_after_a_closing_response_is_forwarded(small_body_sidecar, mock_upstream, first):
+    """RFC 9112 section 9.6: after a response that ends the connection, later pipelined requests are not
+    processed (they must not reach the upstream, which would run and bill them)."""
+    mock_upstream.clear()
+    out = _send_and_drain(small_body_sidecar.port, first + SMUG)
+    assert out.startswith(b"HTTP/1."), out[:100]
+    assert b"connection: close" in out.lower()
+    time.sleep(0.2)
+    assert mock_upstream.received("/v1/SMUG") == [], "a request sent after a closing response was forwarded"
+
+
+@pytest.mark.parametrize("wire", [
+    b"POST /v1/x HTTP/1.1\r\nX: a\nContent-Length: 2\r\n\r\nhi",
+    b"POST /v1/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\nq\n0\n\n",
+    b"POST /v1/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2;a\nxx\r\n0\r\n\r\n",
+    b"POST /v1/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a\rb\r\nq\r\n0\r\n\r\n",
+    b"POST /v1/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1 \r\nq\r\n0\r\n\r\n",
+    b"POST /v1/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nq\r\n0\r\n\x01: t\r\n\r\n",
+    b"POST /v1/x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nq\r\n0\r\n\r\n",
+    b"GET /v1/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"post /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+    b"FOO /v1/x HTTP/1.1\r\nHost: x\r\n\r\n",
+], ids=["bare-lf-head", "bare-lf-chunks", "lf-in-extension", "cr-in-extension", "space-after-size",
+        "ctl-in-trailer", "http10-chunked", "non-ascii-target", "lowercase-method", "unknown-method"])
+def test_loose_framing_is_refused(sidecar, mock_upstream, wire):
+    """Bytes another proxy in front could read differently are refused (400 and close), never forwarded."""
+    mock_upstream.clear()
+    out = _send_and_drain(sidecar.port, wire)
+    assert out.startswith(b"HTTP/1.1 400"), out[:200]
+    assert b'"error"' in out
+    time.sleep(0.1)
+    assert [r for r in mock_upstream.requests() if r["path"].startswith("/v1/")] == []

@@ -337,6 +337,13 @@ struct HTTP1RequestTests {
         }
     }
 
+    @Test func toleratedVariants() throws {
+        let r = try Self.parse("\r\n\r\nPOST /a HTTP/1.1\r\nContent-Length: 0000000000000000000002\r\n\r\nok"
+            + "POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2 ;x=\"y\"\r\nhi\r\n0\r\n\r\n")
+        #expect(r.heads.map(\.uri) == ["/a", "/b"])
+        #expect(r.bodies == ["ok", "hi"])
+    }
+
     @Test func ambiguousOrMalformedRequestsAreRefusedWithTheirStatus() {
         let cases: [(String, Int)] = [
             ("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
@@ -357,6 +364,16 @@ struct HTTP1RequestTests {
             ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", 400),
             ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n", 400),
             ("GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 70_000), 431),
+            // Framing another proxy in front could read differently.
+            ("GET / HTTP/1.1\r\nX: a\nY: b\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\nq\r\n0\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1 \r\nq\r\n0\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a\rb\r\nq\r\n0\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nq\r\n0\r\n\u{1}: t\r\n\r\n", 400),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("GET /\u{E9} HTTP/1.1\r\n\r\n", 400),
+            ("post / HTTP/1.1\r\n\r\n", 400),
+            ("FOO / HTTP/1.1\r\n\r\n", 400),
         ]
         for (wire, status) in cases {
             do {
