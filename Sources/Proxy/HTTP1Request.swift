@@ -166,16 +166,9 @@ struct RequestParser {
                 }
                 sawCoding = true
             } else if kind == 2 {
-                let parsed = head.withValue(f) { v -> Int? in
-                    guard v.count > 0, v.drop(while: { $0 == UInt8(ascii: "0") }).count <= 18 else { return nil }
-                    var n = 0
-                    for b in v {
-                        guard b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") else { return nil }
-                        n = n * 10 + Int(b - UInt8(ascii: "0"))
-                    }
-                    return n
+                guard let n = head.withValue(f, HeaderBytes.contentLength) else {
+                    throw HTTPWireError("invalid Content-Length")
                 }
-                guard let n = parsed else { throw HTTPWireError("invalid Content-Length") }
                 if let length, length != n { throw HTTPWireError("conflicting Content-Length headers") }
                 length = n
             }

@@ -260,23 +260,16 @@ struct ResponseParser {
                 return 0
             }
             if kind == 1 {
-                // The final coding decides: chunked, or anything else means "read until close".
-                // The final coding over all Transfer-Encoding lines decides (empty lines add none).
+                // The final coding over all Transfer-Encoding lines decides: chunked, or anything else means
+                // "read until close" (empty lines add none).
                 head.withValue(f) { v in
                     HeaderBytes.forEachToken(v) { chunked = HeaderBytes.equalsIgnoringCase($0, "chunked") }
                 }
                 if chunked == nil { chunked = false }
             } else if kind == 2 {
-                let parsed = head.withValue(f) { v -> Int? in
-                    guard v.count > 0, v.drop(while: { $0 == UInt8(ascii: "0") }).count <= 18 else { return nil }
-                    var n = 0
-                    for b in v {
-                        guard b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") else { return nil }
-                        n = n * 10 + Int(b - UInt8(ascii: "0"))
-                    }
-                    return n
+                guard let n = head.withValue(f, HeaderBytes.contentLength) else {
+                    throw HTTPWireError("invalid Content-Length")
                 }
-                guard let n = parsed else { throw HTTPWireError("invalid Content-Length") }
                 if let length, length != n { throw HTTPWireError("conflicting Content-Length") }
                 length = n
             }
@@ -470,27 +463,34 @@ enum HeaderBytes {
     /// `name` equals `lower` (lowercase ASCII) ignoring ASCII case.
     @inline(__always)
     static func equalsIgnoringCase(_ name: UnsafeRawBufferPointer, _ lower: StaticString) -> Bool {
-        guard name.count == lower.utf8CodeUnitCount else { return false }
-        let l = lower.utf8Start
-        for i in 0..<name.count {
-            var c = name[i]
-            if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c |= 0x20 }
-            if c != l[i] { return false }
-        }
-        return true
+        equalsIgnoringCase(name, UnsafeBufferPointer(start: lower.utf8Start, count: lower.utf8CodeUnitCount))
     }
 
     static func equalsIgnoringCase(_ name: UnsafeRawBufferPointer, _ lower: String) -> Bool {
         var lower = lower
-        return lower.withUTF8 { l in
-            guard name.count == l.count else { return false }
-            for i in 0..<name.count {
-                var c = name[i]
-                if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c |= 0x20 }
-                if c != l[i] { return false }
-            }
-            return true
+        return lower.withUTF8 { equalsIgnoringCase(name, $0) }
+    }
+
+    @inline(__always)
+    static func equalsIgnoringCase(_ name: UnsafeRawBufferPointer, _ lower: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard name.count == lower.count else { return false }
+        for i in 0..<name.count {
+            var c = name[i]
+            if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c |= 0x20 }
+            if c != lower[i] { return false }
         }
+        return true
+    }
+
+    /// A Content-Length value: decimal digits only (leading zeros allowed), at most 18 significant ones.
+    static func contentLength(_ v: UnsafeRawBufferPointer) -> Int? {
+        guard v.count > 0, v.drop(while: { $0 == UInt8(ascii: "0") }).count <= 18 else { return nil }
+        var n = 0
+        for b in v {
+            guard b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") else { return nil }
+            n = n * 10 + Int(b - UInt8(ascii: "0"))
+        }
+        return n
     }
 
     static func hasPrefixIgnoringCase(_ value: UnsafeRawBufferPointer, _ lower: StaticString) -> Bool {

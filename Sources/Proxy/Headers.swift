@@ -176,19 +176,9 @@ enum ForwardingHeaders {
     /// ASCII case-insensitive equality with a lowercase `lower`.
     static func equalsIgnoringCase(_ name: String, _ lower: String) -> Bool {
         var name = name
-        var lower = lower
-        return name.withUTF8 { a in
-            lower.withUTF8 { b in
-                guard a.count == b.count else { return false }
-                for i in 0..<a.count {
-                    var c = a[i]
-                    if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c |= 0x20 }
-                    if c != b[i] { return false }
-                }
-                return true
-            }
-        }
+        return name.withUTF8 { HeaderBytes.equalsIgnoringCase(UnsafeRawBufferPointer($0), lower) }
     }
+
 
     /// Header names listed in `Connection` besides the hop-by-hop ones already dropped (lowercased). Empty, without
     /// allocating, for the usual `keep-alive` / `close` / `upgrade`.
