@@ -86,12 +86,6 @@ struct RequestParser {
     static let maxHeadBytes = 64 * 1024
     private var state = State.head
 
-    /// Between requests.
-    var isIdle: Bool {
-        if case .head = state { return true }
-        return false
-    }
-
     /// The next event from `buffer` (consuming what it used), or nil when more bytes are needed.
     mutating func next(_ buffer: inout ByteBuffer) throws(HTTPWireError) -> Event? {
         while true {
@@ -265,10 +259,7 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
                 case .end:
                     if !lastKeepAlive { done = true }
                     context.fireChannelRead(wrapInboundOut(.end))
-                    if done {
-                        pending = nil
-                        return
-                    }
+                    if done { return }  // what follows is dropped (`pending` is already empty)
                 }
             }
         } catch {

@@ -78,17 +78,14 @@ extension RawHeaderBlock {
         return minorVersion >= 1 ? !close : keep && !close
     }
 
-    /// Header names listed in `Connection` besides hop-by-hop ones, `close` and `keep-alive` (lowercased); empty,
-    /// without allocating, in the usual case.
+    /// Header names listed in `Connection` besides hop-by-hop ones (`keep-alive` among them) and `close`
+    /// (lowercased); empty, without allocating, in the usual case.
     func connectionTokens() -> [String] {
         var named: [String] = []
         for f in fields where withName(f, { HeaderBytes.equalsIgnoringCase($0, "connection") }) {
             withValue(f) { v in
                 HeaderBytes.forEachToken(v) { t in
-                    if HeaderBytes.equalsIgnoringCase(t, "close") || HeaderBytes.equalsIgnoringCase(t, "keep-alive") {
-                        return
-                    }
-                    if ForwardingHeaders.isHopByHop(t) { return }
+                    if HeaderBytes.equalsIgnoringCase(t, "close") || ForwardingHeaders.isHopByHop(t) { return }
                     named.append(String(decoding: t, as: UTF8.self).lowercased())
                 }
             }
@@ -175,7 +172,7 @@ struct ResponseParser {
 
     static let maxHeadBytes = 64 * 1024
     private var state = State.head
-    /// The response's framing demands the connection close after it (close-delimited, or chunked with a length).
+    /// The connection closes after this response (close-delimited, `Connection: close`, or HTTP/1.0 chunked).
     private(set) var mustClose = false
 
     /// Waiting for the connection to close to end the body.
@@ -395,8 +392,6 @@ enum HeadLines {
         return size
     }
 
-
-
     /// The lines of the head at the start of `buffer` (CRLF or bare LF endings, without them) and where the
     /// blank line ending it ends; nil when the blank line has not arrived yet.
     static func scan(_ buffer: ByteBuffer) -> (end: Int, lines: [(Int, Int)], bareLF: Bool)? {
@@ -427,7 +422,7 @@ enum HeadLines {
     }
 
     /// Parses header field lines: `name: value` with a token name and no obsolete line folding; values are trimmed
-    /// of spaces and tabs and may not hold CR, LF or NUL.
+    /// of spaces and tabs and may not hold control characters other than HTAB.
     static func fields(_ p: UnsafeRawBufferPointer, _ lines: ArraySlice<(Int, Int)>)
         -> Result<[RawField], HTTPWireError>
     {

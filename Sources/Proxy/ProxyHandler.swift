@@ -567,15 +567,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             let rest = x.tap!.finish()
             if rest.readableBytes > 0 { sendBody(context: context, rest, flush: false, promise: nil) }
         }
-        if keepsConnection(x) {
-            sendEnd(context: context, promise: nil)
-        } else {
-            closing = true
-            let channel = context.channel
-            let promise = context.eventLoop.makePromise(of: Void.self)
-            promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
-            sendEnd(context: context, promise: promise)
-        }
+        sendEnd(context: context, keepAlive: keepsConnection(x))
         finish(x, status: x.record.status, error: x.record.status >= 400 ? "http_\(x.record.status)" : nil)
         resumeQueued(context: context, after: x)
     }
@@ -678,8 +670,16 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         }
     }
 
-    /// Ends the response (the last chunk when chunked) and flushes.
-    private func sendEnd(context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+    /// Ends the response (the last chunk when chunked) and flushes; unless the connection stays, closes it once
+    /// that is written and stops processing what the client sends after.
+    private func sendEnd(context: ChannelHandlerContext, keepAlive: Bool) {
+        var promise: EventLoopPromise<Void>?
+        if !keepAlive {
+            closing = true
+            let channel = context.channel
+            promise = context.eventLoop.makePromise(of: Void.self)
+            promise!.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        }
         guard http1 else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
             return
@@ -769,15 +769,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         head.add("x-auto-optimizer-overhead-ms", "0.000")
         sendHead(context: context, head, version: version, keepAlive: keepAlive, bodyless: omitBody, flush: false)
         if !omitBody { sendBody(context: context, body, flush: false, promise: nil) }
-        if !keepAlive { closing = true }
-        if keepAlive {
-            sendEnd(context: context, promise: nil)
-        } else {
-            let channel = context.channel
-            let promise = context.eventLoop.makePromise(of: Void.self)
-            promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
-            sendEnd(context: context, promise: promise)
-        }
+        sendEnd(context: context, keepAlive: keepAlive)
     }
 }
 

@@ -234,7 +234,6 @@ final class UpstreamConnection: ChannelInboundHandler {
     private var pending: ByteBuffer?
     private var reused = false
     private var gotResponseBytes = false
-    private var headDelivered = false
     /// Reading paused because the client is slow.
     private var paused = false
     private var lastActivity = NIODeadline.now()
@@ -254,6 +253,10 @@ final class UpstreamConnection: ChannelInboundHandler {
     /// Also when a connect failed (the channel never became active, so `channelInactive` does not come): the
     /// timer must not keep the handler and its channel alive for the rest of the timeout.
     func handlerRemoved(context: ChannelHandlerContext) {
+        stopTimer()
+    }
+
+    private func stopTimer() {
         closed = true
         timer?.cancel()
         timer = nil
@@ -264,7 +267,6 @@ final class UpstreamConnection: ChannelInboundHandler {
         exchange.connection = self
         self.reused = reused
         gotResponseBytes = false
-        headDelivered = false
         parser.reset()
         pending = nil
         lastActivity = NIODeadline.now()
@@ -303,7 +305,6 @@ final class UpstreamConnection: ChannelInboundHandler {
             while let x = exchange, let event = try parser.next(&buffer, noBody: x.method == .HEAD) {
                 switch event {
                 case .head(let head):
-                    headDelivered = true
                     _ = x.handler?.upstreamHead(id: x.id, .raw(head))
                 case .body(var b):
                     if body == nil { body = b } else { body!.writeBuffer(&b) }
@@ -326,11 +327,10 @@ final class UpstreamConnection: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        closed = true
-        timer?.cancel()
-        timer = nil
+        stopTimer()
         pool.remove(self)
-        if exchange != nil && headDelivered && parser.isCloseDelimited {
+        // The parser is reset for each exchange, so a close-delimited state means this exchange's head arrived.
+        if exchange != nil && parser.isCloseDelimited {
             finish(reusable: false)  // the close ends a body framed by it
         } else {
             onClosed()
