@@ -68,19 +68,11 @@ enum ProxyRequestPart {
 /// chunked) is refused rather than guessed, so nothing can be smuggled past the sidecar. Body bytes come out as
 /// slices of the input.
 struct RequestParser {
-    enum Event {
-        case head(RawRequestHead)
-        case body(ByteBuffer)
-        case end
-    }
+    typealias Event = HTTPMessageEvent<RawRequestHead>
 
     private enum State {
         case head
-        case fixed(Int)
-        case chunkSize
-        case chunkData(Int)
-        case chunkDataEnd
-        case trailers(Int)
+        case body(BodyReader)
     }
 
     static let maxHeadBytes = 64 * 1024
@@ -94,42 +86,10 @@ struct RequestParser {
                 guard let head = try parseHead(&buffer) else { return nil }
                 try frame(head)
                 return .head(head)
-            case .fixed(let remaining):
-                if remaining == 0 {
-                    state = .head
-                    return .end
-                }
-                guard buffer.readableBytes > 0 else { return nil }
-                let n = min(remaining, buffer.readableBytes)
-                state = .fixed(remaining - n)
-                return .body(buffer.readSlice(length: n)!)
-            case .chunkSize:
-                guard let line = try HeadLines.readLine(&buffer, limit: 4096, strict: true) else { return nil }
-                let size = try HeadLines.chunkSize(line, strict: true)
-                state = size == 0 ? .trailers(0) : .chunkData(size)
-            case .chunkData(let remaining):
-                guard buffer.readableBytes > 0 else { return nil }
-                let n = min(remaining, buffer.readableBytes)
-                state = n == remaining ? .chunkDataEnd : .chunkData(remaining - n)
-                return .body(buffer.readSlice(length: n)!)
-            case .chunkDataEnd:
-                guard let line = try HeadLines.readLine(&buffer, limit: 2, strict: true) else { return nil }
-                guard line.readableBytes == 0 else { throw HTTPWireError("chunk data not followed by CRLF") }
-                state = .chunkSize
-            case .trailers(let seen):
-                // Trailer fields are dropped (the body goes upstream with a Content-Length).
-                guard let line = try HeadLines.readLine(&buffer, limit: Self.maxHeadBytes, strict: true) else { return nil }
-                if line.readableBytes == 0 {
-                    state = .head
-                    return .end
-                }
-                if line.readableBytesView.contains(where: HeaderBytes.isControl) {
-                    throw HTTPWireError("invalid trailer line")
-                }
-                guard seen + line.readableBytes <= Self.maxHeadBytes else {
-                    throw HTTPWireError("trailer section too large", status: 431)
-                }
-                state = .trailers(seen + line.readableBytes)
+            case .body(var reader):
+                let event: Event? = try reader.next(&buffer)
+                state = event?.isEnd == true ? .head : .body(reader)
+                return event
             }
         }
     }
@@ -170,9 +130,9 @@ struct RequestParser {
         if chunked {
             if length != nil { throw HTTPWireError("both Transfer-Encoding and Content-Length") }
             if head.minorVersion == 0 { throw HTTPWireError("chunked transfer coding in an HTTP/1.0 request") }
-            state = .chunkSize
+            state = .body(BodyReader(.chunked, strict: true))
         } else {
-            state = .fixed(length ?? 0)
+            state = .body(BodyReader(.fixed(length ?? 0), strict: true))
         }
     }
 

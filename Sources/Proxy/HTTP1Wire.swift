@@ -154,20 +154,11 @@ struct HTTPWireError: Error, CustomStringConvertible {
 /// Transfer-Encoding chunked, Content-Length, or the connection's close. Interim 1xx heads are skipped. Body bytes
 /// come out as slices of the input (no copy); partial framing stays in the caller's buffer until more arrives.
 struct ResponseParser {
-    enum Event {
-        case head(RawResponseHead)
-        case body(ByteBuffer)
-        case end
-    }
+    typealias Event = HTTPMessageEvent<RawResponseHead>
 
     private enum State {
         case head
-        case fixed(Int)
-        case chunkSize
-        case chunkData(Int)
-        case chunkDataEnd
-        case trailers
-        case untilClose
+        case body(BodyReader)
     }
 
     static let maxHeadBytes = 64 * 1024
@@ -177,7 +168,7 @@ struct ResponseParser {
 
     /// Waiting for the connection to close to end the body.
     var isCloseDelimited: Bool {
-        if case .untilClose = state { return true }
+        if case .body(let reader) = state { return reader.isCloseDelimited }
         return false
     }
 
@@ -205,38 +196,10 @@ struct ResponseParser {
                 }
                 try frame(head, noBody: noBody)
                 return .head(head)
-            case .fixed(let remaining):
-                if remaining == 0 {
-                    state = .head
-                    return .end
-                }
-                guard buffer.readableBytes > 0 else { return nil }
-                let n = min(remaining, buffer.readableBytes)
-                state = .fixed(remaining - n)
-                return .body(buffer.readSlice(length: n)!)
-            case .untilClose:
-                guard buffer.readableBytes > 0 else { return nil }
-                return .body(buffer.readSlice(length: buffer.readableBytes)!)
-            case .chunkSize:
-                guard let line = try HeadLines.readLine(&buffer, limit: 1024) else { return nil }
-                let size = try HeadLines.chunkSize(line)
-                state = size == 0 ? .trailers : .chunkData(size)
-            case .chunkData(let remaining):
-                guard buffer.readableBytes > 0 else { return nil }
-                let n = min(remaining, buffer.readableBytes)
-                state = n == remaining ? .chunkDataEnd : .chunkData(remaining - n)
-                return .body(buffer.readSlice(length: n)!)
-            case .chunkDataEnd:
-                guard let line = try HeadLines.readLine(&buffer, limit: 2) else { return nil }
-                guard line.readableBytes == 0 else { throw HTTPWireError("chunk not followed by CRLF") }
-                state = .chunkSize
-            case .trailers:
-                // Trailer fields are not forwarded (the client side re-frames the body): skip to the empty line.
-                guard let line = try HeadLines.readLine(&buffer, limit: Self.maxHeadBytes) else { return nil }
-                if line.readableBytes == 0 {
-                    state = .head
-                    return .end
-                }
+            case .body(var reader):
+                let event: Event? = try reader.next(&buffer)
+                state = event?.isEnd == true ? .head : .body(reader)
+                return event
             }
         }
     }
@@ -245,7 +208,7 @@ struct ResponseParser {
     private mutating func frame(_ head: RawResponseHead, noBody: Bool) throws(HTTPWireError) {
         mustClose = !head.isKeepAlive
         if noBody || head.status == 204 || head.status == 304 {
-            state = .fixed(0)
+            state = .body(BodyReader(.fixed(0), strict: false))
             return
         }
         var chunked: Bool?
@@ -277,15 +240,15 @@ struct ResponseParser {
             if length != nil { throw HTTPWireError("both Transfer-Encoding and Content-Length") }
             if head.minorVersion == 0 { mustClose = true }  // RFC 9112 section 6.1
             if chunked {
-                state = .chunkSize
+                state = .body(BodyReader(.chunked, strict: false))
             } else {
-                state = .untilClose
+                state = .body(BodyReader(.untilClose, strict: false))
                 mustClose = true
             }
         } else if let length {
-            state = .fixed(length)
+            state = .body(BodyReader(.fixed(length), strict: false))
         } else {
-            state = .untilClose
+            state = .body(BodyReader(.untilClose, strict: false))
             mustClose = true
         }
     }
@@ -328,6 +291,109 @@ struct ResponseParser {
                                             reasonStart: reasonStart, reasonEnd: e, fields: fields))
         }
         return try result.get()
+    }
+}
+
+/// What the incremental HTTP/1 parsers deliver: a head, body slices (of the input, no copy), the end.
+enum HTTPMessageEvent<Head> {
+    case head(Head)
+    case body(ByteBuffer)
+    case end
+
+    var isEnd: Bool {
+        if case .end = self { return true }
+        return false
+    }
+}
+
+/// A message body after its head, as both parsers read it (RFC 9112 sections 6 and 7): a fixed length, chunked
+/// (size line, data, CRLF, ..., last chunk, trailer fields up to a blank line; trailers are dropped, the other side
+/// is re-framed), or until the connection closes (responses only). Body bytes come out as slices of the input.
+/// `strict` is the client side's rules (as llhttp): CRLF only, chunk-size lines up to 4 KB, no control characters
+/// in trailer lines, trailer section up to 64 KB (431); upstream responses get lenient line ends (bare LF) and
+/// chunk-size lines up to 1 KB.
+struct BodyReader {
+    enum Framing {
+        case fixed(Int)
+        case chunked
+        case untilClose
+    }
+
+    private enum State {
+        case fixed(Int)
+        case chunkSize
+        case chunkData(Int)
+        case chunkDataEnd
+        case trailers(Int)
+        case untilClose
+    }
+
+    static let maxTrailerBytes = 64 * 1024
+    private var state: State
+    private let strict: Bool
+
+    init(_ framing: Framing, strict: Bool) {
+        switch framing {
+        case .fixed(let n): state = .fixed(n)
+        case .chunked: state = .chunkSize
+        case .untilClose: state = .untilClose
+        }
+        self.strict = strict
+    }
+
+    var isCloseDelimited: Bool {
+        if case .untilClose = state { return true }
+        return false
+    }
+
+    /// The next `.body` slice or the `.end` from `buffer` (consuming what it used), or nil when more bytes are
+    /// needed. After `.end` the reader is done.
+    mutating func next<Head>(_ buffer: inout ByteBuffer) throws(HTTPWireError) -> HTTPMessageEvent<Head>? {
+        while true {
+            switch state {
+            case .fixed(let remaining):
+                if remaining == 0 { return .end }
+                guard buffer.readableBytes > 0 else { return nil }
+                let n = min(remaining, buffer.readableBytes)
+                state = .fixed(remaining - n)
+                return .body(buffer.readSlice(length: n)!)
+            case .untilClose:
+                guard buffer.readableBytes > 0 else { return nil }
+                return .body(buffer.readSlice(length: buffer.readableBytes)!)
+            case .chunkSize:
+                guard let line = try HeadLines.readLine(&buffer, limit: strict ? 4096 : 1024, strict: strict) else {
+                    return nil
+                }
+                let size = try HeadLines.chunkSize(line, strict: strict)
+                state = size == 0 ? .trailers(0) : .chunkData(size)
+            case .chunkData(let remaining):
+                guard buffer.readableBytes > 0 else { return nil }
+                let n = min(remaining, buffer.readableBytes)
+                state = n == remaining ? .chunkDataEnd : .chunkData(remaining - n)
+                return .body(buffer.readSlice(length: n)!)
+            case .chunkDataEnd:
+                guard let line = try HeadLines.readLine(&buffer, limit: 2, strict: strict) else { return nil }
+                guard line.readableBytes == 0 else { throw HTTPWireError("chunk data not followed by CRLF") }
+                state = .chunkSize
+            case .trailers(let seen):
+                guard let line = try HeadLines.readLine(&buffer, limit: Self.maxTrailerBytes, strict: strict) else {
+                    return nil
+                }
+                if line.readableBytes == 0 {
+                    state = .fixed(0)
+                    return .end
+                }
+                if strict {
+                    if line.readableBytesView.contains(where: HeaderBytes.isControl) {
+                        throw HTTPWireError("invalid trailer line")
+                    }
+                    guard seen + line.readableBytes <= Self.maxTrailerBytes else {
+                        throw HTTPWireError("trailer section too large", status: 431)
+                    }
+                    state = .trailers(seen + line.readableBytes)
+                }
+            }
+        }
     }
 }
 
