@@ -61,6 +61,32 @@ enum ProxyRequestPart {
     case head(RequestHead)
     case body(ByteBuffer)
     case end
+
+    /// The part with its bytes copied into storage of their own: a slice of a read buffer keeps the whole buffer
+    /// (and every later read appended to it) alive, which for a queued part is memory the limits do not see.
+    func compacted() -> ProxyRequestPart {
+        switch self {
+        case .head(let head):
+            guard case .raw(let raw) = head.fields else { return self }
+            return .head(RequestHead(RawRequestHead(
+                bytes: ByteBuffer(copying: raw.bytes), method: raw.method, uri: raw.uri,
+                minorVersion: raw.minorVersion, fields: raw.fields)))
+        case .body(let b): return .body(ByteBuffer(copying: b))
+        case .end: return .end
+        }
+    }
+
+    /// Bytes this part keeps alive while queued behind a request in flight (a head: its raw bytes, or a nominal
+    /// size for parsed HTTP/2 headers).
+    var heldBytes: Int {
+        switch self {
+        case .head(let head):
+            if case .raw(let raw) = head.fields { return raw.bytes.readableBytes }
+            return 1024
+        case .body(let b): return b.readableBytes
+        case .end: return 0
+        }
+    }
 }
 
 /// Incremental HTTP/1.x request parser (RFC 9112): request line, header fields, then a body framed by
@@ -228,6 +254,14 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
             return
         }
         if buffer.readableBytes > 0 { pending = buffer }
+    }
+}
+
+extension ByteBuffer {
+    /// A copy of the readable bytes in a buffer of exactly that size.
+    init(copying other: ByteBuffer) {
+        self = ByteBufferAllocator().buffer(capacity: other.readableBytes)
+        self.writeImmutableBuffer(other)
     }
 }
 

@@ -59,9 +59,13 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     /// Span/trace ids for W3C trace context (seeded once per connection; no lock, no system call per request).
     private var traceIDs: TraceIDGenerator?
     /// HTTP/1.1 pipelining: parts of requests that arrived while one is in flight, handled in order once its
-    /// response is complete. When they pile up past the body limit, reading stops until they are drained.
+    /// response is complete. When they pile up (past the body limit in bytes, heads included, or past
+    /// `maxQueuedParts`), reading stops until they are drained: a client cannot make the sidecar hold an unbounded
+    /// number of pipelined requests.
     private var queued = CircularBuffer<ProxyRequestPart>()
     private var queuedBytes = 0
+    /// About 85 pipelined requests (head, body, end) waiting behind the one in flight.
+    static let maxQueuedParts = 256
     private var readingPaused = false
     /// The server is shutting down: close this connection after the current response.
     private var quiescing = false
@@ -155,9 +159,10 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     }
 
     private func enqueue(context: ChannelHandlerContext, _ part: ProxyRequestPart) {
-        if case .body(let b) = part { queuedBytes += b.readableBytes }
+        let part = part.compacted()
+        queuedBytes += part.heldBytes
         queued.append(part)
-        if !readingPaused && queuedBytes > shared.config.maxBodyBytes {
+        if !readingPaused && (queuedBytes > shared.config.maxBodyBytes || queued.count > Self.maxQueuedParts) {
             readingPaused = true
             context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
         }
@@ -183,7 +188,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         while !queued.isEmpty {
             if isForwarding { return }
             let part = queued.removeFirst()
-            if case .body(let b) = part { queuedBytes -= b.readableBytes }
+            queuedBytes -= part.heldBytes
             handle(context: context, part)
         }
         if readingPaused {
