@@ -69,12 +69,14 @@ enum ProxyRequestPart {
         case .head(let head):
             guard case .raw(let raw) = head.fields else { return self }
             return .head(RequestHead(RawRequestHead(
-                bytes: ByteBuffer(copying: raw.bytes), method: raw.method, uri: raw.uri,
+                bytes: Self.allocator.buffer(buffer: raw.bytes), method: raw.method, uri: raw.uri,
                 minorVersion: raw.minorVersion, fields: raw.fields)))
-        case .body(let b): return .body(ByteBuffer(copying: b))
+        case .body(let b): return .body(Self.allocator.buffer(buffer: b))
         case .end: return .end
         }
     }
+
+    private static let allocator = ByteBufferAllocator()
 
     /// Bytes this part keeps alive while queued behind a request in flight (a head: its raw bytes, or a nominal
     /// size for parsed HTTP/2 headers).
@@ -106,17 +108,15 @@ struct RequestParser {
 
     /// The next event from `buffer` (consuming what it used), or nil when more bytes are needed.
     mutating func next(_ buffer: inout ByteBuffer) throws(HTTPWireError) -> Event? {
-        while true {
-            switch state {
-            case .head:
-                guard let head = try parseHead(&buffer) else { return nil }
-                try frame(head)
-                return .head(head)
-            case .body(var reader):
-                let event: Event? = try reader.next(&buffer)
-                state = event?.isEnd == true ? .head : .body(reader)
-                return event
-            }
+        switch state {
+        case .head:
+            guard let head = try parseHead(&buffer) else { return nil }
+            try frame(head)
+            return .head(head)
+        case .body(var reader):
+            let event: Event? = try reader.next(&buffer)
+            state = event?.isEnd == true ? .head : .body(reader)
+            return event
         }
     }
 
@@ -254,14 +254,6 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
             return
         }
         if buffer.readableBytes > 0 { pending = buffer }
-    }
-}
-
-extension ByteBuffer {
-    /// A copy of the readable bytes in a buffer of exactly that size.
-    init(copying other: ByteBuffer) {
-        self = ByteBufferAllocator().buffer(capacity: other.readableBytes)
-        self.writeImmutableBuffer(other)
     }
 }
 

@@ -179,7 +179,6 @@ enum ForwardingHeaders {
         return name.withUTF8 { HeaderBytes.equalsIgnoringCase(UnsafeRawBufferPointer($0), lower) }
     }
 
-
     /// Header names listed in `Connection` besides the hop-by-hop ones already dropped (lowercased). Empty, without
     /// allocating, for the usual `keep-alive` / `close` / `upgrade`.
     static func connectionTokens(_ headers: HTTPHeaders) -> [String] {
