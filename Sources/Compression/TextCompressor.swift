@@ -155,20 +155,21 @@ public struct TextCompressor: Sendable {
 
     // MARK: - Pieces, sentences, passages
 
+    /// Fields are ordered widest first so a piece takes 48 bytes, not 56: every step walks the whole array.
     struct Piece {
+        var stem: UInt64 = 0
+        var hash: UInt64 = 0
         var start: Int32
         var end: Int32
         var tokens: Int32
-        var kind: Kind
-        var flags: Flags
         var sentence: Int32 = 0
-        var stem: UInt64 = 0
-        var hash: UInt64 = 0
         /// For newline pieces: where the line break starts (".\n" is one piece; its "." goes with its sentence).
         var breakStart: Int32 = 0
         /// What is emitted (after whitespace normalisation); `start..<end` unless normalised.
         var emitStart: Int32 = 0
         var emitEnd: Int32 = 0
+        var flags: Flags
+        var kind: Kind
         /// Zipf value x 10 of a word (0: not listed; ``unknown``: not looked up yet, see ``information``).
         var zipf10: UInt8 = Piece.unknown
         static let unknown: UInt8 = 255
@@ -614,7 +615,7 @@ public struct TextCompressor: Sendable {
         bytes.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
             encoding.forEachPiece(b) { s, e, t in
-                var p = Piece(start: Int32(s), end: Int32(e), tokens: Int32(t), kind: .punct, flags: [])
+                var p = Piece(start: Int32(s), end: Int32(e), tokens: Int32(t), flags: [], kind: .punct)
                 p.emitStart = Int32(s)
                 p.emitEnd = Int32(e)
                 p.breakStart = Int32(s)

@@ -527,7 +527,9 @@ enum HeaderBytes {
         equalsIgnoringCase(name, UnsafeBufferPointer(start: lower.utf8Start, count: lower.utf8CodeUnitCount))
     }
 
-    static func equalsIgnoringCase(_ name: UnsafeRawBufferPointer, _ lower: String) -> Bool {
+    /// For names known only at run time. (Its own label, so that literal names resolve to the `StaticString`
+    /// form above instead of making a `String` each call.)
+    static func equalsIgnoringCase(_ name: UnsafeRawBufferPointer, lowercased lower: String) -> Bool {
         var lower = lower
         return lower.withUTF8 { equalsIgnoringCase(name, $0) }
     }
@@ -658,7 +660,7 @@ struct OutgoingHead {
                     sawLength = true
                 }
             }
-            return named.isEmpty || !named.contains(where: { HeaderBytes.equalsIgnoringCase(name, $0) })
+            return named.isEmpty || !named.contains(where: { HeaderBytes.equalsIgnoringCase(name, lowercased: $0) })
         }
         if sawLength { hasContentLength = true }
     }

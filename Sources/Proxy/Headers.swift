@@ -57,7 +57,7 @@ enum ForwardingHeaders {
                 if mayBeDropped(count: name.count, first: name[0]) && isDroppedOnRequest(name) { return false }
                 if replacingTraceparent && HeaderBytes.equalsIgnoringCase(name, "traceparent") { return false }
                 if replacingAuthorization && HeaderBytes.equalsIgnoringCase(name, "authorization") { return false }
-                return named.isEmpty || !named.contains(where: { HeaderBytes.equalsIgnoringCase(name, $0) })
+                return named.isEmpty || !named.contains(where: { HeaderBytes.equalsIgnoringCase(name, lowercased: $0) })
             }
         case .parsed(let headers):
             forEachForwardedRequestHeader(headers, replacingTraceparent: traceparent != nil,
@@ -176,7 +176,7 @@ enum ForwardingHeaders {
     /// ASCII case-insensitive equality with a lowercase `lower`.
     static func equalsIgnoringCase(_ name: String, _ lower: String) -> Bool {
         var name = name
-        return name.withUTF8 { HeaderBytes.equalsIgnoringCase(UnsafeRawBufferPointer($0), lower) }
+        return name.withUTF8 { HeaderBytes.equalsIgnoringCase(UnsafeRawBufferPointer($0), lowercased: lower) }
     }
 
     /// Header names listed in `Connection` besides the hop-by-hop ones already dropped (lowercased). Empty, without

@@ -555,7 +555,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         x.upstreamDone = NIODeadline.now()
         if var head = x.pendingHead {
             let begin = NIODeadline.now()
-            let facts = x.held.map(ResponseFacts.fromBody) ?? ResponseFacts()
+            let facts = x.held.map { ResponseFacts.fromBody($0, textOnlyWithoutUsage: true) } ?? ResponseFacts()
             x.facts = facts
             x.record.usage = facts.usage
             shared.accountant.price(&x.record)

@@ -91,6 +91,45 @@ public struct JSONNode: Sendable {
         }
     }
 
+    /// Walks the members of the JSON object that `buffer` holds (from its reader index), validating the whole
+    /// document on the way: each value as it is passed, then that nothing but whitespace follows the object. One
+    /// pass instead of `parse` and then `forEachMember`. Returns false when the document is not one valid JSON
+    /// object (`body` has then been called for the members before the fault).
+    public static func forEachMember(ofDocument buffer: ByteBuffer, _ body: (JSONKey, JSONNode) -> Void) -> Bool {
+        buffer.withUnsafeReadableBytes { raw in
+            var s = JSONScanner(raw)
+            do throws(JSONSyntaxError) {
+                s.skipWhitespace()
+                guard s.index < s.end, raw[s.index] == UInt8(ascii: "{") else { return false }
+                try s.enter()
+                s.index += 1
+                if s.peek() == UInt8(ascii: "}") {
+                    s.index += 1
+                } else {
+                    while true {
+                        s.skipWhitespace()
+                        guard s.index < s.end, raw[s.index] == UInt8(ascii: "\"") else { return false }
+                        let keyStart = s.index
+                        let escaped = try s.skipString()
+                        let keyEnd = s.index
+                        try s.expect(UInt8(ascii: ":"))
+                        s.skipWhitespace()
+                        let valueStart = s.index
+                        let kind = try s.skipValue()
+                        body(JSONKey(raw: UnsafeRawBufferPointer(rebasing: raw[(keyStart + 1)..<(keyEnd - 1)]),
+                                     escaped: escaped),
+                             JSONNode(buffer: buffer, range: valueStart..<s.index, kind: kind))
+                        if try s.endOfContainer(UInt8(ascii: "}")) { break }
+                    }
+                }
+                s.skipWhitespace()
+                return s.index == s.end
+            } catch {
+                return false
+            }
+        }
+    }
+
     /// The members of an object, in order (empty for other kinds).
     public var members: [(key: String, value: JSONNode)] {
         var out: [(key: String, value: JSONNode)] = []
@@ -121,6 +160,23 @@ public struct JSONNode: Sendable {
                 guard let kind = try? s.skipValue() else { return out }
                 out.append(JSONNode(buffer: buffer, range: start..<s.index, kind: kind))
                 guard let done = try? s.endOfContainer(UInt8(ascii: "]")), !done else { return out }
+            }
+        }
+    }
+
+    /// Calls `body` with each element of an array, in order, without collecting them (the allocation-free form of
+    /// `elements`).
+    public func forEachElement(_ body: (JSONNode) -> Void) {
+        guard kind == .array else { return }
+        withScanner { s in
+            s.index += 1
+            if s.peek() == UInt8(ascii: "]") { return }
+            while true {
+                s.skipWhitespace()
+                let start = s.index
+                guard let kind = try? s.skipValue() else { return }
+                body(JSONNode(buffer: buffer, range: start..<s.index, kind: kind))
+                guard let done = try? s.endOfContainer(UInt8(ascii: "]")), !done else { return }
             }
         }
     }

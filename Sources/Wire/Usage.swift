@@ -77,43 +77,59 @@ public struct ResponseFacts: Sendable, Equatable {
 
     public init() {}
 
-    /// Reads a whole (non-streamed) JSON response. Unparseable bodies give empty facts.
-    public static func fromBody(_ body: ByteBuffer) -> ResponseFacts {
+    /// Reads a whole (non-streamed) JSON response. Unparseable bodies give empty facts. With
+    /// `textOnlyWithoutUsage`, the generated text (which the accounting needs only to count a completion the
+    /// upstream did not report usage for) is decoded only when the response has no usage.
+    public static func fromBody(_ body: ByteBuffer, textOnlyWithoutUsage: Bool = false) -> ResponseFacts {
+        // The walk over the top-level members validates the document as it goes (one pass, not a validation pass
+        // and then a walk); a document that turns out invalid gives empty facts, whatever was read before.
         var facts = ResponseFacts()
-        guard let root = try? JSONNode.parse(body), root.kind == .object else { return facts }
-        facts.absorb(root, streamed: false)
+        let valid = JSONNode.forEachMember(ofDocument: body) { key, value in
+            facts.absorb(key, value, streamed: false, text: !textOnlyWithoutUsage)
+        }
+        guard valid else { return ResponseFacts() }
+        if textOnlyWithoutUsage && facts.usage == nil {
+            _ = JSONNode.forEachMember(ofDocument: body) { key, value in
+                facts.absorb(key, value, streamed: false, facts: false)
+            }
+        }
         return facts
     }
 
     /// Adds what one JSON object (a whole response or one stream chunk) says.
     mutating func absorb(_ root: JSONNode, streamed: Bool) {
         // One pass over the top-level members (lookups by key would rescan the object each time).
-        root.forEachMember { key, value in
-            if key.is("id") {
-                if id == nil { id = value.string }
-            } else if key.is("model") {
-                if model == nil { model = value.string }
-            } else if key.is("usage") {
-                if let usage = Usage(value) { self.usage = usage }
-            } else if key.is("choices") {
-                absorbChoices(value, streamed: streamed)
-            } else if key.is("output") {
-                // Responses API: output[].content[].text, and function call arguments.
-                for item in value.elements {
-                    for part in item["content"]?.elements ?? [] {
-                        if let t = part["text"]?.string { completionText += t }
-                    }
-                    if let a = item["arguments"]?.string { completionText += a }
+        root.forEachMember { key, value in absorb(key, value, streamed: streamed) }
+    }
+
+    /// Adds what one top-level member says: its `facts` (id, model, usage, finish reasons) and its generated `text`.
+    private mutating func absorb(_ key: JSONKey, _ value: JSONNode, streamed: Bool, facts: Bool = true, text: Bool = true) {
+        if key.is("choices") {
+            absorbChoices(value, streamed: streamed, facts: facts, text: text)
+        } else if facts && key.is("id") {
+            if id == nil { id = value.string }
+        } else if facts && key.is("model") {
+            if model == nil { model = value.string }
+        } else if facts && key.is("usage") {
+            if let usage = Usage(value) { self.usage = usage }
+        } else if text && key.is("output") {
+            // Responses API: output[].content[].text, and function call arguments.
+            value.forEachElement { item in
+                item["content"]?.forEachElement { part in
+                    if let t = part["text"]?.string { completionText += t }
                 }
+                if let a = item["arguments"]?.string { completionText += a }
             }
         }
     }
 
-    private mutating func absorbChoices(_ choices: JSONNode, streamed: Bool) {
-        for choice in choices.elements {
+    private mutating func absorbChoices(_ choices: JSONNode, streamed: Bool, facts: Bool, text: Bool) {
+        choices.forEachElement { choice in
             choice.forEachMember { key, value in
                 if key.is("finish_reason") {
-                    if let r = value.string { finishReasons.append(r) }
+                    if facts, let r = value.string { finishReasons.append(r) }
+                } else if !text {
+                    return
                 } else if key.is("text") {
                     if let t = value.string { completionText += t }
                 } else if key.is(streamed ? "delta" : "message") {
@@ -121,7 +137,7 @@ public struct ResponseFacts: Sendable, Equatable {
                         if k.is("content") || k.is("refusal") {
                             if let c = v.string { completionText += c }
                         } else if k.is("tool_calls") {
-                            for call in v.elements {
+                            v.forEachElement { call in
                                 if let f = call["function"] {
                                     if let n = f["name"]?.string { completionText += n }
                                     if let a = f["arguments"]?.string { completionText += a }

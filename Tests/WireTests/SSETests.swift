@@ -86,6 +86,24 @@ struct SSETests {
         #expect(f.usage == Usage(promptTokens: 5, completionTokens: 3))
         #expect(f.completionText == #"f{"a":1}"#)
         #expect(f.finishReasons == ["tool_calls"])
+        // The accounting's form decodes the text only when there is no usage to take the completion's count from.
+        let lean = ResponseFacts.fromBody(body, textOnlyWithoutUsage: true)
+        #expect(lean.usage == f.usage && lean.id == "x" && lean.model == "m" && lean.finishReasons == ["tool_calls"])
+        #expect(lean.completionText == "")
+        let noUsage = ResponseFacts.fromBody(ByteBuffer(string: #"{"id":"y","choices":[{"message":{"content":"Hi \u00e9"},"finish_reason":"stop"},{"text":"!"}]}"#),
+                                             textOnlyWithoutUsage: true)
+        #expect(noUsage.usage == nil && noUsage.id == "y" && noUsage.finishReasons == ["stop"])
+        #expect(noUsage.completionText == "Hi \u{e9}!")
+        // The walk validates the whole document: whatever comes before a fault, an invalid body gives no facts.
+        for invalid in [#"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":1}} x"#,
+                        #"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":1},"choices":[1,]}"#,
+                        #"{"id":"x" "model":"m"}"#, #"["id"]"#, ""]
+        {
+            #expect(ResponseFacts.fromBody(ByteBuffer(string: invalid), textOnlyWithoutUsage: true) == ResponseFacts())
+            #expect(ResponseFacts.fromBody(ByteBuffer(string: invalid)) == ResponseFacts())
+        }
+        #expect(ResponseFacts.fromBody(ByteBuffer(string: " {} \n")) == ResponseFacts())
+        #expect(ResponseFacts.fromBody(ByteBuffer(string: #" {"model":"m"} "#)).model == "m")
         let responses = ResponseFacts.fromBody(ByteBuffer(string: #"{"output":[{"content":[{"type":"output_text","text":"hi"}]}],"usage":{"input_tokens":4,"output_tokens":1,"input_tokens_details":{"cached_tokens":2}}}"#))
         #expect(responses.usage == Usage(promptTokens: 4, completionTokens: 1, cachedTokens: 2))
         #expect(responses.completionText == "hi")
