@@ -214,11 +214,12 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     private func onHead(context: ChannelHandlerContext, _ head: RequestHead) {
         let start = NIODeadline.now()
         let uri = head.uri
-        let pathEnd = uri.firstIndex(of: "?") ?? uri.endIndex
+        // Byte-wise: Character-wise `firstIndex(of:)` and `hasPrefix` segment graphemes, ~13k instructions a request.
+        let pathEnd = uri.utf8.firstIndex(of: UInt8(ascii: "?")) ?? uri.endIndex
         let path = uri[..<pathEnd]
 
-        if path == "/v1" || path.hasPrefix("/v1/") {
-            if path.hasPrefix("/v1/optimizer/") {
+        if path.utf8.elementsEqual("/v1".utf8) || Self.hasPrefix(path, "/v1/") {
+            if Self.hasPrefix(path, "/v1/optimizer/") {
                 state = .discarding
                 return localAPI(context: context, head: head, path: path)
             }
@@ -253,6 +254,12 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             writeError(context: context, .notFound(method: head.method.rawValue, path: String(path)),
                        version: head.version, keepAlive: head.isKeepAlive)
         }
+    }
+
+    /// `s` starts with the ASCII `prefix`, compared byte for byte.
+    @inline(__always)
+    static func hasPrefix(_ s: Substring, _ prefix: StaticString) -> Bool {
+        s.utf8.starts(with: UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount))
     }
 
     private func localAPI(context: ChannelHandlerContext, head: RequestHead, path: Substring) {
