@@ -1,4 +1,9 @@
 import Wire
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Lossless rewrites: what the model reads is unchanged, only the bytes (and tokens) that carry nothing go.
 public enum Lossless {
@@ -34,8 +39,7 @@ public enum Lossless {
         var fenceIsJSON = false
         while i < n {
             let lineStart = i
-            var lineEnd = i
-            while lineEnd < n && b[lineEnd] != 0x0A { lineEnd += 1 }
+            let lineEnd = lineEndIndex(b, from: i)
             var k = lineStart
             while k < lineEnd && (b[k] == 0x20 || b[k] == 0x09) { k += 1 }
             if lineEnd - k >= 3 && b[k] == 0x60 && b[k + 1] == 0x60 && b[k + 2] == 0x60 {
@@ -76,6 +80,52 @@ public enum Lossless {
     @inline(__always)
     static func isBlank(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 }
 
+    /// The index of the first line feed at or after `i`, or `b.count` (memchr: these scans run over whole
+    /// prompts, byte-at-a-time loops took ~12 instructions a byte).
+    @inline(__always)
+    static func lineEndIndex(_ b: [UInt8], from i: Int) -> Int {
+        b.withUnsafeBufferPointer { buf in
+            guard i < buf.count, let base = buf.baseAddress, let q = memchr(base + i, 0x0A, buf.count - i) else {
+                return buf.count
+            }
+            return base.distance(to: q.assumingMemoryBound(to: UInt8.self))
+        }
+    }
+
+    /// A 64-bit hash of `count` bytes at `p`, ignoring ASCII letter case (blocks that differ only in case count as
+    /// repeats, as they did with ``WordHash``), eight bytes a step.
+    static func blockHash(_ p: UnsafePointer<UInt8>, _ count: Int) -> UInt64 {
+        let k: UInt64 = 0x9E37_79B9_7F4A_7C15
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        @inline(__always) func lowered(_ w: UInt64) -> UInt64 {
+            // Bytes in A...Z get 0x20: per byte, (c & 0x7F) + (0x80 - 0x41) sets the top bit from 'A' up, and
+            // (c & 0x7F) + (0x80 - 0x5B) from '[' up; ASCII only (top bit clear).
+            let low = w & (0x7F &* ones)
+            let upper = (low &+ (0x3F &* ones)) & ~(low &+ (0x25 &* ones)) & ~w & (0x80 &* ones)
+            return w | (upper >> 2)
+        }
+        let raw = UnsafeRawPointer(p)
+        var h = UInt64(count) &* k
+        var i = 0
+        while i + 8 <= count {
+            h = (h ^ lowered(raw.loadUnaligned(fromByteOffset: i, as: UInt64.self))) &* k
+            h = (h << 31) | (h >> 33)
+            i += 8
+        }
+        var tail: UInt64 = 0
+        var shift: UInt64 = 0
+        while i < count {
+            tail |= UInt64(p[i]) << shift
+            shift += 8
+            i += 1
+        }
+        h = (h ^ lowered(tail)) &* k
+        h ^= h >> 32
+        h &*= 0xD6E8_FEB8_6659_FD93
+        h ^= h >> 32
+        return h
+    }
+
     /// Copies the valid JSON `b[s..<e]` without insignificant whitespace.
     static func appendMinified(_ b: [UInt8], _ s: Int, _ e: Int, to out: inout [UInt8]) {
         var i = s
@@ -104,7 +154,8 @@ public enum Lossless {
         var i = 0
         var start = 0
         while i < n {
-            if b[i] == 0x0A {
+            i = lineEndIndex(b, from: i)  // the next line break (memchr), or n
+            if i < n {
                 var j = i + 1
                 var sawBlank = false
                 while j < n {

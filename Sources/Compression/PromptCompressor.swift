@@ -94,7 +94,7 @@ public struct PromptCompressor: Sendable {
                         continue
                     }
                     let h = t.withUnsafeBufferPointer { b in
-                        WordHash.of(b.baseAddress! + trimmed.lowerBound, trimmed.count)
+                        Lossless.blockHash(b.baseAddress! + trimmed.lowerBound, trimmed.count)
                     }
                     if !seen.insert(h) && eligibleSet.contains(i) {
                         removed = true

@@ -159,6 +159,33 @@ func chat(_ messages: [[String: Any]], extra: String = "") throws -> String {
         #expect(r2.techniques.contains(.dedup))
     }
 
+    @Test func blockHashIgnoresLetterCaseOnly() {
+        func h(_ s: String) -> UInt64 {
+            let b = Array(s.utf8)
+            return b.withUnsafeBufferPointer { Lossless.blockHash($0.baseAddress!, $0.count) }
+        }
+        let text = "Orders ship within 3 days; returns are free for 30 days. [Ref: ABC-12] Ünïcode stays as it is."
+        #expect(h(text) == h(text.uppercased().replacingOccurrences(of: "ÜNÏCODE", with: "Ünïcode")))
+        #expect(h(text) == h(text.lowercased().replacingOccurrences(of: "ünïcode", with: "Ünïcode")))
+        #expect(h(text) != h(text.replacingOccurrences(of: "3 days", with: "4 days")))
+        #expect(h(text) != h(text + " "))
+        #expect(h("@[`{") != h("`{@[") && h("Z") == h("z") && h("[") != h("{"))
+        // Every length around the 8-byte steps.
+        for n in 1...40 {
+            let a = String(repeating: "x", count: n - 1) + "A"
+            #expect(h(a) == h(a.lowercased()))
+            #expect(h(a) != h(String(repeating: "x", count: n - 1) + "B"))
+        }
+    }
+
+    @Test func blocksSplitAtBlankLines() {
+        let t = Array("one\ntwo\n\n  \t\nthree\n\nfour\n".utf8)
+        let parts = Lossless.blocks(t).map { String(decoding: t[$0], as: UTF8.self) }
+        #expect(parts == ["one\ntwo", "three", "four\n"])
+        #expect(Lossless.blocks(Array("no break".utf8)) == [0..<8])
+        #expect(Lossless.blocks([]) == [])
+    }
+
     @Test func wholeRepeatedMessagesBecomeAMarker() throws {
         let body = try chat([
             ["role": "user", "content": context], ["role": "tool", "tool_call_id": "x", "content": context],

@@ -375,7 +375,14 @@ def test_compression_attributes_and_child_span(telemetry_sidecar, mock_upstream,
         r = httpx.post(svc.v1 + "/chat/completions", json=body, timeout=15, trust_env=False,
                        headers={"authorization": f"Bearer {SECRET}", "x-app-id": "compress-telemetry"})
         assert r.status_code == 200, r.text
-        spans = wait_until(lambda: tap.span_list() if client_spans(tap.span_list()) else None, 15, "a CLIENT span")
+        def with_compress_child():
+            # The request's span and its `compress ...` child can reach the receiver in different export batches.
+            spans = tap.span_list()
+            mains = client_spans(spans)
+            if mains and any(c.parent_span_id == mains[0].span_id and c.name.startswith("compress ") for c in spans):
+                return spans
+            return None
+        spans = wait_until(with_compress_child, 15, "a CLIENT span and its compress child span")
         main = client_spans(spans)[0]
         a = attrs(main.attributes)
         assert "selection" in a["llm.optimization.technique"]
