@@ -531,6 +531,7 @@ public struct TextCompressor: Sendable {
         var inFence = false
         var lineStart = true
         let n = pieces.count
+        pieces.withUnsafeMutableBufferPointer { pieces in
         bytes.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
             for j in 0..<n {
@@ -591,6 +592,7 @@ public struct TextCompressor: Sendable {
                     }
                 }
             }
+        }
         }
         return changed
     }
