@@ -92,40 +92,6 @@ public enum Lossless {
         }
     }
 
-    /// A 64-bit hash of `count` bytes at `p`, ignoring ASCII letter case (blocks that differ only in case count as
-    /// repeats, as they did with ``WordHash``), eight bytes a step.
-    static func blockHash(_ p: UnsafePointer<UInt8>, _ count: Int) -> UInt64 {
-        let k: UInt64 = 0x9E37_79B9_7F4A_7C15
-        let ones: UInt64 = 0x0101_0101_0101_0101
-        @inline(__always) func lowered(_ w: UInt64) -> UInt64 {
-            // Bytes in A...Z get 0x20: per byte, (c & 0x7F) + (0x80 - 0x41) sets the top bit from 'A' up, and
-            // (c & 0x7F) + (0x80 - 0x5B) from '[' up; ASCII only (top bit clear).
-            let low = w & (0x7F &* ones)
-            let upper = (low &+ (0x3F &* ones)) & ~(low &+ (0x25 &* ones)) & ~w & (0x80 &* ones)
-            return w | (upper >> 2)
-        }
-        let raw = UnsafeRawPointer(p)
-        var h = UInt64(count) &* k
-        var i = 0
-        while i + 8 <= count {
-            h = (h ^ lowered(raw.loadUnaligned(fromByteOffset: i, as: UInt64.self))) &* k
-            h = (h << 31) | (h >> 33)
-            i += 8
-        }
-        var tail: UInt64 = 0
-        var shift: UInt64 = 0
-        while i < count {
-            tail |= UInt64(p[i]) << shift
-            shift += 8
-            i += 1
-        }
-        h = (h ^ lowered(tail)) &* k
-        h ^= h >> 32
-        h &*= 0xD6E8_FEB8_6659_FD93
-        h ^= h >> 32
-        return h
-    }
-
     /// Copies the valid JSON `b[s..<e]` without insignificant whitespace.
     static func appendMinified(_ b: [UInt8], _ s: Int, _ e: Int, to out: inout [UInt8]) {
         var i = s

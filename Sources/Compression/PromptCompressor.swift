@@ -94,7 +94,8 @@ public struct PromptCompressor: Sendable {
                         continue
                     }
                     let h = t.withUnsafeBufferPointer { b in
-                        Lossless.blockHash(b.baseAddress! + trimmed.lowerBound, trimmed.count)
+                        // Blocks that differ only in letter case count as repeats.
+                        ByteHash.hash(b.baseAddress! + trimmed.lowerBound, count: trimmed.count, foldingCase: true)
                     }
                     if !seen.insert(h) && eligibleSet.contains(i) {
                         removed = true

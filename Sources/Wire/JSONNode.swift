@@ -149,19 +149,9 @@ public struct JSONNode: Sendable {
 
     /// The elements of an array (empty for other kinds).
     public var elements: [JSONNode] {
-        guard kind == .array else { return [] }
-        return withScanner { s -> [JSONNode] in
-            var out: [JSONNode] = []
-            s.index += 1
-            if s.peek() == UInt8(ascii: "]") { return out }
-            while true {
-                s.skipWhitespace()
-                let start = s.index
-                guard let kind = try? s.skipValue() else { return out }
-                out.append(JSONNode(buffer: buffer, range: start..<s.index, kind: kind))
-                guard let done = try? s.endOfContainer(UInt8(ascii: "]")), !done else { return out }
-            }
-        }
+        var out: [JSONNode] = []
+        forEachElement { out.append($0) }
+        return out
     }
 
     /// Calls `body` with each element of an array, in order, without collecting them (the allocation-free form of

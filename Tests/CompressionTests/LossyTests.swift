@@ -159,10 +159,10 @@ func chat(_ messages: [[String: Any]], extra: String = "") throws -> String {
         #expect(r2.techniques.contains(.dedup))
     }
 
-    @Test func blockHashIgnoresLetterCaseOnly() {
+    @Test func blockHashFoldsLetterCaseOnly() {
         func h(_ s: String) -> UInt64 {
             let b = Array(s.utf8)
-            return b.withUnsafeBufferPointer { Lossless.blockHash($0.baseAddress!, $0.count) }
+            return b.withUnsafeBufferPointer { ByteHash.hash($0.baseAddress!, count: $0.count, foldingCase: true) }
         }
         let text = "Orders ship within 3 days; returns are free for 30 days. [Ref: ABC-12] Ünïcode stays as it is."
         #expect(h(text) == h(text.uppercased().replacingOccurrences(of: "ÜNÏCODE", with: "Ünïcode")))

@@ -152,3 +152,21 @@ struct SSELossTests {
         #expect(tap.heldBytes == 0)
     }
 }
+
+@Suite struct ByteHashTests {
+    @Test func seedsLengthsAndCase() {
+        func h(_ s: String, seed: UInt64 = 0, fold: Bool = false) -> UInt64 {
+            Array(s.utf8).withUnsafeBytes { ByteHash.hash($0, seed: seed, foldingCase: fold) }
+        }
+        let t = "The same system prompt, sent with every turn of the conversation."
+        #expect(h(t) == h(t))
+        #expect(h(t, seed: 1) != h(t, seed: 2))
+        #expect(h(t) != h(t.uppercased()))
+        #expect(h(t, fold: true) == h(t.uppercased(), fold: true))
+        #expect(h("é", fold: true) == h("é", fold: true) && h("É", fold: true) != h("é", fold: true))
+        #expect(h("") == h("") && h("") != h("\u{0}") && h("\u{0}") != h("\u{0}\u{0}"))
+        var seen = Set<UInt64>()
+        for n in 0..<64 { seen.insert(h(String(repeating: "a", count: n))) }
+        #expect(seen.count == 64)
+    }
+}
