@@ -71,7 +71,8 @@ setup_swift() {
 
 setup_venv() {
     local py="${PYTHON:-python3}"
-    if [ ! -x "$VENV_DIR/bin/python" ] || ! "$VENV_DIR/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    # A venv cut short (setup interrupted between `venv` and its pip bootstrap) has a python but no pip: made anew.
+    if [ ! -x "$VENV_DIR/bin/python" ] || ! "$VENV_DIR/bin/python" -c 'import pip' >/dev/null 2>&1; then
         command -v "$py" >/dev/null 2>&1 || die "$py not found (install python3)"
         log "creating venv $VENV_DIR with $("$py" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
         rm -rf "$VENV_DIR"
@@ -179,7 +180,8 @@ setup_bench() {
         log "bench: peers already installed in $BENCH_VENV"
         return
     fi
-    if [ ! -x "$BENCH_VENV/bin/python" ]; then
+    if [ ! -x "$BENCH_VENV/bin/python" ] || ! "$BENCH_VENV/bin/python" -c 'import pip' >/dev/null 2>&1; then
+        rm -rf "$BENCH_VENV"
         "$py" -m venv "$BENCH_VENV"
         "$BENCH_VENV/bin/python" -m pip install -q --upgrade pip
     fi
