@@ -1,9 +1,4 @@
 import Wire
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Lossless rewrites: what the model reads is unchanged, only the bytes (and tokens) that carry nothing go.
 public enum Lossless {
@@ -80,15 +75,13 @@ public enum Lossless {
     @inline(__always)
     static func isBlank(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 }
 
-    /// The index of the first line feed at or after `i`, or `b.count` (memchr: these scans run over whole
-    /// prompts, byte-at-a-time loops took ~12 instructions a byte).
+    /// The index of the first line feed at or after `i`, or `b.count`: ``TextCompressor/lineEnd(_:_:_:)`` (memchr;
+    /// these scans run over whole prompts, byte-at-a-time loops took ~12 instructions a byte).
     @inline(__always)
     static func lineEndIndex(_ b: [UInt8], from i: Int) -> Int {
         b.withUnsafeBufferPointer { buf in
-            guard i < buf.count, let base = buf.baseAddress, let q = memchr(base + i, 0x0A, buf.count - i) else {
-                return buf.count
-            }
-            return base.distance(to: q.assumingMemoryBound(to: UInt8.self))
+            guard let base = buf.baseAddress else { return buf.count }
+            return TextCompressor.lineEnd(base, i, buf.count)
         }
     }
 
