@@ -96,11 +96,14 @@ extension RawHeaderBlock {
     /// Copies every header line for which `keep` holds into `out`, as received ("name: value\r\n").
     func copyLines(into out: inout ByteBuffer, where keep: (UnsafeRawBufferPointer) -> Bool) {
         bytes.withUnsafeReadableBytes { all in
-            for f in fields {
-                let name = UnsafeRawBufferPointer(rebasing: all[Int(f.nameStart)..<Int(f.nameEnd)])
-                guard keep(name) else { continue }
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: all[Int(f.nameStart)..<Int(f.valueEnd)]))
-                out.writeStaticString("\r\n")
+            // Each kept line is at most its bytes in the block plus a CRLF.
+            out.writeHead(bound: all.count + 2 * fields.count) { w in
+                for f in fields {
+                    let name = UnsafeRawBufferPointer(rebasing: all[Int(f.nameStart)..<Int(f.nameEnd)])
+                    guard keep(name) else { continue }
+                    w.put(UnsafeRawBufferPointer(rebasing: all[Int(f.nameStart)..<Int(f.valueEnd)]))
+                    w.put("\r\n")
+                }
             }
         }
     }
@@ -628,10 +631,12 @@ struct OutgoingHead {
     }
 
     mutating func add(_ name: StaticString, _ value: String) {
-        lines.writeStaticString(name)
-        lines.writeStaticString(": ")
-        HeaderBytes.writeValue(value, into: &lines)
-        lines.writeStaticString("\r\n")
+        lines.writeHead(bound: name.utf8CodeUnitCount + value.utf8.count + 4) { w in
+            w.put(name)
+            w.put(": ")
+            w.putValue(value)
+            w.put("\r\n")
+        }
         if HeaderBytes.equalsIgnoringCase(UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount),
                                           "content-length")
         {
@@ -640,10 +645,12 @@ struct OutgoingHead {
     }
 
     mutating func add(name: String, value: String) {
-        lines.writeString(name)
-        lines.writeStaticString(": ")
-        HeaderBytes.writeValue(value, into: &lines)
-        lines.writeStaticString("\r\n")
+        lines.writeHead(bound: name.utf8.count + value.utf8.count + 4) { w in
+            w.put(name)
+            w.put(": ")
+            w.putValue(value)
+            w.put("\r\n")
+        }
         if name.utf8.count == 14 && ForwardingHeaders.equalsIgnoringCase(name, "content-length") { hasContentLength = true }
     }
 
@@ -720,20 +727,23 @@ struct OutgoingHead {
     func serialize(version: HTTPVersion, framing: Framing, keepAlive: Bool, allocator: ByteBufferAllocator)
         -> ByteBuffer
     {
-        var out = allocator.buffer(capacity: lines.readableBytes + reason.utf8.count + 64)
-        out.writeStaticString(version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        out.writeString(String(status))
-        out.writeStaticString(" ")
-        out.writeString(reason)
-        out.writeStaticString("\r\n")
-        out.writeImmutableBuffer(lines)
-        if framing == .chunked { out.writeStaticString("transfer-encoding: chunked\r\n") }
-        if !keepAlive || framing == .close {
-            out.writeStaticString("connection: close\r\n")
-        } else if version.minor == 0 {
-            out.writeStaticString("connection: keep-alive\r\n")
+        let bound = lines.readableBytes + reason.utf8.count + 96
+        var out = allocator.buffer(capacity: bound)
+        out.writeHead(bound: bound) { w in
+            w.put(version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+            w.putDecimal(status)
+            w.put(" ")
+            w.put(reason)
+            w.put("\r\n")
+            lines.withUnsafeReadableBytes { w.put($0) }
+            if framing == .chunked { w.put("transfer-encoding: chunked\r\n") }
+            if !keepAlive || framing == .close {
+                w.put("connection: close\r\n")
+            } else if version.minor == 0 {
+                w.put("connection: keep-alive\r\n")
+            }
+            w.put("\r\n")
         }
-        out.writeStaticString("\r\n")
         return out
     }
 }

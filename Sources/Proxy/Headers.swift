@@ -41,12 +41,14 @@ enum ForwardingHeaders {
                                          head: RequestHead, host: String, contentLength: Int?,
                                          traceparent: String?, authorization: String?)
     {
-        out.writeString(method.rawValue)
-        out.writeStaticString(" ")
-        out.writeString(uri)
-        out.writeStaticString(" HTTP/1.1\r\nhost: ")
-        out.writeString(host)
-        out.writeStaticString("\r\n")
+        out.writeHead(bound: method.rawValue.utf8.count + uri.utf8.count + host.utf8.count + 24) { w in
+            w.put(method.rawValue)
+            w.put(" ")
+            w.put(uri)
+            w.put(" HTTP/1.1\r\nhost: ")
+            w.put(host)
+            w.put("\r\n")
+        }
         switch head.fields {
         case .raw(let raw):
             let named = raw.connectionTokens()
@@ -69,22 +71,25 @@ enum ForwardingHeaders {
                 out.writeStaticString("\r\n")
             }
         }
-        if let contentLength {
-            out.writeStaticString("content-length: ")
-            out.writeString(String(contentLength))
-            out.writeStaticString("\r\n")
+        let bound = 64 + HeadWriter.maxDecimal + (traceparent?.utf8.count ?? 0) + (authorization?.utf8.count ?? 0)
+        out.writeHead(bound: bound) { w in
+            if let contentLength {
+                w.put("content-length: ")
+                w.putDecimal(contentLength)
+                w.put("\r\n")
+            }
+            if let traceparent {
+                w.put("traceparent: ")
+                w.put(traceparent)
+                w.put("\r\n")
+            }
+            if let authorization {
+                w.put("authorization: ")
+                w.put(authorization)
+                w.put("\r\n")
+            }
+            w.put("\r\n")
         }
-        if let traceparent {
-            out.writeStaticString("traceparent: ")
-            out.writeString(traceparent)
-            out.writeStaticString("\r\n")
-        }
-        if let authorization {
-            out.writeStaticString("authorization: ")
-            out.writeString(authorization)
-            out.writeStaticString("\r\n")
-        }
-        out.writeStaticString("\r\n")
     }
 
     /// The rule of `upstreamRequestHeaders`, one header at a time.

@@ -258,6 +258,26 @@ struct HTTP1WireTests {
         #expect(out.headers["openai-processing-ms"] == ["12"])
     }
 
+    @Test func headsWrittenInOneReservationKeepEveryByte() {
+        // Statuses and lengths of every digit count, non-ASCII values, an empty reason and an empty value.
+        for (status, reason) in [(200, "OK"), (7, ""), (404, "Not Found"), (599, "Ünknown")] {
+            var head = OutgoingHead(status: status, reason: reason)
+            head.add("x-model", "modèle-ü")
+            head.add(name: "X-Empty", value: "")
+            let bytes = head.serialize(version: .http1_0, framing: .identity, keepAlive: true, allocator: .init())
+            #expect(String(buffer: bytes) == "HTTP/1.0 \(status) \(reason)\r\nx-model: modèle-ü\r\nX-Empty: \r\n"
+                + "connection: keep-alive\r\n\r\n")
+        }
+        let parsed = RequestHead(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: [:]))
+        for length in [0, 9, 10, 1_234_567, Int.max] {
+            var out = ByteBuffer()
+            ForwardingHeaders.writeUpstreamRequestHead(&out, method: .PUT, uri: "/v1/é", head: parsed, host: "h",
+                                                       contentLength: length, traceparent: nil, authorization: "k")
+            #expect(String(buffer: out) == "PUT /v1/é HTTP/1.1\r\nhost: h\r\ncontent-length: \(length)\r\n"
+                + "authorization: k\r\n\r\n")
+        }
+    }
+
     @Test func upstreamRequestHeadMatchesTheHeaderRule() throws {
         var h = HTTPHeaders()
         h.add(name: "Host", value: "127.0.0.1:8080")
