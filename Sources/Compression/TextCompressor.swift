@@ -616,93 +616,119 @@ public struct TextCompressor: Sendable {
         out.reserveCapacity(bytes.count / 4 + 1)
         bytes.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
-            encoding.forEachPiece(b) { s, e, t in
-                var p = Piece(start: Int32(s), end: Int32(e), tokens: Int32(t), flags: [], kind: .punct)
-                p.emitStart = Int32(s)
-                p.emitEnd = Int32(e)
-                p.breakStart = Int32(s)
-                var i = s
-                let c0 = base[s]
-                if c0 == 0x20 && e - s > 1 && base[s + 1] != 0x20 && base[s + 1] != 0x0A && base[s + 1] != 0x09
-                    && base[s + 1] != 0x0D
-                {
-                    p.flags.insert(.leadingSpace)
-                    i += 1
-                }
-                // Classify by the first non-space byte.
-                var hasNewline = false
-                var allSpace = false
-                if c0 == 0x20 || c0 == 0x0A || c0 == 0x09 || c0 == 0x0D {
-                    // Whitespace pieces start with whitespace; a word's leading space is followed by more.
-                    allSpace = true
-                    for k in s..<e {
-                        let c = base[k]
-                        if c == 0x0A { hasNewline = true }
-                        if c != 0x20 && c != 0x09 && c != 0x0A && c != 0x0D {
-                            allSpace = false
-                            break
-                        }
-                    }
-                    if !allSpace { hasNewline = false }
-                }
-                if !allSpace {
-                    // Punctuation runs may end in line breaks (".\n").
-                    let last = base[e - 1]
-                    hasNewline = last == 0x0A || last == 0x0D
-                }
-                if hasNewline {
-                    p.kind = .newline
-                    var k = s
-                    while k < e && base[k] != 0x0A && base[k] != 0x0D { k += 1 }
-                    p.breakStart = Int32(allSpace ? s : k)
-                } else if allSpace {
-                    p.kind = .space
-                } else {
-                    // Skip one leading punctuation byte ("(word", "-word").
-                    var w = i
-                    if w < e && !Self.isWordStart(base[w]) && w + 1 < e && Self.isWordStart(base[w + 1]) { w += 1 }
-                    let c = base[w]
-                    if c >= 0x30 && c <= 0x39 {
-                        p.kind = .number
-                        // o200k splits digit runs in threes ("2018" is "201" + "8"): the run's first piece carries
-                        // the hash of the whole run, so question numbers match.
-                        let continues = s > 0 && base[s - 1] >= 0x30 && base[s - 1] <= 0x39
-                        if !continues {
-                            var we = w
-                            while we < b.count && base[we] >= 0x30 && base[we] <= 0x39 { we += 1 }
-                            p.hash = WordHash.of(base + w, we - w)
-                            p.stem = p.hash
-                        }
-                    } else if Self.isWordStart(c) {
-                        p.kind = .word
-                        if (c >= 0x41 && c <= 0x5A) || (c >= 0xC3 && c <= 0xC3 && w + 1 < e && base[w + 1] < 0x9F) {
-                            p.flags.insert(.capital)
-                        }
-                        var we = w
-                        while we < e && (Self.isWordByte(base[we]) || base[we] == UInt8(ascii: "'")) { we += 1 }
-                        p.hash = WordHash.of(base + w, we - w)
-                        // Every stemming rule needs a final s, d or g: other words are their own stem.
-                        let final = base[we - 1] | 0x20
-                        p.stem = final == UInt8(ascii: "s") || final == UInt8(ascii: "d") || final == UInt8(ascii: "g")
-                            ? WordHash.stem(base + w, we - w) : p.hash
-                    } else {
-                        p.kind = .punct
-                        let last = base[e - 1]
-                        if last == UInt8(ascii: ".") || last == UInt8(ascii: "!") || last == UInt8(ascii: "?")
-                            || ((last == UInt8(ascii: "\"") || last == UInt8(ascii: ")")) && e - s >= 2
-                                && (base[e - 2] == UInt8(ascii: ".") || base[e - 2] == UInt8(ascii: "?")))
-                        {
-                            p.flags.insert(.terminal)
-                            if last == UInt8(ascii: "?") || base[max(s, e - 2)] == UInt8(ascii: "?") {
-                                p.flags.insert(.question)
-                            }
-                        }
+            let n = b.count
+            // Pieces seen before in this text (most of a prose text's pieces: " the", " of", ",", " Document")
+            // take their tokens and classification from a small direct-mapped table instead of byte-pair encoding
+            // and classifying them again. Only pieces of up to 16 bytes whose classification reads nothing outside
+            // them (numbers look at the digits around them) are kept there.
+            let memo = PieceMemo(capacityFor: n)
+            defer { memo.deallocate() }
+            encoding.forEachPieceRange(b) { s, e in
+                let length = e - s
+                var slot = -1
+                var key = (UInt64(0), UInt64(0))
+                if memo.enabled && length <= 16 {
+                    key = PieceMemo.key(base, s, length, n)
+                    slot = memo.slot(key, length)
+                    if let p = memo.piece(at: slot, key, length, start: s, end: e) {
+                        out.append(p)
+                        return
                     }
                 }
+                let p = Self.classify(base, n, s, e, tokens: encoding.tokenCount(ofPiece: s, e, in: b))
+                if slot >= 0 && p.kind != .number { memo.store(p, at: slot, key, length) }
                 out.append(p)
             }
         }
         return out
+    }
+
+    /// One piece's kind, flags and word hashes, from its bytes `base[s..<e]` (of `count`).
+    @inline(__always)
+    static func classify(_ base: UnsafePointer<UInt8>, _ count: Int, _ s: Int, _ e: Int, tokens t: Int) -> Piece {
+        var p = Piece(start: Int32(s), end: Int32(e), tokens: Int32(t), flags: [], kind: .punct)
+        p.emitStart = Int32(s)
+        p.emitEnd = Int32(e)
+        p.breakStart = Int32(s)
+        var i = s
+        let c0 = base[s]
+        if c0 == 0x20 && e - s > 1 && base[s + 1] != 0x20 && base[s + 1] != 0x0A && base[s + 1] != 0x09
+            && base[s + 1] != 0x0D
+        {
+            p.flags.insert(.leadingSpace)
+            i += 1
+        }
+        // Classify by the first non-space byte.
+        var hasNewline = false
+        var allSpace = false
+        if c0 == 0x20 || c0 == 0x0A || c0 == 0x09 || c0 == 0x0D {
+            // Whitespace pieces start with whitespace; a word's leading space is followed by more.
+            allSpace = true
+            for k in s..<e {
+                let c = base[k]
+                if c == 0x0A { hasNewline = true }
+                if c != 0x20 && c != 0x09 && c != 0x0A && c != 0x0D {
+                    allSpace = false
+                    break
+                }
+            }
+            if !allSpace { hasNewline = false }
+        }
+        if !allSpace {
+            // Punctuation runs may end in line breaks (".\n").
+            let last = base[e - 1]
+            hasNewline = last == 0x0A || last == 0x0D
+        }
+        if hasNewline {
+            p.kind = .newline
+            var k = s
+            while k < e && base[k] != 0x0A && base[k] != 0x0D { k += 1 }
+            p.breakStart = Int32(allSpace ? s : k)
+        } else if allSpace {
+            p.kind = .space
+        } else {
+            // Skip one leading punctuation byte ("(word", "-word").
+            var w = i
+            if w < e && !isWordStart(base[w]) && w + 1 < e && isWordStart(base[w + 1]) { w += 1 }
+            let c = base[w]
+            if c >= 0x30 && c <= 0x39 {
+                p.kind = .number
+                // o200k splits digit runs in threes ("2018" is "201" + "8"): the run's first piece carries
+                // the hash of the whole run, so question numbers match.
+                let continues = s > 0 && base[s - 1] >= 0x30 && base[s - 1] <= 0x39
+                if !continues {
+                    var we = w
+                    while we < count && base[we] >= 0x30 && base[we] <= 0x39 { we += 1 }
+                    p.hash = WordHash.of(base + w, we - w)
+                    p.stem = p.hash
+                }
+            } else if isWordStart(c) {
+                p.kind = .word
+                if (c >= 0x41 && c <= 0x5A) || (c >= 0xC3 && c <= 0xC3 && w + 1 < e && base[w + 1] < 0x9F) {
+                    p.flags.insert(.capital)
+                }
+                var we = w
+                while we < e && (Self.isWordByte(base[we]) || base[we] == UInt8(ascii: "'")) { we += 1 }
+                p.hash = WordHash.of(base + w, we - w)
+                // Every stemming rule needs a final s, d or g: other words are their own stem.
+                let final = base[we - 1] | 0x20
+                p.stem = final == UInt8(ascii: "s") || final == UInt8(ascii: "d") || final == UInt8(ascii: "g")
+                    ? WordHash.stem(base + w, we - w) : p.hash
+            } else {
+                p.kind = .punct
+                let last = base[e - 1]
+                if last == UInt8(ascii: ".") || last == UInt8(ascii: "!") || last == UInt8(ascii: "?")
+                    || ((last == UInt8(ascii: "\"") || last == UInt8(ascii: ")")) && e - s >= 2
+                        && (base[e - 2] == UInt8(ascii: ".") || base[e - 2] == UInt8(ascii: "?")))
+                {
+                    p.flags.insert(.terminal)
+                    if last == UInt8(ascii: "?") || base[max(s, e - 2)] == UInt8(ascii: "?") {
+                        p.flags.insert(.question)
+                    }
+                }
+            }
+        }
+        return p
     }
 
     /// A byte that can start a word: ASCII letters and digits, and UTF-8 lead bytes other than those of Latin-1

@@ -167,20 +167,31 @@ public final class Encoding: Sendable {
     /// piece's byte range and its token count. The counts add up to ``count(_:)`` of the same text, so a caller
     /// that keeps or drops whole pieces knows its token total without encoding again (prompt compression).
     public func forEachPiece(_ bytes: UnsafeBufferPointer<UInt8>, _ body: (Int, Int, Int) -> Void) {
+        forEachPieceRange(bytes) { s, e in body(s, e, tokenCount(ofPiece: s, e, in: bytes)) }
+    }
+
+    /// The pre-tokenizer pieces of `bytes` (valid UTF-8) in order, `body(start, end)`, without encoding them: a
+    /// caller that has seen a piece's bytes before reuses what it knows and asks ``tokenCount(ofPiece:_:in:)``
+    /// only for new ones.
+    public func forEachPieceRange(_ bytes: UnsafeBufferPointer<UInt8>, _ body: (Int, Int) -> Void) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
         let n = bytes.count
-        let end = base + n
         let scanner = PreTokenizer(base: base, count: n)
-        let vocabulary = self.vocabulary
         let o200k = name == .o200kBase
         var p = 0
         while p < n {
             let e = o200k ? scanner.nextO200k(at: p) : scanner.nextCl100k(at: p)
-            var sink = CountingSink()
-            vocabulary.encodePiece(base + p, e - p, end, into: &sink)
-            body(p, e, sink.count)
+            body(p, e)
             p = e
         }
+    }
+
+    /// The tokens of the pre-tokenizer piece `bytes[start..<end]` (a range ``forEachPieceRange(_:_:)`` reported).
+    public func tokenCount(ofPiece start: Int, _ end: Int, in bytes: UnsafeBufferPointer<UInt8>) -> Int {
+        let base = bytes.baseAddress!
+        var sink = CountingSink()
+        vocabulary.encodePiece(base + start, end - start, base + bytes.count, into: &sink)
+        return sink.count
     }
 
     private func run<S: TokenSink>(_ text: String, into sink: inout S) {

@@ -107,6 +107,32 @@ import Tokenizer
         }
     }
 
+    /// Pieces found in the per-text memo are exactly what classifying them afresh gives (numbers, which read the
+    /// digits around them, are never taken from it).
+    @Test func memoizedPiecesEqualFreshOnes() throws {
+        let enc = try o200k()
+        let c = TextCompressor(encoding: enc)
+        var text = ""
+        for i in 0..<40 {
+            text += "Document [\(i)](Title: The Café \(i % 3)) In 19\(i) the café's owner, Dr. Müller, said: \"It's "
+                + "open!\" 2018-\(i)  costs $\(i).99 (approx.)\n\t  \n\nWhy? NASA's macOS-based tools\r\n"
+        }
+        let bytes = Array(text.utf8)
+        #expect(bytes.count > TextCompressor.PieceMemo.minimumBytes)
+        let memoized = c.pieces(bytes)
+        var fresh: [TextCompressor.Piece] = []
+        bytes.withUnsafeBufferPointer { b in
+            enc.forEachPiece(b) { s, e, t in fresh.append(TextCompressor.classify(b.baseAddress!, b.count, s, e, tokens: t)) }
+        }
+        #expect(memoized.count == fresh.count)
+        for (m, f) in zip(memoized, fresh) {
+            #expect(m.start == f.start && m.end == f.end && m.tokens == f.tokens && m.kind == f.kind
+                && m.flags == f.flags && m.hash == f.hash && m.stem == f.stem && m.breakStart == f.breakStart
+                && m.emitStart == f.emitStart && m.emitEnd == f.emitEnd)
+        }
+        #expect(memoized.reduce(0) { $0 + Int($1.tokens) } == enc.count(text))
+    }
+
     /// A passage whose title matches the question vouches for its first sentence, even when that sentence shares
     /// no word with the question; its second sentence gets nothing from the title.
     @Test func aMatchingTitleCarriesItsLeadSentence() throws {
