@@ -724,11 +724,12 @@ struct OutgoingHead {
     }
 
     /// The serialized head for an HTTP/1.x client: status line, lines, framing and connection headers, blank line.
-    func serialize(version: HTTPVersion, framing: Framing, keepAlive: Bool, allocator: ByteBufferAllocator)
-        -> ByteBuffer
+    /// `room`: extra capacity for body bytes the caller may append.
+    func serialize(version: HTTPVersion, framing: Framing, keepAlive: Bool, allocator: ByteBufferAllocator,
+                   room: Int = 0) -> ByteBuffer
     {
         let bound = lines.readableBytes + reason.utf8.count + 96
-        var out = allocator.buffer(capacity: bound)
+        var out = allocator.buffer(capacity: bound + room)
         out.writeHead(bound: bound) { w in
             w.put(version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
             w.putDecimal(status)

@@ -76,6 +76,13 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     private let http1: Bool
     /// How the body of the response being written goes to an HTTP/1.x client.
     private var framing = OutgoingHead.Framing.identity
+    /// An HTTP/1.x response head not to be flushed on its own: it goes out with the first body bytes (one buffer,
+    /// one pipeline write, one iovec for a small response) or with the end.
+    private var unsentHead: ByteBuffer?
+    /// Bytes written to the client and not flushed yet.
+    private var unflushed = false
+    /// Body bytes up to this size are copied behind an unsent head; bigger ones go as their own buffer.
+    static let coalescedBodyLimit = 16 * 1024
     private static let chunkEnd: ByteBuffer = ByteBuffer(staticString: "0\r\n\r\n")
     private static let crlf: ByteBuffer = ByteBuffer(staticString: "\r\n")
     private static let continueHead: ByteBuffer = ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")
@@ -617,9 +624,16 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     {
         if http1 {
             framing = head.framing(version: version, bodyless: bodyless)
+            // A head kept back for the body gets room for a typical completion behind it.
             let bytes = head.serialize(version: version, framing: framing, keepAlive: keepAlive,
-                                       allocator: context.channel.allocator)
-            if flush { context.writeAndFlush(NIOAny(bytes), promise: nil) } else { context.write(NIOAny(bytes), promise: nil) }
+                                       allocator: context.channel.allocator, room: flush ? 0 : 2048)
+            writeUnsentHead(context: context)
+            if flush {
+                context.writeAndFlush(NIOAny(bytes), promise: nil)
+                unflushed = false
+            } else {
+                unsentHead = bytes
+            }
             return
         }
         var headers = head.headers
@@ -645,16 +659,32 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             promise?.succeed()
             return
         case .identity, .close:
-            if flush {
-                context.writeAndFlush(NIOAny(buffer), promise: promise)
+            var out = buffer
+            if var head = unsentHead, n <= Self.coalescedBodyLimit {
+                unsentHead = nil
+                head.writeImmutableBuffer(buffer)
+                out = head
             } else {
-                context.write(NIOAny(buffer), promise: promise)
+                writeUnsentHead(context: context)
+            }
+            if flush {
+                context.writeAndFlush(NIOAny(out), promise: promise)
+                unflushed = false
+            } else {
+                context.write(NIOAny(out), promise: promise)
+                unflushed = true
             }
         case .chunked:
+            writeUnsentHead(context: context)
             guard n > 0 else {
+                if flush && unflushed {
+                    context.flush()
+                    unflushed = false
+                }
                 promise?.succeed()
                 return
             }
+            unflushed = !flush
             if n <= 2048 {
                 // Small chunks (SSE events): one buffer, one iovec.
                 var chunk = context.channel.allocator.buffer(capacity: n + 12)
@@ -696,14 +726,24 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
             return
         }
+        writeUnsentHead(context: context)
         if framing == .chunked {
             context.writeAndFlush(NIOAny(Self.chunkEnd), promise: promise)
         } else if promise != nil {
             context.writeAndFlush(NIOAny(ByteBuffer()), promise: promise)
-        } else {
+        } else if unflushed {
             context.flush()
         }
+        unflushed = false
         framing = .identity
+    }
+
+    /// Writes (without flushing) a head kept back for the body.
+    private func writeUnsentHead(context: ChannelHandlerContext) {
+        guard let head = unsentHead else { return }
+        unsentHead = nil
+        context.write(NIOAny(head), promise: nil)
+        unflushed = true
     }
 
     private func addAccountingHeaders(_ headers: inout OutgoingHead, _ r: RequestRecord, costSaved: String) {

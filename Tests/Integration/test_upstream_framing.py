@@ -14,6 +14,7 @@ import pytest
 from conftest import HOST, assert_openai_error, httpx
 
 BODY = b'{"object":"list","data":[]}'
+BIG = b'{"data":"' + bytes(0x61 + i % 26 for i in range(100_000)) + b'"}'
 
 CASES: dict[str, list[bytes]] = {
     # HTTP/1.0, no length: the body ends when the upstream closes.
@@ -35,7 +36,13 @@ CASES: dict[str, list[bytes]] = {
     # A bare CR in the reason phrase would end the status line for a lenient client.
     "/v1/reason-cr": [b"HTTP/1.1 200 OK\rX-Injected: evil\r\nContent-Length: 0\r\n\r\n"],
     "/v1/head": [b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nContent-Type: application/json\r\n\r\n"],
+    # The sidecar keeps a head back until body bytes come and sends a small body in one buffer with it; bigger
+    # bodies, bodies arriving later and empty ones take the other paths.
+    "/v1/big": [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BIG) + BIG[:20000], BIG[20000:]],
+    "/v1/body-later": [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY), BODY[:3], BODY[3:]],
+    "/v1/empty": [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
 }
+EXPECTED = {"/v1/big": BIG, "/v1/empty": b""}
 
 
 class RawUpstream:
@@ -106,13 +113,15 @@ def framing_sidecar(aobin, raw_upstream):
     assert alive, f"sidecar died:\n{svc.log_tail()}"
 
 
-@pytest.mark.parametrize("path", ["/v1/close-delimited", "/v1/chunked", "/v1/split-head", "/v1/interim"])
+@pytest.mark.parametrize("path", ["/v1/close-delimited", "/v1/chunked", "/v1/split-head", "/v1/interim", "/v1/big",
+                                  "/v1/body-later", "/v1/empty"])
 def test_framings_relay_the_body(framing_sidecar, path):
     with httpx.Client(trust_env=False, timeout=10) as c:
         for _ in range(2):  # twice: the pooled connection (or a new one) serves the next request correctly
             r = c.get(framing_sidecar.base_url + path)
             assert r.status_code == 200, r.text
-            assert r.content == BODY
+            assert r.content == EXPECTED.get(path, BODY)
+            assert "x-auto-optimizer-overhead-ms" in r.headers
             if path in ("/v1/close-delimited", "/v1/chunked"):
                 assert r.headers["content-type"] == "application/json"
             assert "transfer-encoding" not in r.headers or r.headers["transfer-encoding"] == "chunked"
