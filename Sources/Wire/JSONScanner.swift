@@ -108,6 +108,114 @@ struct JSONScanner {
         }
     }
 
+    // MARK: Values already validated
+
+    /// Skips the value at `index` of a document already validated (a `JSONNode`'s bytes): only string ends and
+    /// brackets are looked at, nothing is checked (a third of ``skipValue()``'s work; the accounting walks a
+    /// response's members this way after one validating pass). On bytes that are not valid JSON it still stays
+    /// within `end` and throws rather than reading past it.
+    mutating func skipValidatedValue() throws(JSONSyntaxError) -> JSONKind {
+        skipWhitespace()
+        guard index < end else { throw unexpected() }
+        switch bytes[index] {
+        case UInt8(ascii: "{"):
+            try skipValidatedContainer()
+            return .object
+        case UInt8(ascii: "["):
+            try skipValidatedContainer()
+            return .array
+        case UInt8(ascii: "\""):
+            _ = try skipValidatedString()
+            return .string
+        case UInt8(ascii: "t"):
+            index = min(end, index + 4)
+            return .bool
+        case UInt8(ascii: "f"):
+            index = min(end, index + 5)
+            return .bool
+        case UInt8(ascii: "n"):
+            index = min(end, index + 4)
+            return .null
+        default:
+            // A number: digits, sign, point and exponent.
+            while index < end {
+                let c = bytes[index]
+                guard (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || c == UInt8(ascii: "-")
+                    || c == UInt8(ascii: "+") || c == UInt8(ascii: ".") || c | 0x20 == UInt8(ascii: "e")
+                else { break }
+                index += 1
+            }
+            return .number
+        }
+    }
+
+    /// Moves past the closing quote of the validated string whose opening quote is at `index`; whether it has
+    /// escapes.
+    mutating func skipValidatedString() throws(JSONSyntaxError) -> Bool {
+        index += 1
+        var escaped = false
+        let base = bytes.baseAddress
+        while index < end {
+            if let base {
+                while index + 8 <= end
+                    && !Self.hasQuoteOrBackslash(base.loadUnaligned(fromByteOffset: index, as: UInt64.self))
+                {
+                    index += 8
+                }
+            }
+            guard index < end else { break }
+            let c = bytes[index]
+            if c == UInt8(ascii: "\"") {
+                index += 1
+                return escaped
+            }
+            if c == UInt8(ascii: "\\") {
+                escaped = true
+                index += 2
+            } else {
+                index += 1
+            }
+        }
+        index = end
+        throw error("unterminated string")
+    }
+
+    /// Moves past the validated object or array whose opening bracket is at `index`.
+    mutating func skipValidatedContainer() throws(JSONSyntaxError) {
+        var depth = 0
+        while index < end {
+            switch bytes[index] {
+            case UInt8(ascii: "\""):
+                _ = try skipValidatedString()
+                continue
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                depth -= 1
+                if depth == 0 {
+                    index += 1
+                    return
+                }
+            default:
+                break
+            }
+            index += 1
+        }
+        throw error("unterminated object or array")
+    }
+
+    /// Whether any of eight bytes is a quote or a backslash (exact: no false answers either way).
+    @inline(__always)
+    static func hasQuoteOrBackslash(_ x: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let high: UInt64 = 0x8080_8080_8080_8080
+        let q = x ^ (ones &* 0x22)
+        let b = x ^ (ones &* 0x5C)
+        // A zero byte of q or b: (v - 1) & ~v & 0x80 per byte, made exact by looking at the low seven bits.
+        @inline(__always) func zeroByte(_ v: UInt64) -> UInt64 { ~(((v & ~high) &+ ~high) | v) & high }
+        return (zeroByte(q) | zeroByte(b)) != 0
+    }
+
     mutating func literal(_ word: StaticString) throws(JSONSyntaxError) {
         let n = word.utf8CodeUnitCount
         guard end - index >= n else { throw error("invalid literal") }

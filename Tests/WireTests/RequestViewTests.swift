@@ -289,3 +289,60 @@ struct JSONNodeNumberTests {
         #expect(try JSONNode.parse(ByteBuffer(string: #""7""#)).int == nil)
     }
 }
+
+@Suite("JSONNode walks")
+struct JSONNodeWalkTests {
+    /// The node read back as Foundation values through `members` / `elements` (numbers by their text).
+    static func value(_ n: JSONNode) -> Any {
+        switch n.kind {
+        case .object:
+            var d: [String: Any] = [:]
+            for (k, v) in n.members { d[k] = value(v) }  // the last of repeated keys, like JSONSerialization
+            return d
+        case .array: return n.elements.map(value)
+        case .string: return n.string!
+        case .number: return Double(n.raw)!
+        case .bool: return n.bool!
+        case .null: return NSNull()
+        }
+    }
+
+    /// Walking an already-validated document only looks for string ends and brackets: it must end every value
+    /// exactly where the validating scanner does, whatever the strings hold.
+    @Test func walksAgreeWithFoundation() throws {
+        var docs = [
+            #"{"a":"x\"}]{[","b":[1,-2.5e+3,0.1E-2,true,false,null,{}],"c":{"d":[[],[{}]],"e":"\\"},"f":"\\\""}"#,
+            #" { "k" : [ "é😀\u00e9\ud83d\ude00" , { "\"q" : "}" } ] , "n" : -0 , "k" : 2 } "#,
+            #"{"long":"0123456789abcdef0123456789\"abcdef\\0123456789","s":"12345678","t":"1234567\\","u":""}"#,
+        ]
+        var rng = SeededGenerator(state: 0x9E37_79B9_7F4A_7C15)
+        let alphabet = Array(#"ab"\{}[],:é \"#)
+        for _ in 0..<200 {
+            // Random strings of awkward characters, as keys and values, nested.
+            func str() -> String {
+                String((0..<Int.random(in: 0...20, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! })
+            }
+            var obj: [String: Any] = [:]
+            obj[str()] = str()
+            obj[str()] = [str(), [str(): str()], 1.5] as [Any]
+            obj["z"] = [str(): [[str()]]]
+            docs.append(String(decoding: try JSONSerialization.data(withJSONObject: obj), as: UTF8.self))
+        }
+        for doc in docs {
+            let node = try JSONNode.parse(ByteBuffer(string: doc))
+            let expected = try JSONSerialization.jsonObject(with: Data(doc.utf8), options: [.fragmentsAllowed])
+            #expect(NSDictionary(dictionary: Self.value(node) as! [String: Any])
+                .isEqual(to: expected as! [String: Any]), "\(doc)")
+        }
+    }
+
+    /// Bytes that are not valid JSON (a node made against its contract) end the walk without reading past them.
+    @Test func brokenBytesStopTheWalk() {
+        for text in [#"{"a":"unterminated"#, #"{"a":[1,2"#, #"{"a":"x\"#, #"["#, #"{"a":tr"#] {
+            let b = ByteBuffer(string: text)
+            let node = JSONNode(buffer: b, range: 0..<b.readableBytes, kind: text.first == "[" ? .array : .object)
+            _ = node.members
+            _ = node.elements
+        }
+    }
+}
