@@ -77,12 +77,12 @@ public struct JSONNode: Sendable {
             while true {
                 s.skipWhitespace()
                 let keyStart = s.index
-                guard let escaped = try? s.skipValidatedString() else { return }
+                guard let escaped = try? s.skipString(alreadyValid: true) else { return }
                 let keyEnd = s.index
                 _ = try? s.expect(UInt8(ascii: ":"))
                 s.skipWhitespace()
                 let valueStart = s.index
-                guard let kind = try? s.skipValidatedValue() else { return }
+                guard let kind = try? s.skipValue(alreadyValid: true) else { return }
                 let key = JSONKey(raw: UnsafeRawBufferPointer(rebasing: s.bytes[(keyStart + 1)..<(keyEnd - 1)]),
                                   escaped: escaped)
                 body(keyStart, key, JSONNode(buffer: buffer, range: valueStart..<s.index, kind: kind))
@@ -164,7 +164,7 @@ public struct JSONNode: Sendable {
             while true {
                 s.skipWhitespace()
                 let start = s.index
-                guard let kind = try? s.skipValidatedValue() else { return }
+                guard let kind = try? s.skipValue(alreadyValid: true) else { return }
                 body(JSONNode(buffer: buffer, range: start..<s.index, kind: kind))
                 guard let done = try? s.endOfContainer(UInt8(ascii: "]")), !done else { return }
             }

@@ -78,18 +78,23 @@ struct JSONScanner {
     }
 
     /// Validates one value of any kind and returns its kind; `index` ends just after it.
-    mutating func skipValue() throws(JSONSyntaxError) -> JSONKind {
+    ///
+    /// `alreadyValid`: the bytes are part of a document validated before (a `JSONNode`'s): strings, objects and
+    /// arrays are then skipped looking only at string ends and brackets (a third of the work; the accounting walks
+    /// a response's members this way after one validating pass). On bytes that are not valid JSON after all it
+    /// still stays within `end` and throws rather than reading past it.
+    mutating func skipValue(alreadyValid: Bool = false) throws(JSONSyntaxError) -> JSONKind {
         skipWhitespace()
         guard index < end else { throw unexpected() }
         switch bytes[index] {
         case UInt8(ascii: "{"):
-            try skipObject()
+            if alreadyValid { try skipValidatedContainer() } else { try skipObject() }
             return .object
         case UInt8(ascii: "["):
-            try skipArray()
+            if alreadyValid { try skipValidatedContainer() } else { try skipArray() }
             return .array
         case UInt8(ascii: "\""):
-            _ = try skipString()
+            _ = try skipString(alreadyValid: alreadyValid)
             return .string
         case UInt8(ascii: "t"):
             try literal("true")
@@ -108,85 +113,13 @@ struct JSONScanner {
         }
     }
 
-    // MARK: Values already validated
-
-    /// Skips the value at `index` of a document already validated (a `JSONNode`'s bytes): only string ends and
-    /// brackets are looked at, nothing is checked (a third of ``skipValue()``'s work; the accounting walks a
-    /// response's members this way after one validating pass). On bytes that are not valid JSON it still stays
-    /// within `end` and throws rather than reading past it.
-    mutating func skipValidatedValue() throws(JSONSyntaxError) -> JSONKind {
-        skipWhitespace()
-        guard index < end else { throw unexpected() }
-        switch bytes[index] {
-        case UInt8(ascii: "{"):
-            try skipValidatedContainer()
-            return .object
-        case UInt8(ascii: "["):
-            try skipValidatedContainer()
-            return .array
-        case UInt8(ascii: "\""):
-            _ = try skipValidatedString()
-            return .string
-        case UInt8(ascii: "t"):
-            index = min(end, index + 4)
-            return .bool
-        case UInt8(ascii: "f"):
-            index = min(end, index + 5)
-            return .bool
-        case UInt8(ascii: "n"):
-            index = min(end, index + 4)
-            return .null
-        default:
-            // A number: digits, sign, point and exponent.
-            while index < end {
-                let c = bytes[index]
-                guard (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || c == UInt8(ascii: "-")
-                    || c == UInt8(ascii: "+") || c == UInt8(ascii: ".") || c | 0x20 == UInt8(ascii: "e")
-                else { break }
-                index += 1
-            }
-            return .number
-        }
-    }
-
-    /// Moves past the closing quote of the validated string whose opening quote is at `index`; whether it has
-    /// escapes.
-    mutating func skipValidatedString() throws(JSONSyntaxError) -> Bool {
-        index += 1
-        var escaped = false
-        let base = bytes.baseAddress
-        while index < end {
-            if let base {
-                while index + 8 <= end
-                    && !Self.hasQuoteOrBackslash(base.loadUnaligned(fromByteOffset: index, as: UInt64.self))
-                {
-                    index += 8
-                }
-            }
-            guard index < end else { break }
-            let c = bytes[index]
-            if c == UInt8(ascii: "\"") {
-                index += 1
-                return escaped
-            }
-            if c == UInt8(ascii: "\\") {
-                escaped = true
-                index += 2
-            } else {
-                index += 1
-            }
-        }
-        index = end
-        throw error("unterminated string")
-    }
-
     /// Moves past the validated object or array whose opening bracket is at `index`.
     mutating func skipValidatedContainer() throws(JSONSyntaxError) {
         var depth = 0
         while index < end {
             switch bytes[index] {
             case UInt8(ascii: "\""):
-                _ = try skipValidatedString()
+                _ = try skipString(alreadyValid: true)
                 continue
             case UInt8(ascii: "{"), UInt8(ascii: "["):
                 depth += 1
@@ -285,16 +218,19 @@ struct JSONScanner {
         depth -= 1
     }
 
-    /// Validates a string starting at the opening quote. Returns whether it contains escapes.
-
-    mutating func skipString() throws(JSONSyntaxError) -> Bool {
+    /// Validates a string starting at the opening quote (with `alreadyValid`, only finds its end, see
+    /// ``skipValue(alreadyValid:)``). Returns whether it contains escapes.
+    mutating func skipString(alreadyValid: Bool = false) throws(JSONSyntaxError) -> Bool {
         index += 1  // opening quote
         var escaped = false
         let base = bytes.baseAddress
         while index < end {
-            // Eight plain ASCII bytes at a time (no quote, backslash, control character or non-ASCII byte).
+            // Eight bytes at a time that need no closer look: plain ASCII (no quote, backslash, control character or
+            // non-ASCII byte), or in a validated string anything but a quote or backslash.
             if let base {
-                while index + 8 <= end && Self.isPlainASCII(base.loadUnaligned(fromByteOffset: index, as: UInt64.self)) {
+                while index + 8 <= end {
+                    let w = base.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+                    guard alreadyValid ? !Self.hasQuoteOrBackslash(w) : Self.isPlainASCII(w) else { break }
                     index += 8
                 }
             }
@@ -305,18 +241,18 @@ struct JSONScanner {
                 return escaped
             } else if c == UInt8(ascii: "\\") {
                 escaped = true
-                try skipEscape()
+                if alreadyValid { index += 2 } else { try skipEscape() }
+            } else if alreadyValid || (c >= 0x20 && c < 0x80) {
+                index += 1
             } else if c < 0x20 {
                 throw error("unescaped control character in string")
-            } else if c < 0x80 {
-                index += 1
             } else {
                 try skipUTF8()
             }
         }
+        index = min(index, end)
         throw error("unterminated string")
     }
-
 
     mutating func skipEscape() throws(JSONSyntaxError) {
         index += 1
