@@ -584,19 +584,6 @@ enum HeaderBytes {
     @inline(__always)
     static func isControl(_ b: UInt8) -> Bool { (b < 0x20 && b != 0x09) || b == 0x7F }
 
-    /// Writes `value` with every control character but HTAB replaced by a space: values the sidecar puts in heads
-    /// (a client's model name, say) can never end a header line or start another.
-    static func writeValue(_ value: String, into out: inout ByteBuffer) {
-        var value = value
-        value.withUTF8 { v in
-            if !v.contains(where: isControl) {
-                out.writeBytes(v)
-                return
-            }
-            for b in v { out.writeInteger(isControl(b) ? UInt8(ascii: " ") : b) }
-        }
-    }
-
     /// RFC 9110 token characters.
     @inline(__always)
     static func isTokenByte(_ b: UInt8) -> Bool {

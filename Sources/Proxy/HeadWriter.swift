@@ -40,8 +40,9 @@ struct HeadWriter {
         s.withUTF8 { put(UnsafeRawBufferPointer($0)) }
     }
 
-    /// A field value the sidecar makes: every control character but HTAB becomes a space (see
-    /// ``HeaderBytes/writeValue(_:into:)``).
+    /// A field value the sidecar makes, with every control character but HTAB (``HeaderBytes/isControl(_:)``)
+    /// replaced by a space: values the sidecar puts in heads (a client's model name, say) can never end a header
+    /// line or start another.
     @inline(__always)
     mutating func putValue(_ s: String) {
         var s = s
