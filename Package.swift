@@ -160,10 +160,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // One C function that switches off the Swift runtime's dynamic exclusivity checks (see ServeCommand).
+        .target(name: "CRuntimeTuning", path: "Sources/CRuntimeTuning"),
         .executableTarget(
             name: "auto-optimizer",
             dependencies: [
-                "Proxy", "MockUpstream", "Wire", "Optimizer", "Tokenizer", "Catalog", "Policy", "Compression", "Telemetry",
+                "CRuntimeTuning", "Proxy", "MockUpstream", "Wire", "Optimizer", "Tokenizer", "Catalog", "Policy", "Compression", "Telemetry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

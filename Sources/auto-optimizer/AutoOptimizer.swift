@@ -1,4 +1,5 @@
 import ArgumentParser
+import CRuntimeTuning
 import Dispatch
 import Foundation
 import Logging
@@ -10,6 +11,23 @@ struct AutoOptimizer: AsyncParsableCommand {
         abstract: "LLM Auto-Optimizer: an OpenAI-compatible sidecar proxy that optimizes and accounts for LLM traffic.",
         subcommands: [Serve.self, MockUpstreamCommand.self, TokensCommand.self, CompressCommand.self, CheckConfigCommand.self],
         defaultSubcommand: Serve.self)
+
+    static func main() async {
+        tuneRuntime(environment: ProcessInfo.processInfo.environment)
+        await main(nil)
+    }
+
+    /// Release builds switch off the Swift runtime's dynamic exclusivity checks before any other thread starts.
+    /// The package's own modules are compiled without them already (Package.swift); this covers the dependencies'
+    /// code too (SwiftNIO's channel pipeline, promises and buffers run ~65 checked accesses per proxied request,
+    /// ~6k instructions of swift_beginAccess / swift_endAccess and their thread-local lookups). The static checks of
+    /// the compiler stay on, and debug builds (the unit tests) keep the dynamic ones.
+    /// `AUTO_OPTIMIZER_EXCLUSIVITY_CHECKS=1` keeps them on in a release build (to hunt an access conflict).
+    static func tuneRuntime(environment: [String: String]) {
+        #if !DEBUG
+        if environment["AUTO_OPTIMIZER_EXCLUSIVITY_CHECKS"] != "1" { ao_disable_dynamic_exclusivity_checks() }
+        #endif
+    }
 }
 
 /// A logger writing to stderr at the level of `AUTO_OPTIMIZER_LOG_LEVEL` (default `info`).
