@@ -91,45 +91,6 @@ public struct JSONNode: Sendable {
         }
     }
 
-    /// Walks the members of the JSON object that `buffer` holds (from its reader index), validating the whole
-    /// document on the way: each value as it is passed, then that nothing but whitespace follows the object. One
-    /// pass instead of `parse` and then `forEachMember`. Returns false when the document is not one valid JSON
-    /// object (`body` has then been called for the members before the fault).
-    public static func forEachMember(ofDocument buffer: ByteBuffer, _ body: (JSONKey, JSONNode) -> Void) -> Bool {
-        buffer.withUnsafeReadableBytes { raw in
-            var s = JSONScanner(raw)
-            do throws(JSONSyntaxError) {
-                s.skipWhitespace()
-                guard s.index < s.end, raw[s.index] == UInt8(ascii: "{") else { return false }
-                try s.enter()
-                s.index += 1
-                if s.peek() == UInt8(ascii: "}") {
-                    s.index += 1
-                } else {
-                    while true {
-                        s.skipWhitespace()
-                        guard s.index < s.end, raw[s.index] == UInt8(ascii: "\"") else { return false }
-                        let keyStart = s.index
-                        let escaped = try s.skipString()
-                        let keyEnd = s.index
-                        try s.expect(UInt8(ascii: ":"))
-                        s.skipWhitespace()
-                        let valueStart = s.index
-                        let kind = try s.skipValue()
-                        body(JSONKey(raw: UnsafeRawBufferPointer(rebasing: raw[(keyStart + 1)..<(keyEnd - 1)]),
-                                     escaped: escaped),
-                             JSONNode(buffer: buffer, range: valueStart..<s.index, kind: kind))
-                        if try s.endOfContainer(UInt8(ascii: "}")) { break }
-                    }
-                }
-                s.skipWhitespace()
-                return s.index == s.end
-            } catch {
-                return false
-            }
-        }
-    }
-
     /// The members of an object, in order (empty for other kinds).
     public var members: [(key: String, value: JSONNode)] {
         var out: [(key: String, value: JSONNode)] = []
@@ -188,24 +149,7 @@ public struct JSONNode: Sendable {
     /// Integer value of a number written as a plain integer (read from the bytes, no String).
     public var int: Int? {
         guard kind == .number else { return nil }
-        return buffer.withUnsafeReadableBytes { raw -> Int? in
-            var i = range.lowerBound
-            let end = range.upperBound
-            let negative = i < end && raw[i] == UInt8(ascii: "-")
-            if negative { i += 1 }
-            guard i < end else { return nil }
-            var n = 0
-            while i < end {
-                let d = Int(raw[i]) &- Int(UInt8(ascii: "0"))
-                guard d >= 0 && d <= 9 else { return nil }
-                let (m, o1) = n.multipliedReportingOverflow(by: 10)
-                let (a, o2) = negative ? m.subtractingReportingOverflow(d) : m.addingReportingOverflow(d)
-                if o1 || o2 { return nil }
-                n = a
-                i += 1
-            }
-            return n
-        }
+        return buffer.withUnsafeReadableBytes { raw in JSONNumber.int(raw, range) }
     }
 
     public var bool: Bool? { kind == .bool ? raw == "true" : nil }

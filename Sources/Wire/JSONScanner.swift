@@ -529,3 +529,127 @@ public enum JSONValidation {
         }
     }
 }
+
+// MARK: - Walking while validating
+
+extension JSONScanner {
+    /// Walks the object whose `{` is at `index`, validating it: `body` gets each member's key and the scanner at
+    /// the member's value, and must consume exactly that value (``skipValue(alreadyValid:)``, ``readString()``,
+    /// ``readInt()`` or a nested walk). `index` ends just after the `}`. One pass: a reader that walks into the
+    /// values it wants and skips the others reads every byte once, where taking `JSONNode`s and then walking them
+    /// reads each nested byte once per level.
+    @inline(__always)
+    mutating func walkObject(_ body: (JSONKey, inout JSONScanner) throws(JSONSyntaxError) -> Void)
+        throws(JSONSyntaxError)
+    {
+        try enter()
+        index += 1  // {
+        if peek() == UInt8(ascii: "}") {
+            index += 1
+            depth -= 1
+            return
+        }
+        while true {
+            skipWhitespace()
+            guard index < end, bytes[index] == UInt8(ascii: "\"") else { throw unexpectedKey() }
+            let keyStart = index
+            let escaped = try skipString()
+            let key = JSONKey(raw: UnsafeRawBufferPointer(rebasing: bytes[(keyStart + 1)..<(index - 1)]), escaped: escaped)
+            try expect(UInt8(ascii: ":"))
+            skipWhitespace()
+            try body(key, &self)
+            if try endOfContainer(UInt8(ascii: "}")) { break }
+        }
+        depth -= 1
+    }
+
+    /// Walks the array whose `[` is at `index`, validating it; `body` consumes one element per call (see
+    /// ``walkObject(_:)``).
+    @inline(__always)
+    mutating func walkArray(_ body: (inout JSONScanner) throws(JSONSyntaxError) -> Void) throws(JSONSyntaxError) {
+        try enter()
+        index += 1  // [
+        if peek() == UInt8(ascii: "]") {
+            index += 1
+            depth -= 1
+            return
+        }
+        while true {
+            skipWhitespace()
+            try body(&self)
+            if try endOfContainer(UInt8(ascii: "]")) { break }
+        }
+        depth -= 1
+    }
+
+    /// The value at `index` walked as an object when it is one, else validated and skipped.
+    @inline(__always)
+    mutating func walkObjectOrSkip(_ body: (JSONKey, inout JSONScanner) throws(JSONSyntaxError) -> Void)
+        throws(JSONSyntaxError)
+    {
+        skipWhitespace()
+        if index < end && bytes[index] == UInt8(ascii: "{") { try walkObject(body) } else { _ = try skipValue() }
+    }
+
+    /// The value at `index` walked as an array when it is one, else validated and skipped.
+    @inline(__always)
+    mutating func walkArrayOrSkip(_ body: (inout JSONScanner) throws(JSONSyntaxError) -> Void)
+        throws(JSONSyntaxError)
+    {
+        skipWhitespace()
+        if index < end && bytes[index] == UInt8(ascii: "[") { try walkArray(body) } else { _ = try skipValue() }
+    }
+
+    /// Consumes the value at `index`; when it is a string, where it is (quotes included) and whether it has escapes.
+    mutating func readString() throws(JSONSyntaxError) -> JSONStringRef? {
+        skipWhitespace()
+        guard index < end, bytes[index] == UInt8(ascii: "\"") else {
+            _ = try skipValue()
+            return nil
+        }
+        let start = index
+        let escaped = try skipString()
+        return JSONStringRef(range: start..<index, escaped: escaped)
+    }
+
+    /// Consumes the value at `index`; its value when it is a number written as a plain integer that fits an `Int`.
+    mutating func readInt() throws(JSONSyntaxError) -> Int? {
+        skipWhitespace()
+        let start = index
+        guard try skipValue() == .number else { return nil }
+        return JSONNumber.int(bytes, start..<index)
+    }
+}
+
+/// A string value found by a walk: its range in the walked bytes (quotes included) and whether it has escapes.
+struct JSONStringRef {
+    let range: Range<Int>
+    let escaped: Bool
+
+    func decode(_ bytes: UnsafeRawBufferPointer) -> String {
+        JSONString.decode(UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound + 1)..<(range.upperBound - 1)]),
+                          hasEscapes: escaped)
+    }
+}
+
+enum JSONNumber {
+    /// The value of the number at `range` of `bytes` when it is written as a plain integer that fits an `Int`.
+    static func int(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> Int? {
+        var i = range.lowerBound
+        let end = range.upperBound
+        let negative = i < end && bytes[i] == UInt8(ascii: "-")
+        if negative { i += 1 }
+        guard i < end else { return nil }
+        var n = 0
+        while i < end {
+            let d = Int(bytes[i]) &- Int(UInt8(ascii: "0"))
+            guard d >= 0 && d <= 9 else { return nil }
+            let (m, o1) = n.multipliedReportingOverflow(by: 10)
+            let (a, o2) = negative ? m.subtractingReportingOverflow(d) : m.addingReportingOverflow(d)
+            if o1 || o2 { return nil }
+            n = a
+            i += 1
+        }
+        return n
+    }
+}

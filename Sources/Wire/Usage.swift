@@ -21,47 +21,69 @@ public struct Usage: Sendable, Equatable {
     /// (`input_tokens`, `output_tokens`, `input_tokens_details`, `output_tokens_details`).
     public init?(_ node: JSONNode) {
         guard node.kind == .object else { return nil }
-        // One pass over the members (a lookup by key rescans the object each time).
+        let read = node.buffer.withUnsafeReadableBytes { raw -> Usage? in
+            var s = JSONScanner(raw)
+            s.index = node.range.lowerBound
+            return try? Usage.read(&s)
+        }
+        guard let read else { return nil }
+        self = read
+    }
+
+    /// Consumes the value at the scanner (validating it) and reads it as a `usage` object; nil when it is not one.
+    /// A repeated member counts as its last occurrence.
+    static func read(_ s: inout JSONScanner) throws(JSONSyntaxError) -> Usage? {
+        s.skipWhitespace()
+        guard s.index < s.end, s.bytes[s.index] == UInt8(ascii: "{") else {
+            _ = try s.skipValue()
+            return nil
+        }
         var prompt: Int?
         var input: Int?
         var completion: Int?
         var output: Int?
-        var promptDetails: JSONNode?
-        var inputDetails: JSONNode?
-        var completionDetails: JSONNode?
-        var outputDetails: JSONNode?
-        node.forEachMember { key, value in
+        var promptCached: Int?
+        var inputCached: Int?
+        var completionReasoning: Int?
+        var outputReasoning: Int?
+        try s.walkObject { key, s throws(JSONSyntaxError) in
             if key.is("prompt_tokens") {
-                prompt = value.int
+                prompt = try s.readInt()
             } else if key.is("completion_tokens") {
-                completion = value.int
+                completion = try s.readInt()
             } else if key.is("prompt_tokens_details") {
-                promptDetails = value
+                promptCached = try detail(&s, "cached_tokens")
             } else if key.is("completion_tokens_details") {
-                completionDetails = value
+                completionReasoning = try detail(&s, "reasoning_tokens")
             } else if key.is("input_tokens") {
-                input = value.int
+                input = try s.readInt()
             } else if key.is("output_tokens") {
-                output = value.int
+                output = try s.readInt()
             } else if key.is("input_tokens_details") {
-                inputDetails = value
+                inputCached = try detail(&s, "cached_tokens")
             } else if key.is("output_tokens_details") {
-                outputDetails = value
+                outputReasoning = try detail(&s, "reasoning_tokens")
+            } else {
+                _ = try s.skipValue()
             }
         }
         if let p = prompt {
-            promptTokens = p
-            completionTokens = completion ?? 0
-            cachedTokens = promptDetails?["cached_tokens"]?.int ?? 0
-            reasoningTokens = completionDetails?["reasoning_tokens"]?.int ?? 0
+            return Usage(promptTokens: p, completionTokens: completion ?? 0, cachedTokens: promptCached ?? 0,
+                         reasoningTokens: completionReasoning ?? 0)
         } else if let p = input {
-            promptTokens = p
-            completionTokens = output ?? 0
-            cachedTokens = inputDetails?["cached_tokens"]?.int ?? 0
-            reasoningTokens = outputDetails?["reasoning_tokens"]?.int ?? 0
-        } else {
-            return nil
+            return Usage(promptTokens: p, completionTokens: output ?? 0, cachedTokens: inputCached ?? 0,
+                         reasoningTokens: outputReasoning ?? 0)
         }
+        return nil
+    }
+
+    /// The integer member `name` of the object at the scanner (its last occurrence), consuming the value.
+    private static func detail(_ s: inout JSONScanner, _ name: StaticString) throws(JSONSyntaxError) -> Int? {
+        var found: Int?
+        try s.walkObjectOrSkip { key, s throws(JSONSyntaxError) in
+            if key.is(name) { found = try s.readInt() } else { _ = try s.skipValue() }
+        }
+        return found
     }
 }
 
@@ -81,71 +103,133 @@ public struct ResponseFacts: Sendable, Equatable {
     /// `textOnlyWithoutUsage`, the generated text (which the accounting needs only to count a completion the
     /// upstream did not report usage for) is decoded only when the response has no usage.
     public static func fromBody(_ body: ByteBuffer, textOnlyWithoutUsage: Bool = false) -> ResponseFacts {
-        // The walk over the top-level members validates the document as it goes (one pass, not a validation pass
-        // and then a walk); a document that turns out invalid gives empty facts, whatever was read before.
-        var facts = ResponseFacts()
-        let valid = JSONNode.forEachMember(ofDocument: body) { key, value in
-            facts.absorb(key, value, streamed: false, text: !textOnlyWithoutUsage)
-        }
-        guard valid else { return ResponseFacts() }
-        if textOnlyWithoutUsage && facts.usage == nil {
-            _ = JSONNode.forEachMember(ofDocument: body) { key, value in
-                facts.absorb(key, value, streamed: false, facts: false)
+        // One validating pass that walks into the members it reads (choices, message, usage) and skips the rest;
+        // the generated text is noted by position and decoded at the end, when wanted. A document that turns out
+        // invalid gives empty facts, whatever was read before.
+        body.withUnsafeReadableBytes { raw in
+            var facts = ResponseFacts()
+            var texts: [JSONStringRef] = []
+            var s = JSONScanner(raw)
+            do throws(JSONSyntaxError) {
+                s.skipWhitespace()
+                guard s.index < s.end, raw[s.index] == UInt8(ascii: "{") else { return ResponseFacts() }
+                try s.walkObject { key, s throws(JSONSyntaxError) in
+                    try facts.read(key, &s, streamed: false, texts: &texts)
+                }
+                s.skipWhitespace()
+                guard s.index == s.end else { return ResponseFacts() }
+            } catch {
+                return ResponseFacts()
             }
+            if !textOnlyWithoutUsage || facts.usage == nil { facts.appendTexts(texts, raw) }
+            return facts
         }
-        return facts
     }
 
     /// Adds what one JSON object (a whole response or one stream chunk) says.
     mutating func absorb(_ root: JSONNode, streamed: Bool) {
-        // One pass over the top-level members (lookups by key would rescan the object each time).
-        root.forEachMember { key, value in absorb(key, value, streamed: streamed) }
-    }
-
-    /// Adds what one top-level member says: its `facts` (id, model, usage, finish reasons) and its generated `text`.
-    private mutating func absorb(_ key: JSONKey, _ value: JSONNode, streamed: Bool, facts: Bool = true, text: Bool = true) {
-        if key.is("choices") {
-            absorbChoices(value, streamed: streamed, facts: facts, text: text)
-        } else if facts && key.is("id") {
-            if id == nil { id = value.string }
-        } else if facts && key.is("model") {
-            if model == nil { model = value.string }
-        } else if facts && key.is("usage") {
-            if let usage = Usage(value) { self.usage = usage }
-        } else if text && key.is("output") {
-            // Responses API: output[].content[].text, and function call arguments.
-            value.forEachElement { item in
-                item["content"]?.forEachElement { part in
-                    if let t = part["text"]?.string { completionText += t }
-                }
-                if let a = item["arguments"]?.string { completionText += a }
+        guard root.kind == .object else { return }
+        root.buffer.withUnsafeReadableBytes { raw in
+            var texts: [JSONStringRef] = []
+            var s = JSONScanner(raw)
+            s.index = root.range.lowerBound
+            try? s.walkObject { key, s throws(JSONSyntaxError) in
+                try read(key, &s, streamed: streamed, texts: &texts)
             }
+            appendTexts(texts, raw)
         }
     }
 
-    private mutating func absorbChoices(_ choices: JSONNode, streamed: Bool, facts: Bool, text: Bool) {
-        choices.forEachElement { choice in
-            choice.forEachMember { key, value in
-                if key.is("finish_reason") {
-                    if facts, let r = value.string { finishReasons.append(r) }
-                } else if !text {
-                    return
-                } else if key.is("text") {
-                    if let t = value.string { completionText += t }
-                } else if key.is(streamed ? "delta" : "message") {
-                    value.forEachMember { k, v in
-                        if k.is("content") || k.is("refusal") {
-                            if let c = v.string { completionText += c }
-                        } else if k.is("tool_calls") {
-                            v.forEachElement { call in
-                                if let f = call["function"] {
-                                    if let n = f["name"]?.string { completionText += n }
-                                    if let a = f["arguments"]?.string { completionText += a }
-                                }
+    private mutating func appendTexts(_ texts: [JSONStringRef], _ raw: UnsafeRawBufferPointer) {
+        for t in texts { completionText += t.decode(raw) }
+    }
+
+    /// Reads one top-level member, consuming its value: id, model, usage and finish reasons into the facts, where
+    /// the generated text is (choices' text, message or delta content, refusal, tool-call names and arguments;
+    /// Responses API output text and arguments) into `texts`, in order. Repeated members inside a choice's tool
+    /// call or an output item count as their last occurrence.
+    private mutating func read(_ key: JSONKey, _ s: inout JSONScanner, streamed: Bool, texts: inout [JSONStringRef])
+        throws(JSONSyntaxError)
+    {
+        if key.is("choices") {
+            try s.walkArrayOrSkip { s throws(JSONSyntaxError) in
+                try s.walkObjectOrSkip { key, s throws(JSONSyntaxError) in
+                    if key.is("finish_reason") {
+                        if let r = try s.readString() { finishReasons.append(r.decode(s.bytes)) }
+                    } else if key.is("text") {
+                        if let t = try s.readString() { texts.append(t) }
+                    } else if key.is(streamed ? "delta" : "message") {
+                        try Self.readMessage(&s, texts: &texts)
+                    } else {
+                        _ = try s.skipValue()
+                    }
+                }
+            }
+        } else if key.is("id") {
+            if id == nil { id = try s.readString()?.decode(s.bytes) } else { _ = try s.skipValue() }
+        } else if key.is("model") {
+            if model == nil { model = try s.readString()?.decode(s.bytes) } else { _ = try s.skipValue() }
+        } else if key.is("usage") {
+            if let usage = try Usage.read(&s) { self.usage = usage }
+        } else if key.is("output") {
+            try s.walkArrayOrSkip { s throws(JSONSyntaxError) in
+                var content: [JSONStringRef] = []
+                var arguments: JSONStringRef?
+                try s.walkObjectOrSkip { key, s throws(JSONSyntaxError) in
+                    if key.is("content") {
+                        content.removeAll()
+                        try s.walkArrayOrSkip { s throws(JSONSyntaxError) in
+                            var text: JSONStringRef?
+                            try s.walkObjectOrSkip { key, s throws(JSONSyntaxError) in
+                                if key.is("text") { text = try s.readString() } else { _ = try s.skipValue() }
+                            }
+                            if let text { content.append(text) }
+                        }
+                    } else if key.is("arguments") {
+                        arguments = try s.readString()
+                    } else {
+                        _ = try s.skipValue()
+                    }
+                }
+                texts += content
+                if let arguments { texts.append(arguments) }
+            }
+        } else {
+            _ = try s.skipValue()
+        }
+    }
+
+    /// A choice's `message` (or stream `delta`): content, refusal, and each tool call's function name and arguments.
+    private static func readMessage(_ s: inout JSONScanner, texts: inout [JSONStringRef]) throws(JSONSyntaxError) {
+        try s.walkObjectOrSkip { key, s throws(JSONSyntaxError) in
+            if key.is("content") || key.is("refusal") {
+                if let c = try s.readString() { texts.append(c) }
+            } else if key.is("tool_calls") {
+                try s.walkArrayOrSkip { s throws(JSONSyntaxError) in
+                    var name: JSONStringRef?
+                    var arguments: JSONStringRef?
+                    try s.walkObjectOrSkip { key, s throws(JSONSyntaxError) in
+                        guard key.is("function") else {
+                            _ = try s.skipValue()
+                            return
+                        }
+                        name = nil
+                        arguments = nil
+                        try s.walkObjectOrSkip { key, s throws(JSONSyntaxError) in
+                            if key.is("name") {
+                                name = try s.readString()
+                            } else if key.is("arguments") {
+                                arguments = try s.readString()
+                            } else {
+                                _ = try s.skipValue()
                             }
                         }
                     }
+                    if let name { texts.append(name) }
+                    if let arguments { texts.append(arguments) }
                 }
+            } else {
+                _ = try s.skipValue()
             }
         }
     }
