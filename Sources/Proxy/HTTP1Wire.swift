@@ -513,9 +513,7 @@ enum HeadLines {
             var ve = le
             while vs < ve && (p[vs] == UInt8(ascii: " ") || p[vs] == UInt8(ascii: "\t")) { vs += 1 }
             while ve > vs && (p[ve - 1] == UInt8(ascii: " ") || p[ve - 1] == UInt8(ascii: "\t")) { ve -= 1 }
-            for i in vs..<ve where HeaderBytes.isControl(p[i]) {
-                return .failure(HTTPWireError("invalid header value"))
-            }
+            if HeaderBytes.hasControl(p, vs, ve) { return .failure(HTTPWireError("invalid header value")) }
             fields.append(RawField(nameStart: Int32(ls), nameEnd: Int32(colon), valueStart: Int32(vs), valueEnd: Int32(ve)))
         }
         return .success(fields)
@@ -584,20 +582,39 @@ enum HeaderBytes {
     @inline(__always)
     static func isControl(_ b: UInt8) -> Bool { (b < 0x20 && b != 0x09) || b == 0x7F }
 
-    /// RFC 9110 token characters.
+    /// RFC 9110 token characters: ALPHA, DIGIT and ``!#$%&'*+-.^_`|~`` (a bitmap of the 128 ASCII bytes).
     @inline(__always)
     static func isTokenByte(_ b: UInt8) -> Bool {
-        switch b {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-            UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
-            UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
-            UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-            return true
-        default:
-            return false
+        let bits: UInt64 = b < 64 ? 0x03FF_6CFA_0000_0000 : (b < 128 ? 0x57FF_FFFF_C7FF_FFFE : 0)
+        return (bits >> UInt64(b & 63)) & 1 != 0
+    }
+
+    /// Whether `p[from..<to]` holds a control character other than HTAB (``isControl(_:)``). Eight bytes at a
+    /// time: a word without any byte below 0x20 or equal to 0x7F is passed whole; a word with one is looked at
+    /// byte by byte (HTAB is the usual reason).
+    @inline(__always)
+    static func hasControl(_ p: UnsafeRawBufferPointer, _ from: Int, _ to: Int) -> Bool {
+        var i = from
+        if let base = p.baseAddress {
+            let ones: UInt64 = 0x0101_0101_0101_0101
+            let high: UInt64 = 0x8080_8080_8080_8080
+            while i + 8 <= to {
+                let w = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                // A byte below 0x20 (exact test for "any", bytes >= 0x80 never count), or a byte equal to 0x7F.
+                let below = (w &- ones &* 0x20) & ~w & high
+                let x = w ^ (ones &* 0x7F)
+                let del = (x &- ones) & ~x & high
+                if below | del != 0 {
+                    for j in i..<(i + 8) where isControl(p[j]) { return true }
+                }
+                i += 8
+            }
         }
+        while i < to {
+            if isControl(p[i]) { return true }
+            i += 1
+        }
+        return false
     }
 }
 
@@ -628,6 +645,30 @@ struct OutgoingHead {
                                           "content-length")
         {
             hasContentLength = true
+        }
+    }
+
+    /// A header whose value is a decimal integer, written as digits (no `String` made).
+    mutating func add(_ name: StaticString, decimal value: Int) {
+        lines.writeHead(bound: name.utf8CodeUnitCount + HeadWriter.maxDecimal + 5) { w in
+            w.put(name)
+            w.put(": ")
+            if value < 0 { w.put("-") }
+            w.putDecimal(value.magnitude)
+            w.put("\r\n")
+        }
+    }
+
+    /// A duration as milliseconds with three decimals (`1.234`; negative durations as `0.000`).
+    mutating func add(_ name: StaticString, milliseconds t: TimeAmount) {
+        let us = UInt(max(0, t.nanoseconds / 1000))
+        lines.writeHead(bound: name.utf8CodeUnitCount + HeadWriter.maxDecimal + 8) { w in
+            w.put(name)
+            w.put(": ")
+            w.putDecimal(us / 1000)
+            w.put(".")
+            w.putDecimal(us % 1000, minimumDigits: 3)
+            w.put("\r\n")
         }
     }
 

@@ -55,16 +55,21 @@ struct HeadWriter {
         }
     }
 
-    /// A non-negative decimal integer.
+    /// A non-negative decimal integer (negative values as 0).
     @inline(__always)
-    mutating func putDecimal(_ value: Int) {
-        var v = UInt(max(0, value))
+    mutating func putDecimal(_ value: Int) { putDecimal(UInt(max(0, value))) }
+
+    /// A decimal integer, with leading zeros up to `minimumDigits`.
+    @inline(__always)
+    mutating func putDecimal(_ value: UInt, minimumDigits: Int = 1) {
+        var v = value
         var digits = 1
         var t = v
         while t >= 10 {
             t /= 10
             digits += 1
         }
+        digits = max(digits, minimumDigits)
         let p = reserve(digits).assumingMemoryBound(to: UInt8.self)
         var i = digits - 1
         repeat {

@@ -526,7 +526,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             addAccountingHeaders(&head, x.record, costSaved: "0")
         }
         x.overhead = x.overhead + (NIODeadline.now() - arrived)
-        head.add("x-auto-optimizer-overhead-ms", formatMillis(x.overhead))
+        head.add("x-auto-optimizer-overhead-ms", milliseconds: x.overhead)
         x.headSent = true
         sendHead(context: context, head, x, flush: isStream)
         return nil
@@ -575,7 +575,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             shared.accountant.price(&x.record)
             addAccountingHeaders(&head, x.record, costSaved: x.record.costSavedUSD.map(USD.format) ?? "unknown")
             x.overhead = x.overhead + (NIODeadline.now() - begin)
-            head.add("x-auto-optimizer-overhead-ms", formatMillis(x.overhead))
+            head.add("x-auto-optimizer-overhead-ms", milliseconds: x.overhead)
             sendHead(context: context, head, x, flush: false)
             x.headSent = true
             if let held = x.held {
@@ -749,7 +749,7 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
     private func addAccountingHeaders(_ headers: inout OutgoingHead, _ r: RequestRecord, costSaved: String) {
         headers.add("x-auto-optimizer-original-model", r.requestedModel ?? "")
         headers.add("x-auto-optimizer-served-model", r.servedModel ?? "")
-        headers.add("x-auto-optimizer-tokens-saved", String(r.tokensSaved))
+        headers.add("x-auto-optimizer-tokens-saved", decimal: r.tokensSaved)
         headers.add("x-auto-optimizer-cost-saved-usd", costSaved)
         if let c = r.compression {
             headers.add(
@@ -902,14 +902,6 @@ func wallClockUnixNano() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-}
-
-func formatMillis(_ t: TimeAmount) -> String {
-    let us = max(0, t.nanoseconds / 1000)
-    let ms = us / 1000
-    let frac = us % 1000
-    let fracString = String(frac)
-    return "\(ms)." + String(repeating: "0", count: 3 - fracString.count) + fracString
 }
 
 /// The upstream client's callbacks, forwarded to the handler on its event loop.

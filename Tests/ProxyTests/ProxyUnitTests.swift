@@ -107,10 +107,48 @@ struct ProxyUnitTests {
         #expect(Endpoint.classify(method: .POST, path: "/files") == .other)
     }
 
-    @Test func millisecondsFormat() {
-        #expect(formatMillis(.microseconds(1234)) == "1.234")
-        #expect(formatMillis(.microseconds(7)) == "0.007")
-        #expect(formatMillis(.nanoseconds(-5)) == "0.000")
+    @Test func tokenAndControlByteTests() {
+        let tokenSpecials = Set("!#$%&'*+-.^_`|~".utf8)
+        for b in 0...255 {
+            let c = UInt8(b)
+            let token = (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
+                || tokenSpecials.contains(c)
+            #expect(HeaderBytes.isTokenByte(c) == token, "byte \(b)")
+        }
+        // The eight-at-a-time control test agrees with the byte test on every placement of every byte value.
+        var rng = SystemRandomNumberGenerator()
+        for b in 0...255 {
+            for length in [1, 7, 8, 9, 16, 23] {
+                for at in 0..<length {
+                    var bytes = (0..<length).map { _ in UInt8.random(in: 0x20...0x7E, using: &rng) }
+                    if bytes.contains(0x7F) { bytes = bytes.map { $0 == 0x7F ? 0x41 : $0 } }
+                    bytes[at] = UInt8(b)
+                    if b % 3 == 0 { bytes[(at + 3) % length] = 0x09 }
+                    let naive = bytes.contains(where: HeaderBytes.isControl)
+                    bytes.withUnsafeBytes { p in
+                        #expect(HeaderBytes.hasControl(p, 0, p.count) == naive, "byte \(b) at \(at) of \(length)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func numericHeadersAreWrittenAsDigits() {
+        var head = OutgoingHead(status: 200)
+        head.add("x-a", milliseconds: .microseconds(1234))
+        head.add("x-b", milliseconds: .microseconds(7))
+        head.add("x-c", milliseconds: .nanoseconds(-5))
+        head.add("x-d", milliseconds: .seconds(100_000))
+        head.add("x-e", milliseconds: .microseconds(1_000_999))
+        head.add("x-f", decimal: 0)
+        head.add("x-g", decimal: -42)
+        head.add("x-h", decimal: Int.max)
+        head.add("x-i", decimal: Int.min)
+        #expect(head.lines.getString(at: 0, length: head.lines.readableBytes) == [
+            "x-a: 1.234", "x-b: 0.007", "x-c: 0.000", "x-d: 100000000.000", "x-e: 1000.999", "x-f: 0", "x-g: -42",
+            "x-h: \(Int.max)", "x-i: \(Int.min)",
+        ].map { $0 + "\r\n" }.joined())
+        #expect(!head.hasContentLength)
     }
 }
 
