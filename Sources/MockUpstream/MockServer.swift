@@ -64,8 +64,15 @@ public final class MockServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(MockHandler(state: state))
+                    let handler = MockHandler(state: state)
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.configureHTTPServerPipeline(
+                        withServerUpgrade: (upgraders: [MockWebSocket.upgrader(state: state)],
+                                            completionHandler: { context in
+                                                context.pipeline.syncOperations.removeHandler(handler, promise: nil)
+                                            }),
+                        withErrorHandling: true)
+                    try pipeline.addHandler(handler)
                 }
             }
         do {
@@ -87,7 +94,7 @@ public final class MockServer: Sendable {
     }
 }
 
-final class MockHandler: ChannelInboundHandler {
+final class MockHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 

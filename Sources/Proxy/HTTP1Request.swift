@@ -225,6 +225,10 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
     /// keep-alive): nothing more is read from this connection (RFC 9112 section 9.6).
     private var done = false
     private var lastKeepAlive = true
+    private var lastUpgrade = false
+    /// After an upgrade request (``RequestHead/upgradeProtocol``): what follows is no longer HTTP. It is kept,
+    /// unparsed, for the tunnel (``takeTunnelBytes()``) or dropped with the connection.
+    private var tunneling = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !done else { return }
@@ -234,16 +238,27 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
             p.writeBuffer(&buffer)
             buffer = p
         }
+        if tunneling {
+            if buffer.readableBytes > 0 { pending = buffer }
+            return
+        }
         do {
             while let event = try parser.next(&buffer) {
                 switch event {
                 case .head(let raw):
                     let head = RequestHead(raw)
                     lastKeepAlive = head.isKeepAlive
+                    lastUpgrade = raw.hasUpgradeHeader && head.upgradeProtocol != nil
                     context.fireChannelRead(wrapInboundOut(.head(head)))
                 case .body(let part): context.fireChannelRead(wrapInboundOut(.body(part)))
                 case .end:
                     if !lastKeepAlive { done = true }
+                    if lastUpgrade && !done {
+                        tunneling = true
+                        if buffer.readableBytes > 0 { pending = buffer }
+                        context.fireChannelRead(wrapInboundOut(.end))
+                        return
+                    }
                     context.fireChannelRead(wrapInboundOut(.end))
                     if done { return }  // what follows is dropped (`pending` is already empty)
                 }
@@ -254,6 +269,13 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
             return
         }
         if buffer.readableBytes > 0 { pending = buffer }
+    }
+
+    /// The bytes the client sent after its upgrade request, for the tunnel.
+    func takeTunnelBytes() -> ByteBuffer? {
+        let p = pending
+        pending = nil
+        return p
     }
 }
 

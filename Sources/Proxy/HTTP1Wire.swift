@@ -49,6 +49,14 @@ extension RawHeaderBlock {
         bytes.getString(at: bytes.readerIndex + Int(f.valueStart), length: Int(f.valueEnd - f.valueStart)) ?? ""
     }
 
+    /// Whether there is an `Upgrade` header (the cheap test before ``RequestHead/upgradeProtocol``).
+    var hasUpgradeHeader: Bool {
+        for f in fields where f.nameEnd - f.nameStart == 7 {
+            if withName(f, { HeaderBytes.equalsIgnoringCase($0, "upgrade") }) { return true }
+        }
+        return false
+    }
+
     /// The first value of header `lower` (a lowercase name).
     func first(_ lower: StaticString) -> String? {
         for f in fields where withName(f, { HeaderBytes.equalsIgnoringCase($0, lower) }) { return value(f) }

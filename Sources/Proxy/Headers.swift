@@ -39,7 +39,7 @@ enum ForwardingHeaders {
     /// `upstreamRequestHeaders`; a raw client head's lines are copied as received.
     static func writeUpstreamRequestHead(_ out: inout ByteBuffer, method: HTTPMethod, uri: String,
                                          head: RequestHead, host: String, contentLength: Int?,
-                                         traceparent: String?, authorization: String?)
+                                         traceparent: String?, authorization: String?, upgrade: String? = nil)
     {
         out.writeHead(bound: method.rawValue.utf8.count + uri.utf8.count + host.utf8.count + 24) { w in
             w.put(method.rawValue)
@@ -72,7 +72,14 @@ enum ForwardingHeaders {
             }
         }
         let bound = 64 + HeadWriter.maxDecimal + (traceparent?.utf8.count ?? 0) + (authorization?.utf8.count ?? 0)
+            + (upgrade.map { $0.utf8.count + 40 } ?? 0)
         out.writeHead(bound: bound) { w in
+            if let upgrade {
+                // A protocol upgrade (WebSocket) keeps its hop-by-hop pair for the next hop.
+                w.put("connection: upgrade\r\nupgrade: ")
+                w.putValue(upgrade)
+                w.put("\r\n")
+            }
             if let contentLength {
                 w.put("content-length: ")
                 w.putDecimal(contentLength)

@@ -6,6 +6,7 @@ import Darwin
 #endif
 import Logging
 import NIOCore
+import NIOSSL
 import NIOHTTP1
 import Optimizer
 import Policy
@@ -37,7 +38,7 @@ public enum Endpoint: String, Sendable {
 /// Handles one HTTP/1.1 connection's requests (one at a time, NIO's pipeline handler orders them) or one HTTP/2
 /// stream. All of its state lives on the channel's event loop, and so do the upstream client callbacks: no locks,
 /// no thread hops on the hot path.
-final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
+final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, UpstreamResponseHandler {
     typealias InboundIn = ProxyRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
@@ -377,6 +378,10 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
             x.upstreamPath = upstreamPath
             x.outgoing = outgoing
             state = .forwarding(x)
+            if http1, case .raw(let raw) = head.fields, raw.hasUpgradeHeader, let upgrade = head.upgradeProtocol {
+                startTunnel(context: context, x, upgrade: upgrade)
+                return
+            }
             forward(context: context, x)
         case .idle, .forwarding:
             return
@@ -448,6 +453,108 @@ final class ProxyHandler: ChannelInboundHandler, UpstreamResponseHandler {
         if x.attempt == 1 { x.overhead = x.dispatched - x.bodyComplete }
         x.task = shared.client.execute(request: request, delegate: delegate,
                                        eventLoop: .delegate(on: context.eventLoop), logger: nil)
+    }
+
+    // MARK: upgrades (WebSocket), see UpgradeTunnel.swift
+
+    /// Sends an upgrade request to the policy's upstream on a connection of its own, then joins the two
+    /// connections. The request's record ends when the upstream answers (101 for a WebSocket); the session's
+    /// frames are relayed, not read. Upgrades are not retried on another upstream (the policy's fallbacks apply
+    /// to requests the sidecar can replay).
+    private func startTunnel(context: ChannelHandlerContext, _ x: Exchange, upgrade: String) {
+        let runtime = x.runtime!
+        let name = x.plan?.decision?.upstream(forAttempt: 1) ?? runtime.upstreams.keys.first ?? ""
+        guard let upstream = runtime.upstreams[name] else {
+            tunnelFailed(context: context, x, .badGateway("the policy names an unknown upstream '\(name)'"),
+                         code: "unknown_upstream")
+            return
+        }
+        x.upstreamName = name
+        x.record.upstream = name
+        x.record.attempts = 1
+        if x.record.trace != nil {
+            x.record.serverAddress = upstream.url.host
+            x.record.serverPort = upstream.url.port
+        }
+        var tls: NIOSSLContext? = nil
+        if upstream.url.scheme == "https" {
+            do {
+                tls = try shared.tunnelTLSContext()
+            } catch {
+                tunnelFailed(context: context, x, .badGateway("TLS setup for the upstream failed: \(error)"),
+                             code: "upstream_error")
+                return
+            }
+        }
+        var uri = upstream.url.basePath + x.upstreamPath
+        if uri.isEmpty || uri.first == "?" { uri = "/" + uri }
+        var head = context.channel.allocator.buffer(capacity: 512)
+        ForwardingHeaders.writeUpstreamRequestHead(
+            &head, method: x.method, uri: uri, head: x.request, host: UpstreamPool.hostHeader(for: upstream.url),
+            contentLength: x.outgoing?.readableBytes, traceparent: x.record.trace?.upstreamTraceparent,
+            authorization: upstream.authorization, upgrade: upgrade)
+        x.dispatched = NIODeadline.now()
+        x.overhead = x.dispatched - x.bodyComplete
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let id = x.id
+        let requestHead = head
+        UpgradeTunnel.connect(to: upstream.url, on: context.eventLoop, tls: tls,
+                              connectTimeout: shared.config.upstreamConnectTimeout).whenComplete { result in
+            let me = handler.value
+            guard let (x, context) = me.current(id) else {
+                // The client went away while connecting.
+                if case .success(let channel) = result { channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .failure(let error):
+                me.tunnelFailed(context: context, x, UpstreamErrors.map(error), code: "upstream_error")
+            case .success(let channel):
+                me.join(context: context, x, upstream: channel, head: requestHead)
+            }
+        }
+    }
+
+    private func tunnelFailed(context: ChannelHandlerContext, _ x: Exchange, _ error: OpenAIError, code: String) {
+        state = .idle
+        shared.logger.info("upgrade request failed", metadata: ["status": "\(error.status)", "error": "\(error.message)"])
+        closing = true  // what the client sent after its upgrade request is not HTTP to answer
+        writeError(context: context, error, version: x.version, keepAlive: false)
+        finish(x, status: error.status, error: error.code ?? code)
+    }
+
+    /// Writes the request to the connected upstream and hands both connections to a `TunnelGlue` pair; this
+    /// handler and the HTTP decoder leave the client's pipeline.
+    private func join(context: ChannelHandlerContext, _ x: Exchange, upstream: any Channel, head: ByteBuffer) {
+        state = .idle
+        var answered = false
+        let (clientEnd, upstreamEnd) = TunnelGlue.pair(
+            upstreamFirstBytes: { first in
+                answered = true
+                let now = NIODeadline.now()
+                x.upstreamDone = now
+                x.firstChunk = now
+                let status = UpgradeTunnel.status(of: first) ?? 502
+                self.finish(x, status: status, error: status == 101 ? nil : (status >= 400 ? "http_\(status)" : "no_upgrade"))
+            },
+            upstreamClosed: {
+                if !answered { self.finish(x, status: 502, error: "upstream_closed") }
+            })
+        do {
+            try upstream.pipeline.syncOperations.addHandler(upstreamEnd)
+            upstream.write(head, promise: nil)
+            if let body = x.outgoing { upstream.write(body, promise: nil) }
+            let pipeline = context.pipeline.syncOperations
+            let decoder = try pipeline.handler(type: HTTP1RequestDecoder.self)
+            if let early = decoder.takeTunnelBytes() { upstream.write(early, promise: nil) }
+            upstream.flush()
+            try pipeline.addHandler(clientEnd, position: .last)
+            pipeline.removeHandler(decoder, promise: nil)
+            pipeline.removeHandler(context: context, promise: nil)
+        } catch {
+            upstream.close(promise: nil)
+            tunnelFailed(context: context, x, .badGateway("cannot set up the tunnel: \(error)"), code: "upstream_error")
+        }
     }
 
     /// Before any byte reached the client, a failed attempt (connect failure, timeout, reset, 429, 5xx) moves on

@@ -36,6 +36,8 @@ final class ProxyShared: Sendable {
     /// The current policy and its upstreams: one atomic load per request; replaced whole by a reload.
     let runtime: ManagedAtomic<Runtime>
     private let draining = Atomic<Bool>(false)
+    /// See `tunnelTLSContext()`.
+    let tunnelTLS = NIOLockedValueBox<NIOSSLContext?>(nil)
 
     init(config: ProxyConfiguration, client: HTTPClient, logger: Logger, planner: Planner, accountant: Accountant,
          budgets: BudgetTracker, runtime: Runtime)

@@ -103,12 +103,17 @@ final class UpstreamPool: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.host = upstream.host
         self.port = upstream.port
-        let defaultPort = upstream.scheme == "https" ? 443 : 80
-        let h = upstream.host.contains(":") ? "[\(upstream.host)]" : upstream.host
-        self.hostHeader = upstream.port == defaultPort ? h : "\(h):\(upstream.port)"
+        self.hostHeader = Self.hostHeader(for: upstream)
         self.connectTimeout = connectTimeout
         self.readTimeout = readTimeout
         self.maxIdle = maxIdle
+    }
+
+    /// The Host header for `upstream` (its port only when not the scheme's default).
+    static func hostHeader(for upstream: UpstreamURL) -> String {
+        let defaultPort = upstream.scheme == "https" ? 443 : 80
+        let h = upstream.host.contains(":") ? "[\(upstream.host)]" : upstream.host
+        return upstream.port == defaultPort ? h : "\(h):\(upstream.port)"
     }
 
     /// Sends the request (`head` is the serialized request head, with Host and Content-Length); the response's

@@ -1,0 +1,273 @@
+"""WebSocket (HTTP/1.1 Upgrade) requests through the sidecar: the official OpenAI SDK's Realtime client, raw frames
+both ways, a refused upgrade, an unreachable upstream, and a wss:// upstream (a real nginx terminating TLS).
+
+The OpenAI SDKs open Realtime (and other WebSocket) sessions at ws(s)://{base_url}/..., so an application pointed
+at the sidecar sends them to it; the sidecar forwards the upgrade request on a connection of its own and relays
+bytes both ways. The mock upstream speaks a small Realtime-style protocol at /v1/realtime and echoes other frames."""
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+import socket
+import subprocess
+import time
+
+import openai
+import pytest
+import websockets
+from websockets.asyncio.client import connect
+
+from conftest import HOST, closed_port, free_port, httpx
+from test_https_upstream import NGINX, _openssl
+
+
+def ws_url(service_v1: str, path: str) -> str:
+    return service_v1.replace("http://", "ws://", 1) + path
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, timeout=60))
+
+
+def realtime_session(base_url: str) -> dict:
+    """One Realtime session with the official SDK: session.created, then one response."""
+    client = openai.OpenAI(base_url=base_url, api_key="sk-test-key", max_retries=0, timeout=20.0)
+    out: dict = {"types": [], "text": ""}
+    with client.realtime.connect(model="gpt-realtime-mini", max_retries=0) as conn:
+        first = conn.recv()
+        out["first"] = first.type
+        out["model"] = first.session.model
+        conn.response.create()
+        for event in conn:
+            out["types"].append(event.type)
+            if event.type == "response.output_text.delta":
+                out["text"] += event.delta
+            if event.type == "response.done":
+                u = event.response.usage
+                out["usage"] = (u.input_tokens, u.output_tokens, u.total_tokens)
+                break
+    return out
+
+
+def test_realtime_session_with_the_openai_sdk(sidecar, mock_upstream):
+    through = realtime_session(sidecar.v1)
+    direct = realtime_session(mock_upstream.v1)
+    assert through == direct
+    assert through["first"] == "session.created" and through["model"] == "gpt-realtime-mini"
+    assert through["text"] == "Hello from the mock realtime server."
+    assert through["usage"] == (12, 9, 21)
+    assert through["types"][0] == "response.created" and through["types"][-1] == "response.done"
+
+
+def test_upgrade_request_reaches_the_upstream_rewritten(sidecar, mock_upstream):
+    async def go():
+        async with connect(ws_url(sidecar.v1, "/realtime?model=m1&x=%2F"),
+                           additional_headers={"Authorization": "Bearer sk-ws-key", "OpenAI-Project": "proj_ws",
+                                               "X-Custom": "kept"},
+                           subprotocols=["realtime", "other"]) as ws:
+            assert ws.subprotocol == "realtime"
+            assert ws.response.status_code == 101
+            assert ws.response.headers["x-mock-upstream"] == "websocket"  # the upstream's own head, relayed
+            await ws.recv()
+    run(go())
+    rec = mock_upstream.last("/v1/realtime", "GET")
+    assert rec.path == "/v1/realtime?model=m1&x=%2F"
+    assert rec.header("host") == f"{HOST}:{mock_upstream.port}"
+    assert rec.header("authorization") == "Bearer sk-ws-key"
+    assert rec.header("openai-project") == "proj_ws"
+    assert rec.header("x-custom") == "kept"
+    assert rec.header("upgrade").lower() == "websocket"
+    assert "upgrade" in rec.header("connection").lower()
+    assert rec.header("sec-websocket-key") and rec.header("sec-websocket-version") == "13"
+    assert rec.header("sec-websocket-protocol") == "realtime, other"
+
+
+def test_frames_are_relayed_both_ways_in_order(sidecar):
+    big = bytes(range(256)) * (4 * 4096)  # 4 MiB: more than the socket buffers, so backpressure takes part
+
+    async def go():
+        async with connect(ws_url(sidecar.v1, "/realtime"), max_size=None) as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            for i in range(200):
+                await ws.send(f"message {i} \u00e9\u6f22")
+            for i in range(200):
+                assert await ws.recv() == f"message {i} \u00e9\u6f22"
+            await ws.send(big)
+            assert await ws.recv() == big
+            pong = await ws.ping(b"are you there")
+            await asyncio.wait_for(pong, 10)
+            await ws.close(code=1000, reason="done")
+            return ws.close_code
+    assert run(go()) == 1000
+
+
+def test_many_sessions_at_once(sidecar):
+    async def one(i: int):
+        async with connect(ws_url(sidecar.v1, f"/realtime?model=m{i}")) as ws:
+            assert json.loads(await ws.recv())["session"]["model"] == f"m{i}"
+            await ws.send(json.dumps({"type": "response.create"}))
+            types = []
+            while not types or types[-1] != "response.done":
+                types.append(json.loads(await ws.recv())["type"])
+            return len(types)
+
+    async def go():
+        return await asyncio.gather(*(one(i) for i in range(20)))
+    assert run(go()) == [9] * 20
+
+
+def test_refused_upgrade_is_relayed(sidecar, mock_upstream):
+    # The mock upgrades only /v1/realtime and /v1/responses; elsewhere it answers as plain HTTP (404 here).
+    async def go():
+        try:
+            async with connect(ws_url(sidecar.v1, "/not-a-socket")):
+                pass
+        except websockets.exceptions.InvalidStatus as e:
+            return e.response
+        raise AssertionError("the upgrade was not refused")
+    response = run(go())
+    assert response.status_code == 404
+    assert json.loads(response.body)["error"]["code"] == "unknown_url"
+    # The sidecar stays up and serves plain requests.
+    assert httpx.get(sidecar.base_url + "/health", trust_env=False).status_code == 200
+
+
+def test_unreachable_upstream_is_a_502_error(start_sidecar):
+    sc = start_sidecar("--telemetry", "off", upstream=f"http://{HOST}:{closed_port()}/v1", name="sidecar-ws-down")
+
+    async def go():
+        try:
+            async with connect(ws_url(sc.v1, "/realtime")):
+                pass
+        except websockets.exceptions.InvalidStatus as e:
+            return e.response
+        raise AssertionError("connected to a closed port")
+    response = run(go())
+    assert response.status_code == 502
+    body = json.loads(response.body)
+    assert body["error"]["type"] and body["error"]["message"]
+    assert sc.alive()
+    records = httpx.get(sc.v1 + "/optimizer/requests?limit=5", trust_env=False).json()["data"]
+    assert records and records[0]["status"] == 502
+
+
+def test_sessions_are_recorded(start_sidecar):
+    sc = start_sidecar("--telemetry", "off", name="sidecar-ws-records")
+
+    async def go():
+        async with connect(ws_url(sc.v1, "/realtime?model=gpt-realtime"),
+                           additional_headers={"x-app-id": "voice-app"}) as ws:
+            await ws.recv()
+    run(go())
+    for _ in range(50):  # the accounting thread publishes within a few milliseconds
+        records = httpx.get(sc.v1 + "/optimizer/requests?limit=5", trust_env=False).json()["data"]
+        if records:
+            break
+        time.sleep(0.05)
+    assert records[0]["status"] == 101
+    assert records[0]["application"] == "voice-app"
+    report = httpx.get(sc.v1 + "/optimizer/savings", trust_env=False).json()
+    assert report["total"]["requests"] == 1 and report["total"]["failed"] == 0
+
+
+def test_client_closing_ends_the_upstream_session(sidecar, mock_upstream):
+    # Closing the client's TCP connection without a close frame: the sidecar closes the upstream side too, and
+    # new sessions keep working.
+    async def go():
+        ws = await connect(ws_url(sidecar.v1, "/realtime"))
+        await ws.recv()
+        ws.transport.abort()
+        async with connect(ws_url(sidecar.v1, "/realtime")) as again:
+            return json.loads(await again.recv())["type"]
+    assert run(go()) == "session.created"
+
+
+@pytest.fixture(scope="module")
+def wss_upstream(tmp_path_factory, mock_upstream):
+    """nginx terminating TLS (certificate from a throw-away CA) and proxying WebSocket upgrades to the mock."""
+    d = tmp_path_factory.mktemp("wss-upstream")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=auto-optimizer ws test CA", cwd=d)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=localhost", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.pem", "-days", "2", "-extfile", "san.ext", cwd=d)
+    port = free_port()
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (d / sub).mkdir()
+    conf = d / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    log_format ws '$server_protocol $request_method $request_uri $status $http_upgrade';
+    access_log {d}/access.log ws;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen {HOST}:{port} ssl;
+        ssl_certificate {d}/server.pem;
+        ssl_certificate_key {d}/server.key;
+        location / {{
+            proxy_pass http://127.0.0.1:{mock_upstream.port};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 60s;
+        }}
+    }}
+}}
+""")
+    proc = subprocess.Popen([NGINX, "-p", str(d), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=open(d / "stderr.log", "wb"), start_new_session=True)
+    deadline = time.time() + 10
+    while True:
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"nginx did not start: {(d / 'stderr.log').read_text()} {(d / 'error.log').read_text()}")
+            time.sleep(0.05)
+    yield {"port": port, "ca": str(d / "ca.pem"), "access_log": d / "access.log"}
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_wss_upstream_by_name_and_by_ip(wss_upstream, start_sidecar):
+    for host in ("localhost", "127.0.0.1"):  # SNI and name check; IP address check without SNI
+        sc = start_sidecar("--telemetry", "off", "--upstream-ca-file", wss_upstream["ca"],
+                           upstream=f"https://{host}:{wss_upstream['port']}/v1", name=f"sidecar-wss-{host}")
+        got = realtime_session(sc.v1)
+        assert got["text"] == "Hello from the mock realtime server." and got["usage"] == (12, 9, 21)
+    log = pathlib.Path(wss_upstream["access_log"]).read_text().splitlines()
+    assert sum(1 for line in log if line.startswith("HTTP/1.1 GET /v1/realtime?model=gpt-realtime-mini 101 websocket")) == 2
+
+
+def test_untrusted_wss_upstream_is_a_502(wss_upstream, start_sidecar):
+    # Without the test CA, the upstream's certificate does not verify: no session, a 502.
+    sc = start_sidecar("--telemetry", "off", upstream=f"https://localhost:{wss_upstream['port']}/v1",
+                       name="sidecar-wss-untrusted")
+
+    async def go():
+        try:
+            async with connect(ws_url(sc.v1, "/realtime")):
+                pass
+        except websockets.exceptions.InvalidStatus as e:
+            return e.response
+        raise AssertionError("connected through an untrusted certificate")
+    response = run(go())
+    assert response.status_code == 502
+    assert "certificate" in json.loads(response.body)["error"]["message"].lower()
