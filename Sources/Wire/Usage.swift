@@ -140,6 +140,32 @@ public struct ResponseFacts: Sendable, Equatable {
         }
     }
 
+    /// Adds what one stream chunk's JSON says, when it is one valid JSON object (else nothing): read in one
+    /// validating pass, merged only once the whole chunk proved valid.
+    mutating func absorb(chunk: ByteBuffer) {
+        chunk.withUnsafeReadableBytes { raw in
+            var c = ResponseFacts()
+            var texts: [JSONStringRef] = []
+            var s = JSONScanner(raw)
+            do throws(JSONSyntaxError) {
+                s.skipWhitespace()
+                guard s.index < s.end, raw[s.index] == UInt8(ascii: "{") else { return }
+                try s.walkObject { key, s throws(JSONSyntaxError) in
+                    try c.read(key, &s, streamed: true, texts: &texts)
+                }
+                s.skipWhitespace()
+                guard s.index == s.end else { return }
+            } catch {
+                return
+            }
+            if id == nil { id = c.id }
+            if model == nil { model = c.model }
+            if let u = c.usage { usage = u }
+            finishReasons += c.finishReasons
+            appendTexts(texts, raw)
+        }
+    }
+
     private mutating func appendTexts(_ texts: [JSONStringRef], _ raw: UnsafeRawBufferPointer) {
         for t in texts { completionText += t.decode(raw) }
     }
@@ -280,6 +306,11 @@ public struct StreamTap: Sendable {
         guard let data = e.data else { return nil }
         if data.readableBytes == 6 && data.readableBytesView.elementsEqual("[DONE]".utf8) {
             sawDone = true
+            return nil
+        }
+        if !stripInjectedUsage {
+            // Only the facts are wanted: one validating pass over the chunk, no node.
+            if collectFacts { facts.absorb(chunk: data) }
             return nil
         }
         guard let json = try? JSONNode.parse(data), json.kind == .object else { return nil }

@@ -164,6 +164,24 @@ struct ResponseFactsTests {
         }
     }
 
+    @Test func streamsReadChunkByChunkAgreeWithNodeLookups() throws {
+        // The stream tap's reading (one validating pass per chunk, merged when valid) against parsing each chunk
+        // into a node first; sequences of chunks, some cut short (which add nothing either way).
+        let g = Generator(state: 0xBADC0DE)
+        for _ in 0..<400 {
+            var byChunk = ResponseFacts()
+            var byNode = ResponseFacts()
+            for _ in 0..<(1 + g.next(5)) {
+                var doc = Array(g.response(streamed: true).utf8)
+                if g.next(4) == 0 { doc.removeSubrange((1 + g.next(doc.count - 1))...) }
+                let buffer = ByteBuffer(bytes: doc)
+                byChunk.absorb(chunk: buffer)
+                if let root = try? JSONNode.parse(buffer), root.kind == .object { byNode.absorb(root, streamed: true) }
+            }
+            #expect(byChunk == byNode)
+        }
+    }
+
     @Test func truncatedOrBrokenResponsesGiveNoFacts() {
         let g = Generator(state: 42)
         for _ in 0..<300 {
