@@ -165,22 +165,7 @@ struct JSONScanner {
     }
 
     mutating func skipObject() throws(JSONSyntaxError) {
-        try enter()
-        index += 1  // {
-        if peek() == UInt8(ascii: "}") {
-            index += 1
-            depth -= 1
-            return
-        }
-        while true {
-            skipWhitespace()
-            guard index < end, bytes[index] == UInt8(ascii: "\"") else { throw unexpectedKey() }
-            _ = try skipString()
-            try expect(UInt8(ascii: ":"))
-            _ = try skipValue()
-            if try endOfContainer(UInt8(ascii: "}")) { break }
-        }
-        depth -= 1
+        try walkObject { _, s throws(JSONSyntaxError) in _ = try s.skipValue() }
     }
 
     func unexpectedKey() -> JSONSyntaxError {
@@ -204,18 +189,7 @@ struct JSONScanner {
     }
 
     mutating func skipArray() throws(JSONSyntaxError) {
-        try enter()
-        index += 1  // [
-        if peek() == UInt8(ascii: "]") {
-            index += 1
-            depth -= 1
-            return
-        }
-        while true {
-            _ = try skipValue()
-            if try endOfContainer(UInt8(ascii: "]")) { break }
-        }
-        depth -= 1
+        try walkArray { s throws(JSONSyntaxError) in _ = try s.skipValue() }
     }
 
     /// Validates a string starting at the opening quote (with `alreadyValid`, only finds its end, see
@@ -561,6 +535,24 @@ extension JSONScanner {
             if try endOfContainer(UInt8(ascii: "}")) { break }
         }
         depth -= 1
+    }
+
+    /// Walks the JSON object that `bytes` holds whole (whitespace around it allowed), validating it (see
+    /// ``walkObject(_:)``). False when the bytes are not one valid JSON object; `body` may have been called for
+    /// the members before the fault.
+    static func walkDocument(_ bytes: UnsafeRawBufferPointer,
+                             _ body: (JSONKey, inout JSONScanner) throws(JSONSyntaxError) -> Void) -> Bool
+    {
+        var s = JSONScanner(bytes)
+        do throws(JSONSyntaxError) {
+            s.skipWhitespace()
+            guard s.index < s.end, bytes[s.index] == UInt8(ascii: "{") else { return false }
+            try s.walkObject(body)
+            s.skipWhitespace()
+            return s.index == s.end
+        } catch {
+            return false
+        }
     }
 
     /// Walks the array whose `[` is at `index`, validating it; `body` consumes one element per call (see

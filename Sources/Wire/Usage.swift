@@ -109,18 +109,10 @@ public struct ResponseFacts: Sendable, Equatable {
         body.withUnsafeReadableBytes { raw in
             var facts = ResponseFacts()
             var texts: [JSONStringRef] = []
-            var s = JSONScanner(raw)
-            do throws(JSONSyntaxError) {
-                s.skipWhitespace()
-                guard s.index < s.end, raw[s.index] == UInt8(ascii: "{") else { return ResponseFacts() }
-                try s.walkObject { key, s throws(JSONSyntaxError) in
-                    try facts.read(key, &s, streamed: false, texts: &texts)
-                }
-                s.skipWhitespace()
-                guard s.index == s.end else { return ResponseFacts() }
-            } catch {
-                return ResponseFacts()
+            let valid = JSONScanner.walkDocument(raw) { key, s throws(JSONSyntaxError) in
+                try facts.read(key, &s, streamed: false, texts: &texts)
             }
+            guard valid else { return ResponseFacts() }
             if !textOnlyWithoutUsage || facts.usage == nil { facts.appendTexts(texts, raw) }
             return facts
         }
@@ -146,18 +138,10 @@ public struct ResponseFacts: Sendable, Equatable {
         chunk.withUnsafeReadableBytes { raw in
             var c = ResponseFacts()
             var texts: [JSONStringRef] = []
-            var s = JSONScanner(raw)
-            do throws(JSONSyntaxError) {
-                s.skipWhitespace()
-                guard s.index < s.end, raw[s.index] == UInt8(ascii: "{") else { return }
-                try s.walkObject { key, s throws(JSONSyntaxError) in
-                    try c.read(key, &s, streamed: true, texts: &texts)
-                }
-                s.skipWhitespace()
-                guard s.index == s.end else { return }
-            } catch {
-                return
+            let valid = JSONScanner.walkDocument(raw) { key, s throws(JSONSyntaxError) in
+                try c.read(key, &s, streamed: true, texts: &texts)
             }
+            guard valid else { return }
             if id == nil { id = c.id }
             if model == nil { model = c.model }
             if let u = c.usage { usage = u }

@@ -22,19 +22,22 @@ def _openssl(*args: str, cwd: pathlib.Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def tls_upstream(tmp_path_factory, mock_upstream):
-    if not pathlib.Path(NGINX).exists() or not shutil.which("openssl"):
-        pytest.fail("nginx and openssl are needed (scripts/setup.sh installs nginx-light; openssl is in the base system)")
-    d = tmp_path_factory.mktemp("tls-upstream")
+def make_certificates(d: pathlib.Path, cn: str) -> None:
+    """A throw-away CA (ca.pem) and a server certificate for 127.0.0.1 and localhost (server.pem, server.key)."""
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=auto-optimizer test CA", cwd=d)
+             "-subj", f"/CN={cn}", cwd=d)
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
              "-subj", "/CN=127.0.0.1", cwd=d)
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
                                "extendedKeyUsage=serverAuth\n")
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
              "-out", "server.pem", "-days", "2", "-extfile", "san.ext", cwd=d)
+
+
+def start_tls_nginx(d: pathlib.Path, *, listen: str, http_extra: str, location: str):
+    """nginx serving TLS with d's certificate; `location /` holds `location`. Returns (port, process)."""
+    if not pathlib.Path(NGINX).exists() or not shutil.which("openssl"):
+        pytest.fail("nginx and openssl are needed (scripts/setup.sh installs nginx-light; openssl is in the base system)")
     port = free_port()
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (d / sub).mkdir()
@@ -46,23 +49,18 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 256; }}
 http {{
-    log_format proto '$server_protocol $request_method $request_uri $status';
-    access_log {d}/access.log proto;
+    {http_extra}
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    upstream mock {{ server 127.0.0.1:{mock_upstream.port}; keepalive 8; }}
     server {{
-        listen {HOST}:{port} ssl http2;
+        listen {HOST}:{port} {listen};
         ssl_certificate {d}/server.pem;
         ssl_certificate_key {d}/server.key;
         location / {{
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
+            {location}
         }}
     }}
 }}
@@ -73,18 +71,37 @@ http {{
     while True:
         try:
             socket.create_connection((HOST, port), timeout=0.5).close()
-            break
+            return port, proc
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
                 pytest.fail(f"nginx did not start: {(d / 'stderr.log').read_text()} {(d / 'error.log').read_text()}")
             time.sleep(0.05)
-    yield {"url": f"https://127.0.0.1:{port}/v1", "ca": str(d / "ca.pem"), "access_log": d / "access.log"}
+
+
+def stop_nginx(proc) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="module")
+def tls_upstream(tmp_path_factory, mock_upstream):
+    d = tmp_path_factory.mktemp("tls-upstream")
+    make_certificates(d, "auto-optimizer test CA")
+    port, proc = start_tls_nginx(
+        d, listen="ssl http2",
+        http_extra=f"""log_format proto '$server_protocol $request_method $request_uri $status';
+    access_log {d}/access.log proto;
+    upstream mock {{ server 127.0.0.1:{mock_upstream.port}; keepalive 8; }}""",
+        location="""proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;""")
+    yield {"url": f"https://127.0.0.1:{port}/v1", "ca": str(d / "ca.pem"), "access_log": d / "access.log"}
+    stop_nginx(proc)
 
 
 def _access_lines(log: pathlib.Path, wanted: int) -> list[str]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
-import socket
-import subprocess
 import time
 
 import openai
@@ -18,8 +16,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from conftest import HOST, closed_port, free_port, httpx
-from test_https_upstream import NGINX, _openssl
+from conftest import HOST, closed_port, httpx
+from test_https_upstream import make_certificates, start_tls_nginx, stop_nginx
 
 
 def ws_url(service_v1: str, path: str) -> str:
@@ -28,6 +26,18 @@ def ws_url(service_v1: str, path: str) -> str:
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, timeout=60))
+
+
+def refusal(url: str):
+    """The HTTP response of an upgrade request that does not become a WebSocket."""
+    async def go():
+        try:
+            async with connect(url):
+                pass
+        except websockets.exceptions.InvalidStatus as e:
+            return e.response
+        raise AssertionError(f"{url} was upgraded")
+    return run(go())
 
 
 def realtime_session(base_url: str) -> dict:
@@ -119,14 +129,7 @@ def test_many_sessions_at_once(sidecar):
 
 def test_refused_upgrade_is_relayed(sidecar, mock_upstream):
     # The mock upgrades only /v1/realtime and /v1/responses; elsewhere it answers as plain HTTP (404 here).
-    async def go():
-        try:
-            async with connect(ws_url(sidecar.v1, "/not-a-socket")):
-                pass
-        except websockets.exceptions.InvalidStatus as e:
-            return e.response
-        raise AssertionError("the upgrade was not refused")
-    response = run(go())
+    response = refusal(ws_url(sidecar.v1, "/not-a-socket"))
     assert response.status_code == 404
     assert json.loads(response.body)["error"]["code"] == "unknown_url"
     # The sidecar stays up and serves plain requests.
@@ -135,15 +138,7 @@ def test_refused_upgrade_is_relayed(sidecar, mock_upstream):
 
 def test_unreachable_upstream_is_a_502_error(start_sidecar):
     sc = start_sidecar("--telemetry", "off", upstream=f"http://{HOST}:{closed_port()}/v1", name="sidecar-ws-down")
-
-    async def go():
-        try:
-            async with connect(ws_url(sc.v1, "/realtime")):
-                pass
-        except websockets.exceptions.InvalidStatus as e:
-            return e.response
-        raise AssertionError("connected to a closed port")
-    response = run(go())
+    response = refusal(ws_url(sc.v1, "/realtime"))
     assert response.status_code == 502
     body = json.loads(response.body)
     assert body["error"]["type"] and body["error"]["message"]
@@ -187,63 +182,18 @@ def test_client_closing_ends_the_upstream_session(sidecar, mock_upstream):
 def wss_upstream(tmp_path_factory, mock_upstream):
     """nginx terminating TLS (certificate from a throw-away CA) and proxying WebSocket upgrades to the mock."""
     d = tmp_path_factory.mktemp("wss-upstream")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=auto-optimizer ws test CA", cwd=d)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=localhost", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "san.ext", cwd=d)
-    port = free_port()
-    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (d / sub).mkdir()
-    conf = d / "nginx.conf"
-    conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    log_format ws '$server_protocol $request_method $request_uri $status $http_upgrade';
-    access_log {d}/access.log ws;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{
-        listen {HOST}:{port} ssl;
-        ssl_certificate {d}/server.pem;
-        ssl_certificate_key {d}/server.key;
-        location / {{
-            proxy_pass http://127.0.0.1:{mock_upstream.port};
+    make_certificates(d, "auto-optimizer ws test CA")
+    port, proc = start_tls_nginx(
+        d, listen="ssl",
+        http_extra=f"""log_format ws '$server_protocol $request_method $request_uri $status $http_upgrade';
+    access_log {d}/access.log ws;""",
+        location=f"""proxy_pass http://127.0.0.1:{mock_upstream.port};
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection "upgrade";
-            proxy_read_timeout 60s;
-        }}
-    }}
-}}
-""")
-    proc = subprocess.Popen([NGINX, "-p", str(d), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=open(d / "stderr.log", "wb"), start_new_session=True)
-    deadline = time.time() + 10
-    while True:
-        try:
-            socket.create_connection((HOST, port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"nginx did not start: {(d / 'stderr.log').read_text()} {(d / 'error.log').read_text()}")
-            time.sleep(0.05)
+            proxy_read_timeout 60s;""")
     yield {"port": port, "ca": str(d / "ca.pem"), "access_log": d / "access.log"}
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_nginx(proc)
 
 
 def test_wss_upstream_by_name_and_by_ip(wss_upstream, start_sidecar):
@@ -260,14 +210,6 @@ def test_untrusted_wss_upstream_is_a_502(wss_upstream, start_sidecar):
     # Without the test CA, the upstream's certificate does not verify: no session, a 502.
     sc = start_sidecar("--telemetry", "off", upstream=f"https://localhost:{wss_upstream['port']}/v1",
                        name="sidecar-wss-untrusted")
-
-    async def go():
-        try:
-            async with connect(ws_url(sc.v1, "/realtime")):
-                pass
-        except websockets.exceptions.InvalidStatus as e:
-            return e.response
-        raise AssertionError("connected through an untrusted certificate")
-    response = run(go())
+    response = refusal(ws_url(sc.v1, "/realtime"))
     assert response.status_code == 502
     assert "certificate" in json.loads(response.body)["error"]["message"].lower()
