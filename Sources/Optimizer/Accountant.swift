@@ -115,7 +115,11 @@ public final class Accountant: Sendable {
             if r.finishReasons.isEmpty { r.finishReasons = facts.finishReasons }
             if completionText.isEmpty { completionText = facts.completionText }
         }
-        guard let view = draft.original else { return r }
+        guard let view = draft.original else {
+            // Nothing read of the request (a WebSocket session, say): its reported usage is priced as it is.
+            if r.usage != nil && r.costPicoUSD == nil { price(&r, prices: prices) }
+            return r
+        }
         r.parameters = RequestParameters(view)
         let model = r.servedModel ?? r.requestedModel ?? ""
         guard let (encoding, estimate) = try? Encoding.forModel(model) else { return r }

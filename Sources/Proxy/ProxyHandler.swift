@@ -472,6 +472,12 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         x.upstreamName = name
         x.record.upstream = name
         x.record.attempts = 1
+        // Realtime sessions name their model in the query (`?model=gpt-realtime`): the record's model for reports
+        // and prices.
+        if let model = UpgradeTunnel.queryValue(x.upstreamPath, "model") {
+            x.record.requestedModel = model
+            x.record.servedModel = model
+        }
         if x.record.trace != nil {
             x.record.serverAddress = upstream.url.host
             x.record.serverPort = upstream.url.port
@@ -527,18 +533,32 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     /// handler and the HTTP decoder leave the client's pipeline.
     private func join(context: ChannelHandlerContext, _ x: Exchange, upstream: any Channel, head: ByteBuffer) {
         state = .idle
-        var answered = false
+        // The record ends with the answer when it is not a WebSocket, else with the session (its status 101, the
+        // usage its server events reported).
+        var observer = WebSocketUsageObserver()
+        var finished = false
         let (clientEnd, upstreamEnd) = TunnelGlue.pair(
-            upstreamFirstBytes: { first in
-                answered = true
-                let now = NIODeadline.now()
-                x.upstreamDone = now
-                x.firstChunk = now
-                let status = UpgradeTunnel.status(of: first) ?? 502
-                self.finish(x, status: status, error: status == 101 ? nil : (status >= 400 ? "http_\(status)" : "no_upgrade"))
+            upstreamBytes: { bytes in
+                let more = observer.observe(bytes)
+                if x.firstChunk == nil {
+                    x.firstChunk = NIODeadline.now()
+                    x.upstreamDone = x.firstChunk
+                }
+                if let status = observer.status, status != 101, !finished {
+                    finished = true
+                    self.finish(x, status: status, error: status >= 400 ? "http_\(status)" : "no_upgrade")
+                }
+                return more
             },
             upstreamClosed: {
-                if !answered { self.finish(x, status: 502, error: "upstream_closed") }
+                guard !finished else { return }
+                finished = true
+                guard let status = observer.status else {
+                    self.finish(x, status: 502, error: "upstream_closed")
+                    return
+                }
+                x.record.usage = observer.usage
+                self.finish(x, status: status, error: nil)
             })
         do {
             try upstream.pipeline.syncOperations.addHandler(upstreamEnd)

@@ -1,8 +1,10 @@
+import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import Wire
 
 // HTTP/1.1 protocol upgrades (RFC 9110 section 7.8), in practice WebSocket: the OpenAI SDKs open their Realtime,
 // Responses-over-WebSocket and similar sessions as `ws(s)://{base_url}/...`, so an application pointed at the sidecar
@@ -64,6 +66,17 @@ enum UpgradeTunnel {
         }
     }
 
+    /// The percent-decoded value of query parameter `name` in `uri` (the first one), if any.
+    static func queryValue(_ uri: Substring, _ name: String) -> String? {
+        guard let q = uri.firstIndex(of: "?") else { return nil }
+        for pair in uri[uri.index(after: q)...].split(separator: "&") {
+            guard let eq = pair.firstIndex(of: "="), pair[..<eq] == name else { continue }
+            let value = pair[pair.index(after: eq)...].replacingOccurrences(of: "+", with: " ")
+            return value.removingPercentEncoding ?? value
+        }
+        return nil
+    }
+
     /// The status code of a response's first bytes (`HTTP/1.1 101 ...`), when they hold a status line.
     static func status(of first: ByteBuffer) -> Int? {
         first.withUnsafeReadableBytes { p -> Int? in
@@ -119,22 +132,23 @@ final class TunnelGlue: ChannelDuplexHandler, RemovableChannelHandler {
     private var partner: TunnelGlue?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
-    /// Called once, with the first bytes this end reads (the upstream end: the response's status line).
-    private var onFirstBytes: ((ByteBuffer) -> Void)?
+    /// Called with what this end reads (the upstream end: the answer and the server's frames), before it is
+    /// relayed, until it returns false.
+    private var onBytes: ((ByteBuffer) -> Bool)?
     /// Called once, when this end's channel closes.
     private var onClose: (() -> Void)?
 
-    private init(onFirstBytes: ((ByteBuffer) -> Void)?, onClose: (() -> Void)?) {
-        self.onFirstBytes = onFirstBytes
+    private init(onBytes: ((ByteBuffer) -> Bool)?, onClose: (() -> Void)?) {
+        self.onBytes = onBytes
         self.onClose = onClose
     }
 
     /// Two partnered ends: the client's and the upstream's.
-    static func pair(upstreamFirstBytes: @escaping (ByteBuffer) -> Void, upstreamClosed: @escaping () -> Void)
+    static func pair(upstreamBytes: @escaping (ByteBuffer) -> Bool, upstreamClosed: @escaping () -> Void)
         -> (client: TunnelGlue, upstream: TunnelGlue)
     {
-        let client = TunnelGlue(onFirstBytes: nil, onClose: nil)
-        let upstream = TunnelGlue(onFirstBytes: upstreamFirstBytes, onClose: upstreamClosed)
+        let client = TunnelGlue(onBytes: nil, onClose: nil)
+        let upstream = TunnelGlue(onBytes: upstreamBytes, onClose: upstreamClosed)
         client.partner = upstream
         upstream.partner = client
         return (client, upstream)
@@ -169,10 +183,7 @@ final class TunnelGlue: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: events of this end
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if let f = onFirstBytes {
-            onFirstBytes = nil
-            f(unwrapInboundIn(data))
-        }
+        if let f = onBytes, !f(unwrapInboundIn(data)) { onBytes = nil }
         partner?.partnerWrite(data)
     }
 
@@ -227,5 +238,189 @@ extension ProxyShared {
             cached = context
             return context
         }
+    }
+}
+
+/// Reads the upstream's side of a WebSocket session as it passes (it never changes a byte) for the usage the server
+/// reports: the response head (status, negotiated extensions), then the frames, collecting each text message up to
+/// `maxMessage` bytes and taking the usage of `response.done` / `response.completed` events. It stops reading
+/// (`observe` returns false) when the answer is not a WebSocket, when an extension such as permessage-deflate
+/// transforms the frames, or on bytes that break the framing; the relay goes on regardless.
+struct WebSocketUsageObserver {
+    enum Phase {
+        case head
+        case frames
+        case off
+    }
+
+    private(set) var phase = Phase.head
+    /// The answer's status code, once its head was read.
+    private(set) var status: Int?
+    /// The sum of the usage events read so far.
+    private(set) var usage: Usage?
+    /// Usage events read.
+    private(set) var usageEvents = 0
+
+    /// Bytes of an incomplete head or frame header.
+    private var pending = ByteBuffer()
+    /// Payload bytes of the current frame still to come.
+    private var remaining = 0
+    private var mask: [UInt8]?
+    private var maskOffset = 0
+    /// The current frame's payload belongs to the text message being collected.
+    private var frameCollects = false
+    /// The current frame ends its message.
+    private var frameFin = false
+    /// Inside a text message (from its first frame until the frame with FIN).
+    private var inText = false
+    private var message: [UInt8] = []
+    private var messageTooLarge = false
+
+    static let maxHead = 1 << 16
+    static let maxMessage = 1 << 22
+
+    /// Observes the next bytes from the upstream. False once nothing more will be read.
+    mutating func observe(_ bytes: ByteBuffer) -> Bool {
+        var input = bytes
+        if phase == .head {
+            pending.writeBuffer(&input)
+            guard let end = Self.headEnd(pending) else {
+                if pending.readableBytes > Self.maxHead { phase = .off }
+                return phase != .off
+            }
+            let head = pending.readSlice(length: end)!
+            input = pending
+            pending = ByteBuffer()
+            status = UpgradeTunnel.status(of: head)
+            guard status == 101, !Self.hasExtensions(head) else {
+                phase = .off
+                return false
+            }
+            phase = .frames
+        }
+        guard phase == .frames else { return false }
+        while input.readableBytes > 0 {
+            if remaining > 0 {
+                let n = min(remaining, input.readableBytes)
+                let chunk = input.readSlice(length: n)!
+                if frameCollects && !messageTooLarge {
+                    if message.count + n > Self.maxMessage {
+                        messageTooLarge = true
+                        message = []
+                    } else {
+                        appendPayload(chunk)
+                    }
+                }
+                remaining -= n
+                if remaining == 0 { endOfFrame() }
+                continue
+            }
+            // A frame header: 2 bytes, then 2 or 8 of extended length, then 4 of mask key if masked.
+            pending.writeBuffer(&input)
+            guard readHeader() else { return phase != .off }
+            input = pending
+            pending = ByteBuffer()
+        }
+        return true
+    }
+
+    /// Reads a frame header from `pending` (leaving what follows it there); false when it is not complete yet or
+    /// breaks the framing (then `phase` is `.off`).
+    private mutating func readHeader() -> Bool {
+        guard pending.readableBytes >= 2 else { return false }
+        let b0 = pending.getInteger(at: pending.readerIndex, as: UInt8.self)!
+        let b1 = pending.getInteger(at: pending.readerIndex + 1, as: UInt8.self)!
+        let masked = b1 & 0x80 != 0
+        let len7 = Int(b1 & 0x7F)
+        let extra = len7 == 126 ? 2 : (len7 == 127 ? 8 : 0)
+        let headerLength = 2 + extra + (masked ? 4 : 0)
+        guard pending.readableBytes >= headerLength else { return false }
+        pending.moveReaderIndex(forwardBy: 2)
+        var length = len7
+        if extra == 2 {
+            length = Int(pending.readInteger(as: UInt16.self)!)
+        } else if extra == 8 {
+            let l = pending.readInteger(as: UInt64.self)!
+            guard l <= UInt64(Int.max) else {
+                phase = .off
+                return false
+            }
+            length = Int(l)
+        }
+        mask = masked ? pending.readBytes(length: 4) : nil
+        maskOffset = 0
+        let opcode = b0 & 0x0F
+        frameFin = b0 & 0x80 != 0
+        if b0 & 0x70 != 0 {
+            // RSV bits: an extension transforms the frames.
+            phase = .off
+            return false
+        }
+        switch opcode {
+        case 0x1:  // text: a new message
+            inText = true
+            message.removeAll(keepingCapacity: message.capacity <= 1 << 16)
+            messageTooLarge = false
+            frameCollects = true
+        case 0x0:  // continuation of the current message
+            frameCollects = inText
+        case 0x2:  // binary: not read
+            inText = false
+            frameCollects = false
+        default:  // control frames (close, ping, pong) may come between fragments; not read
+            frameCollects = false
+            if opcode < 0x8 {
+                phase = .off
+                return false
+            }
+            remaining = length
+            return true
+        }
+        remaining = length
+        if remaining == 0 { endOfFrame() }
+        return true
+    }
+
+    private mutating func appendPayload(_ chunk: ByteBuffer) {
+        chunk.withUnsafeReadableBytes { p in
+            if let mask {
+                for b in p {
+                    message.append(b ^ mask[maskOffset & 3])
+                    maskOffset += 1
+                }
+            } else {
+                message.append(contentsOf: p)
+            }
+        }
+    }
+
+    private mutating func endOfFrame() {
+        guard frameCollects, frameFin else { return }
+        inText = false
+        frameCollects = false
+        guard !messageTooLarge, !message.isEmpty else { return }
+        let found = message.withUnsafeBytes { ResponseFacts.sessionEventUsage($0) }
+        if let found {
+            usage = usage.map { $0 + found } ?? found
+            usageEvents += 1
+        }
+    }
+
+    /// Where the response head ends (after its blank line), if it is all there.
+    static func headEnd(_ buffer: ByteBuffer) -> Int? {
+        buffer.withUnsafeReadableBytes { p -> Int? in
+            guard p.count >= 4 else { return nil }
+            for i in 3..<p.count where p[i] == 0x0A {
+                if p[i - 1] == 0x0D && p[i - 2] == 0x0A && p[i - 3] == 0x0D { return i + 1 }
+                if p[i - 1] == 0x0A { return i + 1 }
+            }
+            return nil
+        }
+    }
+
+    /// Whether the head names a `Sec-WebSocket-Extensions` (the frames are then transformed, e.g. compressed).
+    static func hasExtensions(_ head: ByteBuffer) -> Bool {
+        let text = String(decoding: head.readableBytesView, as: UTF8.self).lowercased()
+        return text.contains("\nsec-websocket-extensions:")
     }
 }

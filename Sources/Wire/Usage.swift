@@ -59,7 +59,8 @@ public struct Usage: Sendable, Equatable {
                 input = try s.readInt()
             } else if key.is("output_tokens") {
                 output = try s.readInt()
-            } else if key.is("input_tokens_details") {
+            } else if key.is("input_tokens_details") || key.is("input_token_details") {
+                // The Realtime API writes `input_token_details`.
                 inputCached = try detail(&s, "cached_tokens")
             } else if key.is("output_tokens_details") {
                 outputReasoning = try detail(&s, "reasoning_tokens")
@@ -84,6 +85,14 @@ public struct Usage: Sendable, Equatable {
             if key.is(name) { found = try s.readInt() } else { _ = try s.skipValue() }
         }
         return found
+    }
+}
+
+extension Usage {
+    /// The sum of two reports (a session's responses).
+    public static func + (a: Usage, b: Usage) -> Usage {
+        Usage(promptTokens: a.promptTokens + b.promptTokens, completionTokens: a.completionTokens + b.completionTokens,
+              cachedTokens: a.cachedTokens + b.cachedTokens, reasoningTokens: a.reasoningTokens + b.reasoningTokens)
     }
 }
 
@@ -116,6 +125,31 @@ public struct ResponseFacts: Sendable, Equatable {
             if !textOnlyWithoutUsage || facts.usage == nil { facts.appendTexts(texts, raw) }
             return facts
         }
+    }
+
+    /// The usage a WebSocket session's server event reports: the Realtime API's `response.done` and the Responses
+    /// API's `response.completed` carry it in `response.usage`. Nil for other events and for text that is not one
+    /// JSON object.
+    public static func sessionEventUsage(_ event: UnsafeRawBufferPointer) -> Usage? {
+        var type: JSONStringRef?
+        var usage: Usage?
+        let valid = JSONScanner.walkDocument(event) { key, s throws(JSONSyntaxError) in
+            if key.is("type") {
+                type = try s.readString()
+            } else if key.is("response") {
+                try s.walkObjectOrSkip { key, s throws(JSONSyntaxError) in
+                    if key.is("usage") { usage = try Usage.read(&s) } else { _ = try s.skipValue() }
+                }
+            } else {
+                _ = try s.skipValue()
+            }
+        }
+        guard valid, let type, !type.escaped else { return nil }
+        let name = UnsafeRawBufferPointer(rebasing: event[(type.range.lowerBound + 1)..<(type.range.upperBound - 1)])
+        guard name.elementsEqual("response.done".utf8) || name.elementsEqual("response.completed".utf8) else {
+            return nil
+        }
+        return usage
     }
 
     /// Adds what one JSON object (a whole response or one stream chunk) says.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
+import threading
 import time
 
 import openai
@@ -143,27 +144,75 @@ def test_unreachable_upstream_is_a_502_error(start_sidecar):
     body = json.loads(response.body)
     assert body["error"]["type"] and body["error"]["message"]
     assert sc.alive()
-    records = httpx.get(sc.v1 + "/optimizer/requests?limit=5", trust_env=False).json()["data"]
-    assert records and records[0]["status"] == 502
+    assert records_of(sc, 1)[0]["status"] == 502
 
 
-def test_sessions_are_recorded(start_sidecar):
+def records_of(sc, n: int) -> list[dict]:
+    for _ in range(100):  # a session is recorded when it closes, published by the accounting thread
+        records = httpx.get(sc.v1 + "/optimizer/requests?limit=10", trust_env=False).json()["data"]
+        if len(records) >= n:
+            return records
+        time.sleep(0.05)
+    raise AssertionError(f"{n} records expected, got {records}")
+
+
+def test_sessions_are_recorded_with_their_usage(start_sidecar):
+    # The usage of each response.done event of a session is summed into the session's record (2 x 12 + 9).
     sc = start_sidecar("--telemetry", "off", name="sidecar-ws-records")
 
     async def go():
         async with connect(ws_url(sc.v1, "/realtime?model=gpt-realtime"),
                            additional_headers={"x-app-id": "voice-app"}) as ws:
             await ws.recv()
+            for _ in range(2):
+                await ws.send(json.dumps({"type": "response.create"}))
+                while json.loads(await ws.recv())["type"] != "response.done":
+                    pass
     run(go())
-    for _ in range(50):  # the accounting thread publishes within a few milliseconds
-        records = httpx.get(sc.v1 + "/optimizer/requests?limit=5", trust_env=False).json()["data"]
-        if records:
-            break
-        time.sleep(0.05)
-    assert records[0]["status"] == 101
-    assert records[0]["application"] == "voice-app"
+    record = records_of(sc, 1)[0]
+    assert record["status"] == 101 and record["application"] == "voice-app"
+    assert record["requested_model"] == "gpt-realtime"
+    assert record["usage"]["prompt_tokens"] == 24 and record["usage"]["completion_tokens"] == 18
     report = httpx.get(sc.v1 + "/optimizer/savings", trust_env=False).json()
     assert report["total"]["requests"] == 1 and report["total"]["failed"] == 0
+    assert report["total"]["prompt_tokens"] == 24 and report["total"]["completion_tokens"] == 18
+
+
+def test_compressed_session_is_relayed_not_read(start_sidecar):
+    # An upstream that accepts permessage-deflate (the websockets library's server, as many are): the extension
+    # is negotiated end to end through the tunnel, frames pass compressed, and the sidecar does not read them.
+    from websockets.sync.server import serve
+
+    def handler(conn):
+        for message in conn:
+            if isinstance(message, str) and '"response.create"' in message:
+                conn.send(json.dumps({"type": "response.done", "response": {"usage": {"input_tokens": 7, "output_tokens": 3}}}))
+            else:
+                conn.send(message)
+
+    server = serve(handler, HOST, 0, compression="deflate", max_size=None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.socket.getsockname()[1]
+        sc = start_sidecar("--telemetry", "off", upstream=f"http://{HOST}:{port}/v1", name="sidecar-ws-deflate")
+        text = "compressible " * 100_000
+
+        async def go():
+            async with connect(ws_url(sc.v1, "/realtime"), max_size=None) as ws:
+                extensions = ws.response.headers.get("sec-websocket-extensions", "")
+                await ws.send(text)
+                echoed = await ws.recv()
+                await ws.send(json.dumps({"type": "response.create"}))
+                done = json.loads(await ws.recv())
+                return extensions, echoed == text, done["type"]
+        extensions, same, done = run(go())
+        assert "permessage-deflate" in extensions and same and done == "response.done"
+        record = records_of(sc, 1)[0]
+        assert record["status"] == 101 and record["usage"] is None
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
 
 
 def test_client_closing_ends_the_upstream_session(sidecar, mock_upstream):
