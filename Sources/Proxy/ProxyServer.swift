@@ -150,17 +150,23 @@ public final class ProxyServer: Sendable {
             promise.succeed()
         }
         let drained = promise.futureResult
-        let limit = Duration.nanoseconds(config.drainTimeout.nanoseconds)
-        let clean = await withTaskGroup(of: Bool.self) { tasks in
-            tasks.addTask { (try? await drained.get()) != nil }
-            tasks.addTask {
-                try? await Task.sleep(for: limit)
-                return false
+        // Whichever comes first: every connection closed, or the drain timeout. (Not a task group: waiting on a
+        // future does not end when its task is cancelled, so the group would wait for the last connection, a
+        // WebSocket session for instance, however long it stays open.)
+        let loop = group.next()
+        let outcome = loop.makePromise(of: Bool.self)
+        let settled = NIOLockedValueBox(false)
+        let settle: @Sendable (Bool) -> Void = { clean in
+            let first = settled.withLockedValue { done in
+                defer { done = true }
+                return !done
             }
-            let first = await tasks.next() ?? false
-            tasks.cancelAll()
-            return first
+            if first { outcome.succeed(clean) }
         }
+        drained.whenComplete { _ in settle(true) }
+        let timer = loop.scheduleTask(in: config.drainTimeout) { settle(false) }
+        let clean = (try? await outcome.futureResult.get()) ?? false
+        timer.cancel()
         if !clean { logger.warning("drain timeout reached, closing remaining connections") }
         for endpoint in shared.runtime.load(ordering: .acquiring).upstreams.values {
             for pool in endpoint.pools.values {

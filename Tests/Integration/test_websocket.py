@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
+import signal
 import threading
 import time
 
@@ -225,6 +226,30 @@ def test_client_closing_ends_the_upstream_session(sidecar, mock_upstream):
         async with connect(ws_url(sidecar.v1, "/realtime")) as again:
             return json.loads(await again.recv())["type"]
     assert run(go()) == "session.created"
+
+
+def test_shutdown_ends_open_sessions_at_the_drain_timeout(start_sidecar):
+    # SIGTERM with a session open: the session keeps working while the sidecar drains, and the process exits at
+    # the drain timeout (a WebSocket has no end of its own to wait for), closing the session.
+    sc = start_sidecar("--telemetry", "off", "--drain-timeout", "1", name="sidecar-ws-drain")
+
+    async def go():
+        async with connect(ws_url(sc.v1, "/realtime")) as ws:
+            await ws.recv()
+            started = time.monotonic()
+            sc.signal(signal.SIGTERM)
+            await ws.send("still there?")
+            echoed = await ws.recv()
+            try:
+                await asyncio.wait_for(ws.recv(), 20)
+            except websockets.exceptions.ConnectionClosed:
+                pass
+            return echoed, time.monotonic() - started
+    echoed, closed_after = run(go())
+    assert echoed == "still there?"
+    assert closed_after < 10, f"session closed {closed_after:.1f} s after SIGTERM (drain timeout 1 s)"
+    assert sc.wait(timeout=10) == 0
+    sc.stopped_by_test = True
 
 
 @pytest.fixture(scope="module")
