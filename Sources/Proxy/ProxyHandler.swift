@@ -457,10 +457,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     // MARK: upgrades (WebSocket), see UpgradeTunnel.swift
 
-    /// Sends an upgrade request to the policy's upstream on a connection of its own, then joins the two
-    /// connections. The request's record ends when the upstream answers (101 for a WebSocket); the session's
-    /// frames are relayed, not read. Upgrades are not retried on another upstream (the policy's fallbacks apply
-    /// to requests the sidecar can replay).
+    /// Sends a WebSocket upgrade request to the policy's upstream on a connection of its own, then joins the two
+    /// connections. The record is written with the answer when it is not a WebSocket, else when the session
+    /// closes, with the usage the server's events reported (`WebSocketUsageObserver`). Upgrades are not retried on
+    /// another upstream (the policy's fallbacks apply to requests the sidecar can replay).
     private func startTunnel(context: ChannelHandlerContext, _ x: Exchange, upgrade: String) {
         let runtime = x.runtime!
         let name = x.plan?.decision?.upstream(forAttempt: 1) ?? runtime.upstreams.keys.first ?? ""

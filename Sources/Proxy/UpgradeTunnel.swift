@@ -16,7 +16,9 @@ import Wire
 
 extension RequestHead {
     /// The `Upgrade` header's value when this is an upgrade request the sidecar tunnels: HTTP/1.1, GET, with
-    /// `upgrade` among the `Connection` tokens.
+    /// `upgrade` among the `Connection` tokens and `websocket` among the `Upgrade` tokens. Other upgrades (curl's
+    /// `h2c`, say) are answered as the plain HTTP/1.1 requests they also are: the server may ignore an upgrade
+    /// (RFC 9110 section 7.8), and a tunnel would take the connection's later requests past the sidecar.
     var upgradeProtocol: String? {
         guard method == .GET, version == .http1_1, case .raw(let raw) = fields else { return nil }
         var hasToken = false
@@ -27,8 +29,14 @@ extension RequestHead {
                 }
             }
         }
-        guard hasToken, let value = raw.first("upgrade"), !value.isEmpty else { return nil }
-        return value
+        guard hasToken, let value = raw.first("upgrade") else { return nil }
+        var websocket = false
+        value.utf8.withContiguousStorageIfAvailable { v in
+            HeaderBytes.forEachToken(UnsafeRawBufferPointer(v)) { t in
+                if HeaderBytes.equalsIgnoringCase(t, "websocket") { websocket = true }
+            }
+        }
+        return websocket ? value : nil
     }
 }
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import pathlib
 import signal
+import socket
 import threading
 import time
 
@@ -136,6 +137,25 @@ def test_refused_upgrade_is_relayed(sidecar, mock_upstream):
     assert json.loads(response.body)["error"]["code"] == "unknown_url"
     # The sidecar stays up and serves plain requests.
     assert httpx.get(sidecar.base_url + "/health", trust_env=False).status_code == 200
+
+
+def test_other_upgrades_are_plain_requests(sidecar, mock_upstream, http):
+    # curl's `Upgrade: h2c` on a GET: not a WebSocket, so answered as the HTTP/1.1 request it also is, and the
+    # connection stays HTTP (its next request is handled by the sidecar too).
+    with socket.create_connection((HOST, sidecar.port), timeout=10) as s:
+        for extra in ("Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n", ""):
+            s.sendall((f"GET /v1/models HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer sk-test\r\n{extra}\r\n").encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += s.recv(65536)
+            head, body = data.split(b"\r\n\r\n", 1)
+            length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+            while len(body) < length:
+                body += s.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200") and b"x-auto-optimizer-overhead-ms" in head.lower()
+            assert json.loads(body)["object"] == "list"
+    rec = mock_upstream.last("/v1/models", "GET")
+    assert rec.header("upgrade") is None and rec.header("http2-settings") is None
 
 
 def test_unreachable_upstream_is_a_502_error(start_sidecar):
