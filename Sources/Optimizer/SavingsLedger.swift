@@ -51,7 +51,9 @@ public final class SavingsLedger: RecordSink {
     public var totals: Totals { state.withLockedValue { $0.all } }
 
     /// The report as JSON (USD as decimal strings, exact).
-    public func json() -> String {
+    /// The report; `droppedRecords`: requests whose records never reached the ledger (the accounting queue was
+    /// full), so a reader can tell complete totals from undercounted ones.
+    public func json(droppedRecords: Int = 0) -> String {
         let s = state.withLockedValue { $0 }
         func obj(_ t: Totals) -> String {
             #"{"requests":\#(t.requests),"failed":\#(t.failed),"prompt_tokens":\#(t.promptTokens),"completion_tokens":\#(t.completionTokens),"tokens_saved":\#(t.tokensSaved),"cost_usd":"\#(USD.format(t.costUSD))","cost_saved_usd":"\#(USD.format(t.costSavedUSD))","estimated":\#(t.estimated)}"#
@@ -60,7 +62,7 @@ public final class SavingsLedger: RecordSink {
             "{" + m.keys.sorted().map { "\(JSONString.quoted($0)):\(obj(m[$0]!))" }.joined(separator: ",") + "}"
         }
         let since = ISO8601DateFormatter().string(from: started)
-        return #"{"object":"optimizer.savings","since":"\#(since)","total":\#(obj(s.all)),"by_application":\#(map(s.byApplication)),"by_model":\#(map(s.byModel))}"#
+        return #"{"object":"optimizer.savings","since":"\#(since)","total":\#(obj(s.all)),"by_application":\#(map(s.byApplication)),"by_model":\#(map(s.byModel)),"records_dropped":\#(droppedRecords)}"#
     }
 }
 

@@ -273,7 +273,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     private func localAPI(context: ChannelHandlerContext, head: RequestHead, path: Substring) {
         switch (head.method, path) {
         case (.GET, "/v1/optimizer/savings"):
-            writeJSON(context: context, status: .ok, body: shared.accountant.ledger.json(), head: head)
+            writeJSON(context: context, status: .ok,
+                      body: shared.accountant.ledger.json(droppedRecords: shared.accountant.droppedRecords), head: head)
         case (.GET, "/v1/optimizer/requests"):
             let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first ?? ""
             var limit = 50

@@ -197,6 +197,7 @@ def test_sessions_are_recorded_with_their_usage(start_sidecar):
     report = httpx.get(sc.v1 + "/optimizer/savings", trust_env=False).json()
     assert report["total"]["requests"] == 1 and report["total"]["failed"] == 0
     assert report["total"]["prompt_tokens"] == 24 and report["total"]["completion_tokens"] == 18
+    assert report["records_dropped"] == 0
 
 
 def test_compressed_session_is_relayed_not_read(start_sidecar):

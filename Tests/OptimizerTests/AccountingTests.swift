@@ -157,6 +157,31 @@ struct AccountingTests {
         #expect(accountant.ledger.totals.requests == 1)
     }
 
+    @Test func recordsDroppedByAFullQueueAreReported() throws {
+        // A queue of 4 behind a slow sink: most of 200 quick submissions are dropped, and the report says how many.
+        final class SlowSink: RecordSink, @unchecked Sendable {
+            func record(_ r: RequestRecord) { Thread.sleep(forTimeInterval: 0.002) }
+        }
+        let accountant = Accountant(prices: FixedPrices(), sinks: [SlowSink()], queueCapacity: 4)
+        for i in 0..<200 {
+            var r = RequestRecord(requestID: "r\(i)", application: "app", endpoint: "chat.completions")
+            r.status = 200
+            accountant.submit(.init(record: r, original: nil, sent: nil, completionText: ""))
+        }
+        accountant.close()
+        for _ in 0..<500 where accountant.processedRecords + accountant.droppedRecords < 200 {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        #expect(accountant.droppedRecords > 0)
+        #expect(accountant.processedRecords + accountant.droppedRecords == 200)
+        let report = try #require(
+            JSONSerialization.jsonObject(with: Data(accountant.ledger.json(droppedRecords: accountant.droppedRecords).utf8))
+                as? [String: Any])
+        #expect(report["records_dropped"] as? Int == accountant.droppedRecords)
+        let total = try #require(report["total"] as? [String: Any])
+        #expect(total["requests"] as? Int == accountant.processedRecords)
+    }
+
     @Test func ledgerGroupsByApplicationAndModel() {
         let ledger = SavingsLedger()
         for (app, model, saved) in [("a", "gpt-4o", 10), ("a", "gpt-4o-mini", 5), ("b", "gpt-4o", 1)] {
