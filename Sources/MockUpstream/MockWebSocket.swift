@@ -36,7 +36,7 @@ enum MockWebSocket {
                 return channel.eventLoop.makeSucceededFuture(headers)
             },
             upgradePipelineHandler: { channel, head in
-                let model = Self.queryValue(head.uri, "model") ?? "gpt-realtime"
+                let model = URLQuery.value("model", in: head.uri) ?? "gpt-realtime"
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([
                         NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 4096,
@@ -45,15 +45,6 @@ enum MockWebSocket {
                     ])
                 }
             })
-    }
-
-    static func queryValue(_ uri: String, _ name: String) -> String? {
-        guard let q = uri.firstIndex(of: "?") else { return nil }
-        for pair in uri[uri.index(after: q)...].split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1)
-            if kv.count == 2 && kv[0] == name { return kv[1].removingPercentEncoding ?? String(kv[1]) }
-        }
-        return nil
     }
 }
 

@@ -200,7 +200,7 @@ struct ResponseParser {
         while true {
             switch state {
             case .head:
-                guard let head = try parseHead(&buffer) else { return nil }
+                guard let head = try Self.parseHead(&buffer) else { return nil }
                 if head.status < 200 {
                     if head.status == 101 { throw HTTPWireError("unexpected 101 Switching Protocols") }
                     continue  // interim response: the real head follows
@@ -265,7 +265,9 @@ struct ResponseParser {
     }
 
     /// Parses a complete head at the start of `buffer` (consuming it), or returns nil when it is not all there.
-    private func parseHead(_ buffer: inout ByteBuffer) throws(HTTPWireError) -> RawResponseHead? {
+    /// The response head at the start of `buffer` (consumed), nil until all of it is there; any status, 1xx
+    /// included (the tunnel reads a `101` with it).
+    static func parseHead(_ buffer: inout ByteBuffer) throws(HTTPWireError) -> RawResponseHead? {
         guard let scan = HeadLines.scan(buffer) else {
             if buffer.readableBytes > Self.maxHeadBytes { throw HTTPWireError("response head too large") }
             return nil

@@ -475,7 +475,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         x.record.attempts = 1
         // Realtime sessions name their model in the query (`?model=gpt-realtime`): the record's model for reports
         // and prices.
-        if let model = UpgradeTunnel.queryValue(x.upstreamPath, "model") {
+        if let model = URLQuery.value("model", in: x.upstreamPath) {
             x.record.requestedModel = model
             x.record.servedModel = model
         }

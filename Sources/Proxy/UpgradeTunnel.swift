@@ -1,4 +1,3 @@
-import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -71,31 +70,6 @@ enum UpgradeTunnel {
                 channel.close(promise: nil)
                 throw error
             }
-        }
-    }
-
-    /// The percent-decoded value of query parameter `name` in `uri` (the first one), if any.
-    static func queryValue(_ uri: Substring, _ name: String) -> String? {
-        guard let q = uri.firstIndex(of: "?") else { return nil }
-        for pair in uri[uri.index(after: q)...].split(separator: "&") {
-            guard let eq = pair.firstIndex(of: "="), pair[..<eq] == name else { continue }
-            let value = pair[pair.index(after: eq)...].replacingOccurrences(of: "+", with: " ")
-            return value.removingPercentEncoding ?? value
-        }
-        return nil
-    }
-
-    /// The status code of a response's first bytes (`HTTP/1.1 101 ...`), when they hold a status line.
-    static func status(of first: ByteBuffer) -> Int? {
-        first.withUnsafeReadableBytes { p -> Int? in
-            guard p.count >= 12, p[0] == UInt8(ascii: "H"), p[8] == UInt8(ascii: " ") else { return nil }
-            var code = 0
-            for i in 9..<12 {
-                let d = Int(p[i]) - Int(UInt8(ascii: "0"))
-                guard d >= 0 && d <= 9 else { return nil }
-                code = code * 10 + d
-            }
-            return code
         }
     }
 }
@@ -284,7 +258,6 @@ struct WebSocketUsageObserver {
     private var message: [UInt8] = []
     private var messageTooLarge = false
 
-    static let maxHead = 1 << 16
     static let maxMessage = 1 << 22
 
     /// Observes the next bytes from the upstream. False once nothing more will be read.
@@ -292,15 +265,18 @@ struct WebSocketUsageObserver {
         var input = bytes
         if phase == .head {
             pending.writeBuffer(&input)
-            guard let end = Self.headEnd(pending) else {
-                if pending.readableBytes > Self.maxHead { phase = .off }
-                return phase != .off
+            let head: RawResponseHead?
+            do {
+                head = try ResponseParser.parseHead(&pending)
+            } catch {
+                phase = .off  // not a response head the sidecar can read (too large, malformed)
+                return false
             }
-            let head = pending.readSlice(length: end)!
+            guard let head else { return true }
             input = pending
             pending = ByteBuffer()
-            status = UpgradeTunnel.status(of: head)
-            guard status == 101, !Self.hasExtensions(head) else {
+            status = head.status
+            guard head.status == 101, head.first("sec-websocket-extensions") == nil else {
                 phase = .off
                 return false
             }
@@ -412,23 +388,5 @@ struct WebSocketUsageObserver {
             usage = usage.map { $0 + found } ?? found
             usageEvents += 1
         }
-    }
-
-    /// Where the response head ends (after its blank line), if it is all there.
-    static func headEnd(_ buffer: ByteBuffer) -> Int? {
-        buffer.withUnsafeReadableBytes { p -> Int? in
-            guard p.count >= 4 else { return nil }
-            for i in 3..<p.count where p[i] == 0x0A {
-                if p[i - 1] == 0x0D && p[i - 2] == 0x0A && p[i - 3] == 0x0D { return i + 1 }
-                if p[i - 1] == 0x0A { return i + 1 }
-            }
-            return nil
-        }
-    }
-
-    /// Whether the head names a `Sec-WebSocket-Extensions` (the frames are then transformed, e.g. compressed).
-    static func hasExtensions(_ head: ByteBuffer) -> Bool {
-        let text = String(decoding: head.readableBytesView, as: UTF8.self).lowercased()
-        return text.contains("\nsec-websocket-extensions:")
     }
 }

@@ -170,3 +170,23 @@ struct SSELossTests {
         #expect(seen.count == 64)
     }
 }
+
+@Suite("URL query values")
+struct URLQueryTests {
+    @Test func valuesAreDecodedLikeFoundation() {
+        #expect(URLQuery.value("model", in: "/v1/realtime?model=gpt-realtime") == "gpt-realtime")
+        #expect(URLQuery.value("model", in: "/v1/realtime?x=1&model=a%2Fb+c&model=second") == "a/b c")
+        #expect(URLQuery.value("model", in: "/v1/realtime?models=x&model=%C3%A9") == "\u{e9}")
+        #expect(URLQuery.value("model", in: "/v1/realtime") == nil)
+        #expect(URLQuery.value("model", in: "/v1/realtime?modelx=1") == nil)
+        #expect(URLQuery.value("model", in: "/v1/realtime?model=") == "")
+        // Malformed escapes or bytes that are not UTF-8: the value as written, `+` as a space.
+        #expect(URLQuery.value("model", in: "?model=a%zz+b") == "a%zz b")
+        #expect(URLQuery.value("model", in: "?model=a%F") == "a%F")
+        #expect(URLQuery.value("model", in: "?model=%FF") == "%FF")
+        for s in ["a%2Fb+c", "%C3%A9x", "a%zz", "%FF", "plain", "%e2%82%ac"] {
+            let foundation = s.replacingOccurrences(of: "+", with: " ")
+            #expect(URLQuery.value("m", in: "/p?m=" + s) == (foundation.removingPercentEncoding ?? foundation), "\(s)")
+        }
+    }
+}
