@@ -339,8 +339,7 @@ struct JSONScanner {
 
     /// Decodes the string at `range` (quotes included).
     func decodeString(_ range: Range<Int>, escaped: Bool) -> String {
-        JSONString.decode(UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound + 1)..<(range.upperBound - 1)]),
-                          hasEscapes: escaped)
+        JSONStringRef(range: range, escaped: escaped).decode(bytes)
     }
 }
 

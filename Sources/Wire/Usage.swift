@@ -145,25 +145,11 @@ public struct ResponseFacts: Sendable, Equatable {
             }
         }
         guard valid, let type, !type.escaped else { return nil }
-        let name = UnsafeRawBufferPointer(rebasing: event[(type.range.lowerBound + 1)..<(type.range.upperBound - 1)])
-        guard name.elementsEqual("response.done".utf8) || name.elementsEqual("response.completed".utf8) else {
+        let s = JSONScanner(event)
+        guard s.stringEquals(type.range, "response.done") || s.stringEquals(type.range, "response.completed") else {
             return nil
         }
         return usage
-    }
-
-    /// Adds what one JSON object (a whole response or one stream chunk) says.
-    mutating func absorb(_ root: JSONNode, streamed: Bool) {
-        guard root.kind == .object else { return }
-        root.buffer.withUnsafeReadableBytes { raw in
-            var texts: [JSONStringRef] = []
-            var s = JSONScanner(raw)
-            s.index = root.range.lowerBound
-            try? s.walkObject { key, s throws(JSONSyntaxError) in
-                try read(key, &s, streamed: streamed, texts: &texts)
-            }
-            appendTexts(texts, raw)
-        }
     }
 
     /// Adds what one stream chunk's JSON says, when it is one valid JSON object (else nothing): read in one
@@ -326,13 +312,9 @@ public struct StreamTap: Sendable {
             sawDone = true
             return nil
         }
-        if !stripInjectedUsage {
-            // Only the facts are wanted: one validating pass over the chunk, no node.
-            if collectFacts { facts.absorb(chunk: data) }
-            return nil
-        }
-        guard let json = try? JSONNode.parse(data), json.kind == .object else { return nil }
-        if collectFacts { facts.absorb(json, streamed: true) }
+        if collectFacts { facts.absorb(chunk: data) }
+        // Stripping needs the chunk as a node; when only facts are wanted, the pass above was the only one.
+        guard stripInjectedUsage, let json = try? JSONNode.parse(data), json.kind == .object else { return nil }
         return json
     }
 

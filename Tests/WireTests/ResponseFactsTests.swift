@@ -157,16 +157,16 @@ struct ResponseFactsTests {
         let g = Generator(state: 0xC0FFEE)
         for _ in 0..<1000 {
             let doc = g.response(streamed: true)
-            let root = try JSONNode.parse(ByteBuffer(string: doc))
             var got = ResponseFacts()
-            got.absorb(root, streamed: true)
+            got.absorb(chunk: ByteBuffer(string: doc))
             #expect(got == Self.reference(ByteBuffer(string: doc), textOnlyWithoutUsage: false, streamed: true), "\(doc)")
         }
     }
 
     @Test func streamsReadChunkByChunkAgreeWithNodeLookups() throws {
-        // The stream tap's reading (one validating pass per chunk, merged when valid) against parsing each chunk
-        // into a node first; sequences of chunks, some cut short (which add nothing either way).
+        // The stream tap's reading (one validating pass per chunk, merged when valid) against node lookups on each
+        // chunk that parses, merged the way a stream's facts add up (first id and model, last usage, every finish
+        // reason and text in order); sequences of chunks, some cut short (which add nothing either way).
         let g = Generator(state: 0xBADC0DE)
         for _ in 0..<400 {
             var byChunk = ResponseFacts()
@@ -176,7 +176,14 @@ struct ResponseFactsTests {
                 if g.next(4) == 0 { doc.removeSubrange((1 + g.next(doc.count - 1))...) }
                 let buffer = ByteBuffer(bytes: doc)
                 byChunk.absorb(chunk: buffer)
-                if let root = try? JSONNode.parse(buffer), root.kind == .object { byNode.absorb(root, streamed: true) }
+                if let root = try? JSONNode.parse(buffer), root.kind == .object {
+                    let c = Self.reference(buffer, textOnlyWithoutUsage: false, streamed: true)
+                    if byNode.id == nil { byNode.id = c.id }
+                    if byNode.model == nil { byNode.model = c.model }
+                    if let u = c.usage { byNode.usage = u }
+                    byNode.finishReasons += c.finishReasons
+                    byNode.completionText += c.completionText
+                }
             }
             #expect(byChunk == byNode)
         }
