@@ -22,6 +22,8 @@ struct RequestHead {
     let version: HTTPVersion
     let isKeepAlive: Bool
     let fields: Fields
+    /// A WebSocket upgrade's `Upgrade` value (``RawRequestHead/websocketUpgrade``); nil for other requests.
+    let upgrade: String?
 
     init(_ raw: RawRequestHead) {
         method = raw.method
@@ -29,6 +31,7 @@ struct RequestHead {
         version = raw.minorVersion == 0 ? .http1_0 : .http1_1
         isKeepAlive = raw.isKeepAlive(minorVersion: raw.minorVersion)
         fields = .raw(raw)
+        upgrade = raw.websocketUpgrade
     }
 
     init(_ head: HTTPRequestHead) {
@@ -37,6 +40,7 @@ struct RequestHead {
         version = head.version
         isKeepAlive = head.isKeepAlive
         fields = .parsed(head.headers)
+        upgrade = nil  // HTTP/2 streams: no HTTP/1.1 upgrade
     }
 
     /// The first value of header `lower` (a lowercase name).
@@ -226,7 +230,7 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
     private var done = false
     private var lastKeepAlive = true
     private var lastUpgrade = false
-    /// After an upgrade request (``RequestHead/upgradeProtocol``): what follows is no longer HTTP. It is kept,
+    /// After an upgrade request (``RequestHead/upgrade``): what follows is no longer HTTP. It is kept,
     /// unparsed, for the tunnel (``takeTunnelBytes()``) or dropped with the connection.
     private var tunneling = false
 
@@ -248,7 +252,7 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
                 case .head(let raw):
                     let head = RequestHead(raw)
                     lastKeepAlive = head.isKeepAlive
-                    lastUpgrade = raw.hasUpgradeHeader && head.upgradeProtocol != nil
+                    lastUpgrade = head.upgrade != nil
                     context.fireChannelRead(wrapInboundOut(.head(head)))
                 case .body(let part): context.fireChannelRead(wrapInboundOut(.body(part)))
                 case .end:

@@ -49,7 +49,7 @@ extension RawHeaderBlock {
         bytes.getString(at: bytes.readerIndex + Int(f.valueStart), length: Int(f.valueEnd - f.valueStart)) ?? ""
     }
 
-    /// Whether there is an `Upgrade` header (the cheap test before ``RequestHead/upgradeProtocol``).
+    /// Whether there is an `Upgrade` header (the cheap test before ``RawRequestHead/websocketUpgrade``).
     var hasUpgradeHeader: Bool {
         for f in fields where f.nameEnd - f.nameStart == 7 {
             if withName(f, { HeaderBytes.equalsIgnoringCase($0, "upgrade") }) { return true }

@@ -379,7 +379,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             x.upstreamPath = upstreamPath
             x.outgoing = outgoing
             state = .forwarding(x)
-            if http1, case .raw(let raw) = head.fields, raw.hasUpgradeHeader, let upgrade = head.upgradeProtocol {
+            if http1, let upgrade = head.upgrade {
                 startTunnel(context: context, x, upgrade: upgrade)
                 return
             }

@@ -11,24 +11,26 @@ import Wire
 // writes the request head (Host for the upstream, the policy's key, Upgrade and `Connection: upgrade` kept), then
 // joins the client's and the upstream's connections and relays bytes both ways until either side closes. The
 // upstream's answer (`101 Switching Protocols` with its `Sec-WebSocket-Accept`, or a refusal) reaches the client
-// byte for byte; the frames that follow are not read.
+// byte for byte, and so do the frames that follow; the server's frames are read as they pass for the usage its
+// events report (`WebSocketUsageObserver`).
 
-extension RequestHead {
+extension RawRequestHead {
     /// The `Upgrade` header's value when this is an upgrade request the sidecar tunnels: HTTP/1.1, GET, with
     /// `upgrade` among the `Connection` tokens and `websocket` among the `Upgrade` tokens. Other upgrades (curl's
     /// `h2c`, say) are answered as the plain HTTP/1.1 requests they also are: the server may ignore an upgrade
     /// (RFC 9110 section 7.8), and a tunnel would take the connection's later requests past the sidecar.
-    var upgradeProtocol: String? {
-        guard method == .GET, version == .http1_1, case .raw(let raw) = fields else { return nil }
+    /// Read once per request (``RequestHead/upgrade``); most heads stop at the method.
+    var websocketUpgrade: String? {
+        guard method == .GET, minorVersion == 1, hasUpgradeHeader else { return nil }
         var hasToken = false
-        for f in raw.fields where raw.withName(f, { HeaderBytes.equalsIgnoringCase($0, "connection") }) {
-            raw.withValue(f) { v in
+        for f in fields where withName(f, { HeaderBytes.equalsIgnoringCase($0, "connection") }) {
+            withValue(f) { v in
                 HeaderBytes.forEachToken(v) { t in
                     if HeaderBytes.equalsIgnoringCase(t, "upgrade") { hasToken = true }
                 }
             }
         }
-        guard hasToken, let value = raw.first("upgrade") else { return nil }
+        guard hasToken, let value = first("upgrade") else { return nil }
         var websocket = false
         value.utf8.withContiguousStorageIfAvailable { v in
             HeaderBytes.forEachToken(UnsafeRawBufferPointer(v)) { t in
