@@ -35,6 +35,10 @@ enum ScalarClass {
     /// which the regex classes put in `[^\s\p{L}\p{N}]`.
     static let referenceUnicodeVersion = (major: 16, minor: 0)
 
+    /// Never inlined: `Unicode.Scalar.Properties` and `Unicode.GeneralCategory` are resilient types, and a scanner
+    /// this is inlined into pays their metadata lookups and stack allocations on every call, not only for the rare
+    /// scalar above ``ScalarClassTable/tableLimit``.
+    @inline(never)
     static func compute(_ value: UInt32) -> UInt8 {
         guard let scalar = Unicode.Scalar(value) else { return 0 }
         let props = scalar.properties
