@@ -200,12 +200,39 @@ struct PreTokenizer {
         return e >= 0 ? e : w
     }
 
+    /// The common case of o200k's first alternative, all ASCII: an optional one-byte prefix (space, punctuation),
+    /// at most one capital, then lowercase letters, ended by an ASCII byte that is neither a letter nor `'` (or the
+    /// end of the text): the end, or -1 when the general scanner must decide (non-ASCII bytes, contractions, runs of
+    /// capitals, digits, whitespace runs). Greedy `[a-z]+` stops only at a byte outside `[\p{Ll}\p{Lm}\p{Lo}\p{M}]`,
+    /// and a capital ("McDonald") is outside it, so the piece ends there as the regex's does.
+    @inline(__always)
+    func asciiWordEnd(_ p: Int) -> Int {
+        var i = p
+        let b0 = base[p]
+        if b0 < 0x80 && classes[Int(b0)] & ScalarClass.notPrefix == 0 { i += 1 }
+        guard i < n else { return -1 }
+        var c = base[i]
+        if c &- 0x41 < 26 {
+            i += 1
+            guard i < n else { return -1 }
+            c = base[i]
+        }
+        guard c &- 0x61 < 26 else { return -1 }
+        i += 1
+        while i < n && base[i] &- 0x61 < 26 { i += 1 }
+        if i == n { return n }
+        let t = base[i]
+        return t >= 0x80 || t == 0x27 ? -1 : i
+    }
+
     /// The o200k pattern's seven alternatives:
     /// 1. `[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?`
     /// 2. `[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?`
     /// 3. `\p{N}{1,3}`  4. ` ?[^\s\p{L}\p{N}]+[\r\n/]*`  5. `\s*[\r\n]+`  6. `\s+(?!\S)`  7. `\s+`
     @inline(__always)
     func nextO200k(at p: Int) -> Int {
+        let fast = asciiWordEnd(p)
+        if fast >= 0 { return fast }
         let (c0, l0) = info(p)
         let canPrefix = c0 & ScalarClass.notPrefix == 0 && p + l0 < n
         if canPrefix || c0 & (ScalarClass.letter | ScalarClass.mark) != 0 {

@@ -218,6 +218,17 @@ def real_text():
     return out
 
 
+# Pieces the o200k scanner's ASCII fast path takes or must hand back (prefix byte, one capital, lowercase run, then
+# its end: ASCII punctuation, a capital, an apostrophe, a non-ASCII letter or mark, the end of the text).
+WORDISH = ["a", "b", "xyz", "the", "A", "B", "The", "ABC", " ", "\t", "\n", "\r", ",", ".", '"', "(", "-", "'", "'s",
+           "'ll", "'RE", "0", "12", "é", "É", "ß", "ſ", "\u0301", "\u00a0", "’", "McD", " the", " The", "中"]
+
+
+def wordish_strings(count, seed):
+    rng = random.Random(seed)
+    return ["".join(rng.choice(WORDISH) for _ in range(rng.randint(1, 16))) for _ in range(count)]
+
+
 def build_corpus(random_count=4000, seed=20241125):
     corpus = []
     corpus += SCRIPTS + EMOJI + MARKS + CODE
@@ -227,6 +238,7 @@ def build_corpus(random_count=4000, seed=20241125):
     corpus += contraction_cases()
     corpus += repeats()
     corpus += random_strings(random_count, seed=seed)
+    corpus += wordish_strings(random_count, seed=seed + 1)
     corpus += real_text()
     # Assigned in Unicode 17 (newer than tiktoken's Unicode 16 tables): unassigned, i.e. punctuation, for tiktoken.
     corpus += ["\U00032a7a:E", "\ua7d4>d&", "\U00016ec6/e", "$\u088fl", "_\U0001e6d0t", "x\u1ad2_i", "\U00010959\"T"]
