@@ -87,7 +87,7 @@ public final class Accountant: Sendable {
     }
 
     /// Non-blocking hand-off; the record is completed and published on the accounting thread.
-    public func submit(_ draft: Draft) {
+    public func submit(_ draft: consuming Draft) {
         queue.offer(draft)
     }
 

@@ -14,7 +14,6 @@ public final class BoundedWorkQueue<Item: Sendable>: Sendable {
 
     struct State {
         var items: [Item] = []
-        var head = 0
         var closed = false
     }
 
@@ -25,20 +24,22 @@ public final class BoundedWorkQueue<Item: Sendable>: Sendable {
         let thread = Thread { [state, signal, counters] in
             // Idle, the tick slows down (up to 0.1 s) so an idle sidecar does not wake 200 times a second.
             var wait = interval
+            // Two buffers swapped under the lock: the items move to the worker without being copied (a copy of a
+            // record retains and later releases each of its dozens of references), and both keep their capacity.
+            var batch: [Item] = []
             while true {
                 if !signal.lock(whenValue: 1, timeoutSeconds: wait) { signal.lock() }
-                let (batch, closed) = state.withLockedValue { s -> ([Item], Bool) in
-                    let b = Array(s.items[s.head...])
-                    s.items.removeAll(keepingCapacity: true)
-                    s.head = 0
-                    return (b, s.closed)
+                let closed = state.withLockedValue { s -> Bool in
+                    swap(&batch, &s.items)
+                    return s.closed
                 }
                 signal.unlock(withValue: 0)
                 wait = batch.isEmpty ? min(0.1, wait * 2) : interval
-                for item in batch {
-                    work(item)
+                for i in batch.indices {
+                    work(batch[i])
                     counters.processed.add(1, ordering: .relaxed)
                 }
+                batch.removeAll(keepingCapacity: true)
                 if closed { return }
             }
         }
@@ -48,11 +49,12 @@ public final class BoundedWorkQueue<Item: Sendable>: Sendable {
 
     /// Hands `item` to the worker; false (and counted) when the queue is full.
     @discardableResult
-    public func offer(_ item: Item) -> Bool {
+    public func offer(_ item: consuming Item) -> Bool {
+        var pending: Item? = consume item
         let (accepted, queued) = state.withLockedValue { s -> (Bool, Int) in
-            if s.closed || s.items.count - s.head >= capacity { return (false, 0) }
-            s.items.append(item)
-            return (true, s.items.count - s.head)
+            if s.closed || s.items.count >= capacity { return (false, 0) }
+            s.items.append(pending.take()!)  // moved in, not copied
+            return (true, s.items.count)
         }
         guard accepted else {
             counters.dropped.add(1, ordering: .relaxed)

@@ -913,9 +913,17 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         x.record.timings.overhead = .nanoseconds(x.overhead.nanoseconds)
         if x.record.trace != nil { x.record.endedAtUnixNano = wallClockUnixNano() }
+        // The record, the request view and the held response move to the draft (the exchange is done with them):
+        // copying would retain and release each of their references.
+        var record = RequestRecord(requestID: "", application: "", endpoint: "")
+        swap(&record, &x.record)
+        let sent = x.plan?.promptChanged == true ? x.sentBody : nil
+        let completionText = x.facts?.completionText ?? ""
+        var parts: [ByteBuffer] = []
+        swap(&parts, &x.responseParts)
         shared.accountant.submit(Accountant.Draft(
-            record: x.record, original: x.view, sent: x.plan?.promptChanged == true ? x.sentBody : nil, completionText: x.facts?.completionText ?? "",
-            response: x.responseParts, responseIsStream: x.isStream))
+            record: record, original: x.view.take(), sent: sent, completionText: completionText,
+            response: parts, responseIsStream: x.isStream))
     }
 
     // MARK: local responses
