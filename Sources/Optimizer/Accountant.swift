@@ -14,19 +14,21 @@ public protocol PriceBook: Sendable {
 /// then, on a background thread, counts prompt tokens exactly, estimates usage the upstream did not report, and
 /// hands the record to the ledger and the sinks.
 public final class Accountant: Sendable {
-    /// What the proxy knows when an exchange ends.
-    public struct Draft: Sendable {
-        public var record: RequestRecord
+    /// What the proxy knows when an exchange ends. A class: it crosses from the event loop to the accounting
+    /// thread as one reference (a struct of this size was copied on the way, each of its ~40 references retained
+    /// and released).
+    public final class Draft: Sendable {
+        public let record: RequestRecord
         /// The client's request, as read.
-        public var original: RequestView?
+        public let original: RequestView?
         /// The body sent upstream when its prompt differs from the client's (nil: same prompt).
-        public var sent: ByteBuffer?
+        public let sent: ByteBuffer?
         /// Generated text seen in the response (for usage estimates).
-        public var completionText: String
+        public let completionText: String
         /// Response bytes not yet read by the hot path (read here for usage, ids and text).
-        public var response: [ByteBuffer]
+        public let response: [ByteBuffer]
         /// Whether `response` is an SSE stream.
-        public var responseIsStream: Bool
+        public let responseIsStream: Bool
 
         public init(record: RequestRecord, original: RequestView?, sent: ByteBuffer?, completionText: String,
                     response: [ByteBuffer] = [], responseIsStream: Bool = false)
@@ -87,7 +89,7 @@ public final class Accountant: Sendable {
     }
 
     /// Non-blocking hand-off; the record is completed and published on the accounting thread.
-    public func submit(_ draft: consuming Draft) {
+    public func submit(_ draft: Draft) {
         queue.offer(draft)
     }
 

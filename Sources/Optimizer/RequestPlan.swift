@@ -55,10 +55,10 @@ public struct Planner: Sendable {
                 promptTokens: policy.needsPromptTokens ? Self.promptTokens(view, endpoint: endpoint) : nil,
                 hasTools: view.toolCount > 0, jsonMode: Self.jsonMode(view), metadata: Self.metadata(view))
             let decision = policy.plan(request, budgets: budgets)
-            plan.decision = decision
             plan.rule = decision.ruleName
             if case .reject(let rejection) = decision.budget {
                 plan.rejection = rejection
+                plan.decision = consume decision
                 return plan
             }
             if decision.modelChanged && !decision.servedModel.isEmpty {
@@ -68,6 +68,7 @@ public struct Planner: Sendable {
             if let profile = decision.compression, endpoint == "chat.completions" {
                 compress(view, profile: profile, model: plan.servedModel ?? "", into: &plan)
             }
+            plan.decision = consume decision  // moved: a copy retains and releases each of its references
         }
         if view.stream && view.includeUsage != true && (endpoint == "chat.completions" || endpoint == "completions") {
             Self.injectIncludeUsage(view, into: &plan.patch)

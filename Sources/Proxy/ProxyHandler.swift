@@ -293,8 +293,14 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     private func onBody(context: ChannelHandlerContext, _ part: ByteBuffer) {
-        guard case .receiving(let head, let endpoint, let upstreamPath, var body, let start) = state else { return }
-        state = .idle  // drop the reference so `body` is uniquely owned while appending
+        guard case .receiving = state else { return }
+        // Moved out of `state` (not copied): `body` is then uniquely owned while appending, and the head's
+        // references are not retained and released once per body part.
+        var taken = State.idle
+        swap(&taken, &state)
+        guard case .receiving(let head, let endpoint, let upstreamPath, var body, let start) = consume taken else {
+            return
+        }
         if body == nil {
             let expected = head.first("content-length").flatMap(Int.init) ?? 0
             if expected > part.readableBytes && expected <= shared.config.maxBodyBytes {
@@ -319,7 +325,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     private func onEnd(context: ChannelHandlerContext) {
-        switch state {
+        // Moved out of `state` (not copied); every path below sets the next state.
+        var taken = State.idle
+        swap(&taken, &state)
+        switch consume taken {
         case .discarding:
             state = .idle
         case .receiving(let head, let endpoint, let upstreamPath, let body, let start):
@@ -349,8 +358,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                 }
                 let plan = shared.planner.plan(endpoint: endpoint.rawValue, view: view, app: x.record.application,
                                                policy: runtime.policy, budgets: shared.budgets)
-                x.view = view
-                x.plan = plan
                 x.record.requestedModel = view.model
                 x.record.servedModel = plan.servedModel
                 x.record.stream = view.stream
@@ -364,6 +371,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     writeError(context: context, e, version: head.version, keepAlive: head.isKeepAlive,
                                extraHeaders: [("retry-after", String(rejection.retryAfterSeconds)),
                                               ("x-auto-optimizer-rule", plan.decision?.ruleHeaderValue ?? "default")])
+                    x.view = consume view
+                    x.plan = consume plan
                     finish(x, status: rejection.status, error: rejection.code)
                     return
                 }
@@ -371,6 +380,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     outgoing = plan.patch.apply(to: view.body, allocator: context.channel.allocator)
                     x.sentBody = outgoing
                 }
+                // Moved, not copied, into the exchange (a copy retains and releases each of their references).
+                x.view = consume view
+                x.plan = consume plan
             } else {
                 x.plan = shared.planner.planUnread(path: String(upstreamPath), app: x.record.application,
                                                    policy: runtime.policy)
@@ -384,7 +396,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                 return
             }
             forward(context: context, x)
-        case .idle, .forwarding:
+        case .forwarding(let x):
+            state = .forwarding(x)
+        case .idle:
             return
         }
     }
@@ -651,7 +665,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             }
             // Same model, same prompt: nothing saved, whatever the usage. Send at once, account later.
             x.collectResponse = true
-            addAccountingHeaders(&head, x.record, costSaved: "0")
+            addAccountingHeaders(&head, x, costSaved: "0")
         }
         x.overhead = x.overhead + (NIODeadline.now() - arrived)
         head.add("x-auto-optimizer-overhead-ms", milliseconds: x.overhead)
@@ -701,7 +715,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             x.facts = facts
             x.record.usage = facts.usage
             shared.accountant.price(&x.record)
-            addAccountingHeaders(&head, x.record, costSaved: x.record.costSavedUSD.map(USD.format) ?? "unknown")
+            addAccountingHeaders(&head, x, costSaved: x.record.costSavedUSD.map(USD.format) ?? "unknown")
             x.overhead = x.overhead + (NIODeadline.now() - begin)
             head.add("x-auto-optimizer-overhead-ms", milliseconds: x.overhead)
             sendHead(context: context, head, x, flush: false)
@@ -874,12 +888,14 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         unflushed = true
     }
 
-    private func addAccountingHeaders(_ headers: inout OutgoingHead, _ r: RequestRecord, costSaved: String) {
-        headers.add("x-auto-optimizer-original-model", r.requestedModel ?? "")
-        headers.add("x-auto-optimizer-served-model", r.servedModel ?? "")
-        headers.add("x-auto-optimizer-tokens-saved", decimal: r.tokensSaved)
+    /// Takes the exchange, not its record: a class's stored struct passed by value is copied first (every one of
+    /// its references retained and released).
+    private func addAccountingHeaders(_ headers: inout OutgoingHead, _ x: Exchange, costSaved: String) {
+        headers.add("x-auto-optimizer-original-model", x.record.requestedModel ?? "")
+        headers.add("x-auto-optimizer-served-model", x.record.servedModel ?? "")
+        headers.add("x-auto-optimizer-tokens-saved", decimal: x.record.tokensSaved)
         headers.add("x-auto-optimizer-cost-saved-usd", costSaved)
-        if let c = r.compression {
+        if let c = x.record.compression {
             headers.add(
                 "x-auto-optimizer-compression",
                 "\(c.technique); ratio=\(Self.fixed3(c.ratio)); quality=\(Self.fixed3(c.qualityScore))"
@@ -921,9 +937,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let completionText = x.facts?.completionText ?? ""
         var parts: [ByteBuffer] = []
         swap(&parts, &x.responseParts)
-        shared.accountant.submit(Accountant.Draft(
-            record: record, original: x.view.take(), sent: sent, completionText: completionText,
-            response: parts, responseIsStream: x.isStream))
+        let draft = Accountant.Draft(
+            record: consume record, original: x.view.take(), sent: sent, completionText: completionText,
+            response: consume parts, responseIsStream: x.isStream)
+        shared.accountant.submit(draft)
     }
 
     // MARK: local responses
