@@ -623,6 +623,13 @@ public struct TextCompressor: Sendable {
             // them (numbers look at the digits around them) are kept there.
             let memo = PieceMemo(capacityFor: n)
             defer { memo.deallocate() }
+            // New pieces are counted together afterwards (``Encoding/tokenCounts(ofPieces:_:count:in:into:)``:
+            // their vocabulary lookups overlap instead of each waiting on memory). Until then a piece's `tokens`
+            // is -(k + 1), k the index of the new piece whose count it takes; memo hits copy that reference.
+            var newStarts: [Int32] = []
+            var newEnds: [Int32] = []
+            newStarts.reserveCapacity(n / 16 + 1)
+            newEnds.reserveCapacity(n / 16 + 1)
             encoding.forEachPieceRange(b) { s, e in
                 let length = e - s
                 var slot = -1
@@ -635,9 +642,26 @@ public struct TextCompressor: Sendable {
                         return
                     }
                 }
-                let p = Self.classify(base, n, s, e, tokens: encoding.tokenCount(ofPiece: s, e, in: b))
+                var p = Self.classify(base, n, s, e, tokens: 0)
+                p.tokens = -Int32(truncatingIfNeeded: newStarts.count + 1)
+                newStarts.append(Int32(truncatingIfNeeded: s))
+                newEnds.append(Int32(truncatingIfNeeded: e))
                 if slot >= 0 && p.kind != .number { memo.store(p, at: slot, key, length) }
                 out.append(p)
+            }
+            guard !newStarts.isEmpty else { return }
+            let counts = UnsafeMutablePointer<Int32>.allocate(capacity: newStarts.count)
+            defer { counts.deallocate() }
+            newStarts.withUnsafeBufferPointer { starts in
+                newEnds.withUnsafeBufferPointer { ends in
+                    encoding.tokenCounts(
+                        ofPieces: starts.baseAddress!, ends.baseAddress!, count: starts.count, in: b, into: counts)
+                }
+            }
+            out.withUnsafeMutableBufferPointer { pieces in
+                for i in pieces.indices where pieces[i].tokens < 0 {
+                    pieces[i].tokens = counts[Int(-pieces[i].tokens) - 1]
+                }
             }
         }
         return out

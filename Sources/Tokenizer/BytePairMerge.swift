@@ -57,6 +57,37 @@ extension Vocabulary {
         }
     }
 
+    /// See ``Encoding/tokenCounts(ofPieces:_:count:in:into:)``.
+    func countPieces(
+        _ base: UnsafePointer<UInt8>, _ end: UnsafePointer<UInt8>, _ starts: UnsafePointer<Int32>,
+        _ ends: UnsafePointer<Int32>, _ count: Int, into counts: UnsafeMutablePointer<Int32>
+    ) {
+        // Pass 1: one-token pieces (independent lookups, no filter: a whole piece mostly is a token). -1: merge.
+        for i in 0..<count {
+            let s = Int(starts[i])
+            let length = Int(ends[i]) - s
+            if length <= 1 {
+                counts[i] = Int32(length)
+            } else if length == 2 {
+                counts[i] = pairRank(base + s) != Self.absent ? 1 : 2
+            } else {
+                counts[i] = rank(base + s, length, end, filtered: false) != Self.absent ? 1 : -1
+            }
+        }
+        // Pass 2: the rest, merged as `encodePiece` does.
+        for i in 0..<count where counts[i] < 0 {
+            let s = Int(starts[i])
+            let length = Int(ends[i]) - s
+            var sink = CountingSink()
+            if length <= Self.smallPieceLimit {
+                mergeSmall(base + s, length, end, into: &sink)
+            } else {
+                mergeLarge(base + s, length, end, into: &sink)
+            }
+            counts[i] = Int32(sink.count)
+        }
+    }
+
     private func mergeSmall<S: TokenSink>(
         _ piece: UnsafePointer<UInt8>, _ length: Int, _ end: UnsafePointer<UInt8>, into sink: inout S
     ) {

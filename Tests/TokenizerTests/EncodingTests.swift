@@ -153,6 +153,34 @@ let goldenVectors: [(Encoding.Name, String, [Int])] = [
         #expect(spaces.prefix(3) == [58040, 58040, 58040])
     }
 
+    /// The batched piece counts (the compressor's) agree with counting each piece alone, and add up to the text's
+    /// token count: one-byte, two-byte, whole-token, merged (short and over `smallPieceLimit`) pieces.
+    @Test(arguments: Encoding.Name.allCases)
+    func batchedPieceCountsMatch(_ name: Encoding.Name) throws {
+        let encoding = try Encoding.named(name)
+        let text = "Hello, world! I'm here. naïve café 東京 Ελληνικά 123456 3.14\n\n  indented\ttab "
+            + "Supercalifragilisticexpialidocious antidisestablishmentarianism "
+            + String(repeating: "x", count: 300) + " 🙂👍🏽 \u{301}é " + String(repeating: "ab", count: 90)
+        let bytes = Array(text.utf8)
+        bytes.withUnsafeBufferPointer { b in
+            var starts: [Int32] = []
+            var ends: [Int32] = []
+            var single: [Int32] = []
+            encoding.forEachPieceRange(b) { s, e in
+                starts.append(Int32(s))
+                ends.append(Int32(e))
+                single.append(Int32(encoding.tokenCount(ofPiece: s, e, in: b)))
+            }
+            #expect(single.contains { $0 > 1 })
+            var batched = [Int32](repeating: 0, count: starts.count)
+            batched.withUnsafeMutableBufferPointer { out in
+                encoding.tokenCounts(ofPieces: starts, ends, count: starts.count, in: b, into: out.baseAddress!)
+            }
+            #expect(batched == single)
+            #expect(Int(batched.reduce(0, +)) == encoding.count(text))
+        }
+    }
+
     @Test func namedByString() throws {
         #expect(try Encoding.named("o200k_base").name == .o200kBase)
         #expect(try Encoding.named("cl100k_base").name == .cl100kBase)
