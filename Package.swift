@@ -109,7 +109,7 @@ let package = Package(
         .target(
             name: "Proxy",
             dependencies: [
-                "Wire", "Optimizer", "Policy",
+                "Wire", "Optimizer", "Policy", "CZlib",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Atomics", package: "swift-atomics"),
@@ -135,6 +135,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
+        ),
+        .systemLibrary(
+            name: "CZlib",
+            path: "Sources/CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
         ),
         .systemLibrary(
             name: "CLZ4",
@@ -209,7 +215,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ProxyTests",
-            dependencies: ["Proxy", "Wire", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["Proxy", "Wire", "CZlib", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
     ]

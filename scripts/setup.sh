@@ -34,11 +34,12 @@ for arg in "$@"; do
 done
 
 APT_PACKAGES=(
-    libnghttp2-dev libssl-dev libcurl4-openssl-dev liblz4-dev librdkafka-dev
+    libnghttp2-dev libssl-dev libcurl4-openssl-dev liblz4-dev zlib1g-dev librdkafka-dev
     nghttp2-client nginx-light cmake build-essential python3-venv python3-pip
     pkg-config curl ca-certificates
 )
-# liblz4-dev: the CLZ4 system library target (telemetry spool). chromium (docs screenshots) is not needed for tests.
+# liblz4-dev: the CLZ4 system library target (telemetry spool). zlib1g-dev: CZlib (reading permessage-deflate
+# WebSocket frames for usage). chromium (docs screenshots) is not needed for tests.
 CACHE_ROOT="${AUTO_OPTIMIZER_CACHE:-$HOME/.cache/llm-auto-optimizer}"
 HOME_WHEELS="$CACHE_ROOT/wheels"
 REPO_WHEELS="$REPO_ROOT/.cache/wheels"

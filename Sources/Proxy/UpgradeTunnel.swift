@@ -1,3 +1,5 @@
+import Foundation
+import CZlib
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -227,9 +229,12 @@ extension ProxyShared {
 
 /// Reads the upstream's side of a WebSocket session as it passes (it never changes a byte) for the usage the server
 /// reports: the response head (status, negotiated extensions), then the frames, collecting each text message up to
-/// `maxMessage` bytes and taking the usage of `response.done` / `response.completed` events. It stops reading
-/// (`observe` returns false) when the answer is not a WebSocket, when an extension such as permessage-deflate
-/// transforms the frames, or on bytes that break the framing; the relay goes on regardless.
+/// `maxMessage` bytes and taking the usage of `response.done` / `response.completed` events. Compressed messages
+/// (permessage-deflate, RFC 7692, which Python's `websockets` and browsers offer by default) are inflated to be read,
+/// binary ones too when the server keeps its compression window between messages. It stops reading (`observe`
+/// returns false) when the answer is not a WebSocket, when another extension transforms the frames, on bytes that
+/// break the framing or the compression, or on a compressed message too large to follow; the relay goes on
+/// regardless.
 struct WebSocketUsageObserver {
     enum Phase {
         case head
@@ -259,6 +264,13 @@ struct WebSocketUsageObserver {
     private var inText = false
     private var message: [UInt8] = []
     private var messageTooLarge = false
+    /// The message being collected is text (not binary: a compressed binary message is inflated only to keep the
+    /// compression window).
+    private var messageIsText = false
+    /// The message being collected is compressed (RSV1 on its first frame).
+    private var messageCompressed = false
+    /// permessage-deflate, when negotiated.
+    private var inflater: MessageInflater?
 
     static let maxMessage = 1 << 22
 
@@ -278,9 +290,23 @@ struct WebSocketUsageObserver {
             input = pending
             pending = ByteBuffer()
             status = head.status
-            guard head.status == 101, head.first("sec-websocket-extensions") == nil else {
+            guard head.status == 101 else {
                 phase = .off
                 return false
+            }
+            var extensions: [String] = []
+            for f in head.fields where head.withName(f, { HeaderBytes.equalsIgnoringCase($0, "sec-websocket-extensions") }) {
+                extensions.append(head.value(f))
+            }
+            if !extensions.isEmpty {
+                // Only permessage-deflate can be followed; any other extension transforms frames unknowably.
+                guard let deflate = PerMessageDeflate(accepted: extensions.joined(separator: ",")),
+                    let inflater = MessageInflater(resetEachMessage: deflate.serverNoContextTakeover)
+                else {
+                    phase = .off
+                    return false
+                }
+                self.inflater = inflater
             }
             phase = .frames
         }
@@ -293,12 +319,17 @@ struct WebSocketUsageObserver {
                     if message.count + n > Self.maxMessage {
                         messageTooLarge = true
                         message = []
+                        if messageCompressed && !(inflater?.resetEachMessage ?? true) {
+                            // Later messages may refer back into this one's window: nothing more can be read.
+                            phase = .off
+                            return false
+                        }
                     } else {
                         appendPayload(chunk)
                     }
                 }
                 remaining -= n
-                if remaining == 0 { endOfFrame() }
+                if remaining == 0 && !endOfFrame() { return false }
                 continue
             }
             // A frame header: 2 bytes, then 2 or 8 of extended length, then 4 of mask key if masked.
@@ -337,22 +368,25 @@ struct WebSocketUsageObserver {
         maskOffset = 0
         let opcode = b0 & 0x0F
         frameFin = b0 & 0x80 != 0
-        if b0 & 0x70 != 0 {
-            // RSV bits: an extension transforms the frames.
+        // RSV1 marks the first frame of a compressed message when permessage-deflate was negotiated; any other
+        // RSV bit, or RSV1 elsewhere, means frames this reader cannot follow.
+        let compressed = b0 & 0x40 != 0
+        if b0 & 0x30 != 0 || (compressed && (inflater == nil || (opcode != 0x1 && opcode != 0x2))) {
             phase = .off
             return false
         }
         switch opcode {
-        case 0x1:  // text: a new message
-            inText = true
+        case 0x1, 0x2:  // text or binary: a new message
             message.removeAll(keepingCapacity: message.capacity <= 1 << 16)
             messageTooLarge = false
-            frameCollects = true
+            messageIsText = opcode == 0x1
+            messageCompressed = compressed
+            // Binary messages are not read, except compressed ones while the window carries over (the text
+            // messages after them may refer back into them).
+            inText = messageIsText || (compressed && !inflater!.resetEachMessage)
+            frameCollects = inText
         case 0x0:  // continuation of the current message
             frameCollects = inText
-        case 0x2:  // binary: not read
-            inText = false
-            frameCollects = false
         default:  // control frames (close, ping, pong) may come between fragments; not read
             frameCollects = false
             if opcode < 0x8 {
@@ -363,7 +397,7 @@ struct WebSocketUsageObserver {
             return true
         }
         remaining = length
-        if remaining == 0 { endOfFrame() }
+        if remaining == 0 && !endOfFrame() { return false }
         return true
     }
 
@@ -380,15 +414,137 @@ struct WebSocketUsageObserver {
         }
     }
 
-    private mutating func endOfFrame() {
-        guard frameCollects, frameFin else { return }
+    /// Ends the current frame; at the end of a collected message, reads it. False when reading stops (`phase`
+    /// is then `.off`).
+    private mutating func endOfFrame() -> Bool {
+        guard frameCollects, frameFin else { return true }
         inText = false
         frameCollects = false
-        guard !messageTooLarge, !message.isEmpty else { return }
-        let found = message.withUnsafeBytes { ResponseFacts.sessionEventUsage($0) }
+        guard !messageTooLarge else { return true }
+        if messageCompressed {
+            guard let inflater, let text = inflater.inflate(message, limit: Self.maxMessage) else {
+                phase = .off  // not valid DEFLATE: the window is lost
+                return false
+            }
+            if messageIsText, let text = text.bytes, !text.isEmpty { read(text) }
+            return true
+        }
+        if !message.isEmpty { read(message) }
+        return true
+    }
+
+    private mutating func read(_ text: [UInt8]) {
+        let found = text.withUnsafeBytes { ResponseFacts.sessionEventUsage($0) }
         if let found {
             usage = usage.map { $0 + found } ?? found
             usageEvents += 1
         }
+    }
+}
+
+/// The server's acceptance of permessage-deflate (RFC 7692 section 7), from `Sec-WebSocket-Extensions`. Nil for
+/// anything else (another extension, two of them, an unknown parameter).
+struct PerMessageDeflate: Equatable {
+    var serverNoContextTakeover = false
+
+    init?(accepted header: String) {
+        let extensions = header.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard extensions.count == 1 else { return nil }
+        let parts = extensions[0].split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard parts.first?.lowercased() == "permessage-deflate" else { return nil }
+        for param in parts.dropFirst() {
+            let kv = param.split(separator: "=", maxSplits: 1).map {
+                $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+            }
+            switch kv[0].lowercased() {
+            case "server_no_context_takeover":
+                serverNoContextTakeover = true
+            case "client_no_context_takeover":
+                break
+            case "server_max_window_bits", "client_max_window_bits":
+                // Inflating with the largest window reads any smaller one.
+                if kv.count == 2 {
+                    guard let bits = Int(kv[1]), (8...15).contains(bits) else { return nil }
+                }
+            default:
+                return nil
+            }
+        }
+    }
+}
+
+/// Raw-DEFLATE decompression of one direction's permessage-deflate messages (zlib). Each message's payload lacks
+/// the empty stored block's final `00 00 ff ff`, which is put back; the window carries over from message to message
+/// unless `resetEachMessage`. Only the upstream's reads of one session use it (one event loop).
+final class MessageInflater {
+    let resetEachMessage: Bool
+    private let stream: UnsafeMutablePointer<z_stream>
+    /// Output read per message at most (a decompression bomb costs this much inflating, not more).
+    static let maxInflated = 1 << 26
+
+    init?(resetEachMessage: Bool) {
+        self.resetEachMessage = resetEachMessage
+        stream = .allocate(capacity: 1)
+        stream.initialize(to: z_stream())
+        guard inflateInit2_(stream, -15, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+            stream.deallocate()
+            return nil
+        }
+    }
+
+    deinit {
+        inflateEnd(stream)
+        stream.deallocate()
+    }
+
+    /// Inflates one message. Nil when the data is not valid DEFLATE or inflates past ``maxInflated``; otherwise
+    /// the text (`bytes`), or nil `bytes` when it is longer than `limit` (inflated all the same: later messages may
+    /// refer back to it).
+    func inflate(_ payload: [UInt8], limit: Int) -> (bytes: [UInt8]?, count: Int)? {
+        var out: [UInt8] = []
+        var total = 0
+        var ok = true
+        let chunk = 1 << 15
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: chunk) { buffer in
+            let tail: [UInt8] = [0x00, 0x00, 0xFF, 0xFF]
+            for (k, input) in [payload, tail].enumerated() where ok {
+                input.withUnsafeBufferPointer { p in
+                    stream.pointee.next_in = UnsafeMutablePointer(mutating: p.baseAddress)
+                    stream.pointee.avail_in = UInt32(p.count)
+                    repeat {
+                        stream.pointee.next_out = buffer.baseAddress
+                        stream.pointee.avail_out = UInt32(chunk)
+                        let rc = CZlib.inflate(stream, Z_SYNC_FLUSH)
+                        let produced = chunk - Int(stream.pointee.avail_out)
+                        total += produced
+                        if total <= limit {
+                            out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<produced]))
+                        }
+                        if rc == Z_STREAM_END {
+                            // A final block (BFINAL) ended the stream: the next message starts a new one. Bytes
+                            // after it within the message are not DEFLATE this reader can follow.
+                            inflateReset(stream)
+                            if k == 0 && stream.pointee.avail_in > 0 { ok = false }
+                            break
+                        }
+                        if rc == Z_BUF_ERROR {
+                            if produced == 0 { break }  // needs the next input
+                        } else if rc != Z_OK {
+                            ok = false
+                            break
+                        }
+                        if total > Self.maxInflated {
+                            ok = false
+                            break
+                        }
+                    } while stream.pointee.avail_in > 0 || stream.pointee.avail_out == 0
+                }
+            }
+        }
+        stream.pointee.next_in = nil
+        stream.pointee.avail_in = 0
+        guard ok else { return nil }
+        if resetEachMessage { inflateReset(stream) }
+        return (total <= limit ? out : nil, total)
     }
 }

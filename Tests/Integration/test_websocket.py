@@ -200,19 +200,25 @@ def test_sessions_are_recorded_with_their_usage(start_sidecar):
     assert report["records_dropped"] == 0
 
 
-def test_compressed_session_is_relayed_not_read(start_sidecar):
+@pytest.mark.parametrize("server_no_context_takeover", [False, True])
+def test_compressed_session_usage_is_read(start_sidecar, server_no_context_takeover):
     # An upstream that accepts permessage-deflate (the websockets library's server, as many are): the extension
-    # is negotiated end to end through the tunnel, frames pass compressed, and the sidecar does not read them.
+    # is negotiated end to end through the tunnel, frames pass compressed and unchanged, and the sidecar inflates
+    # the server's messages to read the usage events (keeping the window from message to message, or not when
+    # the server says server_no_context_takeover).
+    from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
     from websockets.sync.server import serve
 
     def handler(conn):
         for message in conn:
             if isinstance(message, str) and '"response.create"' in message:
-                conn.send(json.dumps({"type": "response.done", "response": {"usage": {"input_tokens": 7, "output_tokens": 3}}}))
+                usage = {"input_tokens": 7, "output_tokens": 3, "input_token_details": {"cached_tokens": 2}}
+                conn.send(json.dumps({"type": "response.done", "response": {"usage": usage}}))
             else:
                 conn.send(message)
 
-    server = serve(handler, HOST, 0, compression="deflate", max_size=None)
+    factory = ServerPerMessageDeflateFactory(server_no_context_takeover=server_no_context_takeover)
+    server = serve(handler, HOST, 0, extensions=[factory], compression=None, max_size=None)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -225,13 +231,23 @@ def test_compressed_session_is_relayed_not_read(start_sidecar):
                 extensions = ws.response.headers.get("sec-websocket-extensions", "")
                 await ws.send(text)
                 echoed = await ws.recv()
+                dones = []
+                for _ in range(3):  # later events refer back into earlier ones' window (context takeover)
+                    await ws.send(json.dumps({"type": "response.create"}))
+                    dones.append(json.loads(await ws.recv())["type"])
+                await ws.send(b"\x00\x01" * 1000)  # binary, echoed compressed
+                binary = await ws.recv()
                 await ws.send(json.dumps({"type": "response.create"}))
-                done = json.loads(await ws.recv())
-                return extensions, echoed == text, done["type"]
-        extensions, same, done = run(go())
-        assert "permessage-deflate" in extensions and same and done == "response.done"
+                dones.append(json.loads(await ws.recv())["type"])
+                return extensions, echoed == text, dones, binary == b"\x00\x01" * 1000
+        extensions, same, dones, binary_same = run(go())
+        assert "permessage-deflate" in extensions
+        assert ("server_no_context_takeover" in extensions) == server_no_context_takeover
+        assert same and binary_same and dones == ["response.done"] * 4
         record = records_of(sc, 1)[0]
-        assert record["status"] == 101 and record["usage"] is None
+        assert record["status"] == 101
+        assert record["usage"]["prompt_tokens"] == 28 and record["usage"]["completion_tokens"] == 12
+        assert record["usage"]["cached_tokens"] == 8
     finally:
         server.shutdown()
         thread.join(timeout=10)
