@@ -552,6 +552,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         // usage its server events reported).
         var observer = WebSocketUsageObserver()
         var finished = false
+        // Until the answer's head is read: the answer from its first byte, in case it is a refusal (an ordinary
+        // response the tunnel ends with).
+        var refusal: RefusalTracker? = RefusalTracker()
+        var gate: TunnelGlue?
         let (clientEnd, upstreamEnd) = TunnelGlue.pair(
             upstreamBytes: { bytes in
                 let more = observer.observe(bytes)
@@ -559,11 +563,22 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     x.firstChunk = NIODeadline.now()
                     x.upstreamDone = x.firstChunk
                 }
-                if let status = observer.status, status != 101, !finished {
+                refusal?.feed(bytes)
+                guard let status = observer.status else { return .more }
+                if status == 101 {
+                    if refusal != nil {
+                        refusal = nil
+                        gate?.answered(upgraded: true)
+                    }
+                    return more ? .more : .stop
+                }
+                if !finished {
                     finished = true
+                    gate?.answered(upgraded: false)
                     self.finish(x, status: status, error: status >= 400 ? "http_\(status)" : "no_upgrade")
                 }
-                return more
+                // A refusal: the connection ends with its answer (what the client sends next is not relayed).
+                return refusal.map { $0.ended || $0.failed } ?? true ? .last : .more
             },
             upstreamClosed: {
                 guard !finished else { return }
@@ -581,8 +596,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             if let body = x.outgoing { upstream.write(body, promise: nil) }
             let pipeline = context.pipeline.syncOperations
             let decoder = try pipeline.handler(type: HTTP1RequestDecoder.self)
-            if let early = decoder.takeTunnelBytes() { upstream.write(early, promise: nil) }
+            if let early = decoder.takeTunnelBytes() { clientEnd.hold(early) }
             upstream.flush()
+            gate = clientEnd
             try pipeline.addHandler(clientEnd, position: .last)
             pipeline.removeHandler(decoder, promise: nil)
             pipeline.removeHandler(context: context, promise: nil)

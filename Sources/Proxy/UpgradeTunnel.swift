@@ -14,7 +14,9 @@ import Wire
 // joins the client's and the upstream's connections and relays bytes both ways until either side closes. The
 // upstream's answer (`101 Switching Protocols` with its `Sec-WebSocket-Accept`, or a refusal) reaches the client
 // byte for byte, and so do the frames that follow; the server's frames are read as they pass for the usage its
-// events report (`WebSocketUsageObserver`).
+// events report (`WebSocketUsageObserver`). The client's bytes wait for the 101; after a refusal they are dropped
+// and the connection closes once the refusal's answer has been relayed (`RefusalTracker`), so nothing reaches the
+// upstream around the policy.
 
 extension RawRequestHead {
     /// The `Upgrade` header's value when this is an upgrade request the sidecar tunnels: HTTP/1.1, GET, with
@@ -115,29 +117,79 @@ final class TunnelGlue: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// What the upstream end's reader says of the bytes it was shown.
+    enum Verdict {
+        /// Relay them; show the next ones too.
+        case more
+        /// Relay them; show nothing more.
+        case stop
+        /// Relay them, then close both connections: they end the exchange (a refused upgrade's answer).
+        case last
+    }
+
+    /// Whether this end relays what it reads. The client's end holds the client's bytes until the upstream has
+    /// answered the upgrade (a WebSocket client sends nothing before the 101), then relays them, or drops them
+    /// after a refusal: a request written after a refused upgrade must not reach the upstream around the
+    /// sidecar's policy.
+    private enum Gate {
+        case holding
+        case open
+        case dropping
+    }
+
     private var partner: TunnelGlue?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
+    private var gate: Gate
+    private var held: [ByteBuffer] = []
+    private var heldBytes = 0
+    /// Client bytes held before the answer, at most (then reading pauses until the answer).
+    static let maxHeld = 64 * 1024
     /// Called with what this end reads (the upstream end: the answer and the server's frames), before it is
-    /// relayed, until it returns false.
-    private var onBytes: ((ByteBuffer) -> Bool)?
+    /// relayed, until it says `.stop` or `.last`.
+    private var onBytes: ((ByteBuffer) -> Verdict)?
     /// Called once, when this end's channel closes.
     private var onClose: (() -> Void)?
 
-    private init(onBytes: ((ByteBuffer) -> Bool)?, onClose: (() -> Void)?) {
+    private init(gate: Gate, onBytes: ((ByteBuffer) -> Verdict)?, onClose: (() -> Void)?) {
+        self.gate = gate
         self.onBytes = onBytes
         self.onClose = onClose
     }
 
-    /// Two partnered ends: the client's and the upstream's.
-    static func pair(upstreamBytes: @escaping (ByteBuffer) -> Bool, upstreamClosed: @escaping () -> Void)
+    /// Two partnered ends: the client's (holding the client's bytes until ``answered(upgraded:)``) and the
+    /// upstream's.
+    static func pair(upstreamBytes: @escaping (ByteBuffer) -> Verdict, upstreamClosed: @escaping () -> Void)
         -> (client: TunnelGlue, upstream: TunnelGlue)
     {
-        let client = TunnelGlue(onBytes: nil, onClose: nil)
-        let upstream = TunnelGlue(onBytes: upstreamBytes, onClose: upstreamClosed)
+        let client = TunnelGlue(gate: .holding, onBytes: nil, onClose: nil)
+        let upstream = TunnelGlue(gate: .open, onBytes: upstreamBytes, onClose: upstreamClosed)
         client.partner = upstream
         upstream.partner = client
         return (client, upstream)
+    }
+
+    /// Client bytes that arrived with the upgrade request (before this end joined the pipeline): held like later
+    /// ones.
+    func hold(_ bytes: ByteBuffer) {
+        held.append(bytes)
+        heldBytes += bytes.readableBytes
+    }
+
+    /// The upstream answered the upgrade: held client bytes go to it (upgraded) or are dropped (refused).
+    func answered(upgraded: Bool) {
+        guard gate == .holding else { return }
+        gate = upgraded ? .open : .dropping
+        if upgraded {
+            for b in held { partner?.partnerWrite(NIOAny(b)) }
+            if !held.isEmpty { partner?.partnerFlush() }
+        }
+        held = []
+        heldBytes = 0
+        if pendingRead && (partner?.isWritable ?? true) {
+            pendingRead = false
+            context?.read()
+        }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -157,8 +209,16 @@ final class TunnelGlue: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func partnerClosed() { context?.close(promise: nil) }
 
+    /// Closes once what was written to this end has been sent.
+    private func partnerFinished() {
+        guard let context else { return }
+        let sent = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: sent)
+        sent.futureResult.whenComplete { _ in context.close(promise: nil) }
+    }
+
     private func partnerBecameWritable() {
-        if pendingRead {
+        if pendingRead && !(gate == .holding && heldBytes >= Self.maxHeld) {
             pendingRead = false
             context?.read()
         }
@@ -169,12 +229,32 @@ final class TunnelGlue: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: events of this end
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if let f = onBytes, !f(unwrapInboundIn(data)) { onBytes = nil }
-        partner?.partnerWrite(data)
+        var last = false
+        if let f = onBytes {
+            switch f(unwrapInboundIn(data)) {
+            case .more: break
+            case .stop: onBytes = nil
+            case .last:
+                onBytes = nil
+                last = true
+            }
+        }
+        switch gate {
+        case .open:
+            partner?.partnerWrite(data)
+        case .holding:
+            hold(unwrapInboundIn(data))
+        case .dropping:
+            return
+        }
+        if last {
+            partner?.partnerFinished()
+            context.close(promise: nil)
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        partner?.partnerFlush()
+        if gate == .open { partner?.partnerFlush() }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -203,7 +283,9 @@ final class TunnelGlue: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if partner?.isWritable ?? true {
+        if gate == .holding && heldBytes >= Self.maxHeld {
+            pendingRead = true  // until the answer
+        } else if partner?.isWritable ?? true {
             context.read()
         } else {
             pendingRead = true
@@ -438,6 +520,32 @@ struct WebSocketUsageObserver {
         if let found {
             usage = usage.map { $0 + found } ?? found
             usageEvents += 1
+        }
+    }
+}
+
+/// Follows the upstream's answer to an upgrade request from its first byte: when it is not a 101, it is an
+/// ordinary HTTP response, and the tunnel ends with it (`ended`), or at once when it cannot be framed (`failed`).
+struct RefusalTracker {
+    private var parser = ResponseParser()
+    private var buffer = ByteBuffer()
+    private(set) var ended = false
+    private(set) var failed = false
+
+    mutating func feed(_ bytes: ByteBuffer) {
+        guard !ended && !failed else { return }
+        var b = bytes
+        buffer.writeBuffer(&b)
+        do {
+            while let event = try parser.next(&buffer, noBody: false) {
+                if event.isEnd {
+                    ended = true
+                    return
+                }
+            }
+            buffer.discardReadBytes()
+        } catch {
+            failed = true  // a 101 (not a refusal), or bytes that are not HTTP
         }
     }
 }

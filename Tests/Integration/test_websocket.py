@@ -139,6 +139,37 @@ def test_refused_upgrade_is_relayed(sidecar, mock_upstream):
     assert httpx.get(sidecar.base_url + "/health", trust_env=False).status_code == 200
 
 
+def test_refused_upgrade_ends_the_connection(sidecar, mock_upstream):
+    # A request written after a refused upgrade on the same connection must not reach the upstream around the
+    # sidecar's policy (the tunnel is already set up): the client gets the refusal, then the connection closes,
+    # and the pipelined request never reaches the upstream.
+    mock_upstream.clear()
+    upgrade = (f"GET /v1/not-a-socket HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer sk-test\r\n"
+               "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    after = f"GET /v1/models HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer sk-test\r\nX-Probe: after-refusal\r\n\r\n"
+    with socket.create_connection((HOST, sidecar.port), timeout=10) as s:
+        s.sendall((upgrade + after).encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break  # closed by the sidecar
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 404") and data.count(b"HTTP/1.1 ") == 1
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert json.loads(body)["error"]["code"] == "unknown_url"
+    seen = [r for r in mock_upstream.requests() if any(name.lower() == "x-probe" for name, _ in r["headers"])]
+    assert seen == [] and [r["path"] for r in mock_upstream.requests()] == ["/v1/not-a-socket"]
+    # Upgrades that succeed still relay what the client sends right after the 101.
+    async def go():
+        async with connect(ws_url(sidecar.v1, "/realtime?model=gpt-realtime-mini")) as ws:
+            first = json.loads(await ws.recv())["type"]
+            await ws.send(json.dumps({"type": "ping-echo"}))
+            return first
+    assert run(go()) == "session.created"
+
+
 def test_other_upgrades_are_plain_requests(sidecar, mock_upstream, http):
     # curl's `Upgrade: h2c` on a GET: not a WebSocket, so answered as the HTTP/1.1 request it also is, and the
     # connection stays HTTP (its next request is handled by the sidecar too).
