@@ -578,7 +578,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     self.finish(x, status: status, error: status >= 400 ? "http_\(status)" : "no_upgrade")
                 }
                 // A refusal: the connection ends with its answer (what the client sends next is not relayed).
-                return refusal.map { $0.ended || $0.failed } ?? true ? .last : .more
+                guard let answer = refusal, !answer.ended, !answer.failed else { return .last }
+                return .more
             },
             upstreamClosed: {
                 guard !finished else { return }

@@ -145,6 +145,7 @@ final class TunnelGlue: ChannelDuplexHandler, RemovableChannelHandler {
     private var heldBytes = 0
     /// Client bytes held before the answer, at most (then reading pauses until the answer).
     static let maxHeld = 64 * 1024
+    private var holdsEnough: Bool { gate == .holding && heldBytes >= Self.maxHeld }
     /// Called with what this end reads (the upstream end: the answer and the server's frames), before it is
     /// relayed, until it says `.stop` or `.last`.
     private var onBytes: ((ByteBuffer) -> Verdict)?
@@ -218,7 +219,7 @@ final class TunnelGlue: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func partnerBecameWritable() {
-        if pendingRead && !(gate == .holding && heldBytes >= Self.maxHeld) {
+        if pendingRead && !holdsEnough {
             pendingRead = false
             context?.read()
         }
@@ -283,7 +284,7 @@ final class TunnelGlue: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if gate == .holding && heldBytes >= Self.maxHeld {
+        if holdsEnough {
             pendingRead = true  // until the answer
         } else if partner?.isWritable ?? true {
             context.read()
@@ -508,7 +509,7 @@ struct WebSocketUsageObserver {
                 phase = .off  // not valid DEFLATE: the window is lost
                 return false
             }
-            if messageIsText, let text = text.bytes, !text.isEmpty { read(text) }
+            if messageIsText && !text.isEmpty { read(text) }
             return true
         }
         if !message.isEmpty { read(message) }
@@ -606,9 +607,9 @@ final class MessageInflater {
     }
 
     /// Inflates one message. Nil when the data is not valid DEFLATE or inflates past ``maxInflated``; otherwise
-    /// the text (`bytes`), or nil `bytes` when it is longer than `limit` (inflated all the same: later messages may
-    /// refer back to it).
-    func inflate(_ payload: [UInt8], limit: Int) -> (bytes: [UInt8]?, count: Int)? {
+    /// the message, empty when it is longer than `limit` (inflated all the same: later messages may refer back
+    /// to it).
+    func inflate(_ payload: [UInt8], limit: Int) -> [UInt8]? {
         var out: [UInt8] = []
         var total = 0
         var ok = true
@@ -653,6 +654,6 @@ final class MessageInflater {
         stream.pointee.avail_in = 0
         guard ok else { return nil }
         if resetEachMessage { inflateReset(stream) }
-        return (total <= limit ? out : nil, total)
+        return total <= limit ? out : []
     }
 }

@@ -50,6 +50,14 @@ extension Vocabulary {
             sink.emit(whole)
             return
         }
+        merge(piece, length, end, into: &sink)
+    }
+
+    /// Merges a piece of 3 or more bytes that is not a token.
+    @inline(__always)
+    private func merge<S: TokenSink>(
+        _ piece: UnsafePointer<UInt8>, _ length: Int, _ end: UnsafePointer<UInt8>, into sink: inout S
+    ) {
         if length <= Self.smallPieceLimit {
             mergeSmall(piece, length, end, into: &sink)
         } else {
@@ -77,13 +85,8 @@ extension Vocabulary {
         // Pass 2: the rest, merged as `encodePiece` does.
         for i in 0..<count where counts[i] < 0 {
             let s = Int(starts[i])
-            let length = Int(ends[i]) - s
             var sink = CountingSink()
-            if length <= Self.smallPieceLimit {
-                mergeSmall(base + s, length, end, into: &sink)
-            } else {
-                mergeLarge(base + s, length, end, into: &sink)
-            }
+            merge(base + s, Int(ends[i]) - s, end, into: &sink)
             counts[i] = Int32(sink.count)
         }
     }
