@@ -12,10 +12,13 @@
         all their threads), rss_kb (sum of VmRSS), hwm_kb (sum of VmHWM, each process's peak), procs.
     proc_tools.py ready URL [--timeout S]
         Waits until URL answers 200 (exit 0) or the timeout passes (exit 1).
+
+Imported (by Benchmarks/websocket_rtt.py and the integration tests): `nginx_config`.
 """
 import argparse
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -23,6 +26,29 @@ import time
 import urllib.parse
 
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def nginx_config(d, http: str) -> str:
+    """An nginx.conf for one worker in the foreground with every path (pid, logs, temp files) under directory `d`,
+    whose temp subdirectories it creates; `http` goes inside the `http` block (directives and servers)."""
+    d = pathlib.Path(d)
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (d / sub).mkdir(exist_ok=True)
+    return f"""
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+{http}
+}}
+"""
 
 
 def http_ok(url, timeout=0.5):

@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+from proc_tools import nginx_config
+
 HOST = "127.0.0.1"
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -148,21 +150,8 @@ def main():
                                    stdout=subprocess.DEVNULL, stderr=open(tmp / "sidecar.log", "wb"))
         procs.append(sidecar)
         wait_port(sidecar_port, sidecar, "sidecar")
-        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (tmp / sub).mkdir()
-        (tmp / "nginx.conf").write_text(f"""
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
+        (tmp / "nginx.conf").write_text(nginx_config(tmp, f"""
     access_log off;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
     server {{
         listen {HOST}:{nginx_port};
         location / {{
@@ -172,9 +161,7 @@ http {{
             proxy_set_header Connection "upgrade";
             proxy_read_timeout 600s;
         }}
-    }}
-}}
-""")
+    }}"""))
         ng = subprocess.Popen(server_cpu + [nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf")],
                               stdout=subprocess.DEVNULL, stderr=open(tmp / "nginx.err", "wb"))
         procs.append(ng)

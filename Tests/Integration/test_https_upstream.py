@@ -8,11 +8,15 @@ import pathlib
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import HOST, free_port
+from conftest import HOST, REPO, free_port
+
+sys.path.insert(0, str(REPO / "Benchmarks"))
+from proc_tools import nginx_config  # noqa: E402  (the benchmarks' nginx.conf prologue)
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 MESSAGES = [{"role": "user", "content": "Say hello over TLS."}]
@@ -39,22 +43,9 @@ def start_tls_nginx(d: pathlib.Path, *, listen: str, http_extra: str, location: 
     if not pathlib.Path(NGINX).exists() or not shutil.which("openssl"):
         pytest.fail("nginx and openssl are needed (scripts/setup.sh installs nginx-light; openssl is in the base system)")
     port = free_port()
-    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (d / sub).mkdir()
     conf = d / "nginx.conf"
-    conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
+    conf.write_text(nginx_config(d, f"""
     {http_extra}
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
     server {{
         listen {HOST}:{port} {listen};
         ssl_certificate {d}/server.pem;
@@ -62,9 +53,7 @@ http {{
         location / {{
             {location}
         }}
-    }}
-}}
-""")
+    }}"""))
     proc = subprocess.Popen([NGINX, "-p", str(d), "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=open(d / "stderr.log", "wb"), start_new_session=True)
     deadline = time.time() + 10
