@@ -233,6 +233,24 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
     /// After an upgrade request (``RequestHead/upgrade``): what follows is no longer HTTP. It is kept,
     /// unparsed, for the tunnel (``takeTunnelBytes()``) or dropped with the connection.
     private var tunneling = false
+    /// The connection's proxy handler, called directly: a part sent down the pipeline instead is boxed into an
+    /// `NIOAny` (a heap box for the head), cast back dynamically and passed through the pipeline's contexts, three
+    /// times a request (~4k instructions and ~30 reference count operations of the passthrough hot path).
+    private let sink: ProxyHandler?
+
+    /// Parts go to `sink` when given, else down the pipeline.
+    init(sink: ProxyHandler? = nil) {
+        self.sink = sink
+    }
+
+    @inline(__always)
+    private func deliver(_ context: ChannelHandlerContext, _ part: ProxyRequestPart) {
+        if let sink {
+            sink.receive(part)
+        } else {
+            context.fireChannelRead(wrapInboundOut(part))
+        }
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !done else { return }
@@ -253,17 +271,17 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
                     let head = RequestHead(raw)
                     lastKeepAlive = head.isKeepAlive
                     lastUpgrade = head.upgrade != nil
-                    context.fireChannelRead(wrapInboundOut(.head(head)))
-                case .body(let part): context.fireChannelRead(wrapInboundOut(.body(part)))
+                    deliver(context, .head(head))
+                case .body(let part): deliver(context, .body(part))
                 case .end:
                     if !lastKeepAlive { done = true }
                     if lastUpgrade && !done {
                         tunneling = true
                         if buffer.readableBytes > 0 { pending = buffer }
-                        context.fireChannelRead(wrapInboundOut(.end))
+                        deliver(context, .end)
                         return
                     }
-                    context.fireChannelRead(wrapInboundOut(.end))
+                    deliver(context, .end)
                     if done { return }  // what follows is dropped (`pending` is already empty)
                 }
             }

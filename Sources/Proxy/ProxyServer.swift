@@ -16,11 +16,25 @@ import Wire
 
 /// Request ids: a random per-process prefix and a counter; unique, cheap, no lock.
 final class RequestIDs: Sendable {
-    private let prefix = "ao-" + String(UInt32.random(in: 0...UInt32.max), radix: 16) + "-"
+    /// `ao-` and eight hex digits.
+    private let prefix = UInt32.random(in: 0...UInt32.max)
     private let counter = Atomic<UInt64>(0)
 
+    /// `ao-<prefix>-<counter>`, lowercase hex, written in place (`String(_:radix:)` and concatenation cost ~1k
+    /// instructions a request).
     func next() -> String {
-        prefix + String(counter.wrappingAdd(1, ordering: .relaxed).newValue, radix: 16)
+        let n = counter.wrappingAdd(1, ordering: .relaxed).newValue
+        let digits = max(1, (UInt64.bitWidth - n.leadingZeroBitCount + 3) / 4)
+        return String(unsafeUninitializedCapacity: 12 + digits) { out in
+            @inline(__always) func hex(_ v: UInt64) -> UInt8 { v < 10 ? 0x30 + UInt8(v) : 0x57 + UInt8(v) }
+            out[0] = UInt8(ascii: "a")
+            out[1] = UInt8(ascii: "o")
+            out[2] = UInt8(ascii: "-")
+            for i in 0..<8 { out[3 + i] = hex(UInt64(prefix >> (28 - 4 * UInt32(i))) & 0xF) }
+            out[11] = UInt8(ascii: "-")
+            for i in 0..<digits { out[12 + i] = hex((n >> UInt64(4 * (digits - 1 - i))) & 0xF) }
+            return 12 + digits
+        }
     }
 }
 
@@ -240,7 +254,9 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
                 // The own HTTP/1 request decoder (byte ranges, no String per header); ProxyHandler orders pipelined
                 // requests itself and writes its responses as bytes (the upstream's header lines, parsed and so
                 // free of control characters, and its own, whose values are cleaned of them).
-                try pipeline.addHandlers([HTTP1RequestDecoder(), ProxyHandler(shared: shared, http1: true)])
+                // The decoder hands its parts to the handler directly (see `HTTP1RequestDecoder.sink`).
+                let handler = ProxyHandler(shared: shared, http1: true)
+                try pipeline.addHandlers([HTTP1RequestDecoder(sink: handler), handler])
             }
             let data = buffered!
             buffered = nil

@@ -105,6 +105,30 @@ struct ProxyUnitTests {
         #expect(Endpoint.classify(method: .POST, path: "/embeddings") == .embeddings)
         #expect(Endpoint.classify(method: .GET, path: "/chat/completions") == .other)
         #expect(Endpoint.classify(method: .POST, path: "/files") == .other)
+        #expect(Endpoint.classify(method: .POST, path: "/completions") == .completions)
+        #expect(Endpoint.classify(method: .POST, path: "/responses") == .responses)
+        #expect(Endpoint.classify(method: .POST, path: "/chat/completions/") == .other)
+        #expect(Endpoint.classify(method: .POST, path: "/chat/completion") == .other)
+        #expect(Endpoint.classify(method: .POST, path: "") == .other)
+        // A substring of a longer URI, as the handler passes it.
+        let uri = "/v1/embeddings?x=1"
+        #expect(Endpoint.classify(method: .POST, path: uri.dropFirst(3).prefix(11)) == .embeddings)
+    }
+
+    @Test func requestIDsAreUniqueAndHex() {
+        let ids = RequestIDs()
+        var seen = Set<String>()
+        var prefix: Substring?
+        for i in 1...300 {
+            let id = ids.next()
+            let parts = id.split(separator: "-", omittingEmptySubsequences: false)
+            #expect(parts.count == 3 && parts[0] == "ao" && parts[1].count == 8, "\(id)")
+            #expect(parts[1].allSatisfy { $0.isHexDigit && !$0.isUppercase }, "\(id)")
+            if prefix == nil { prefix = parts[1] }
+            #expect(parts[1] == prefix, "one prefix per process")
+            #expect(UInt64(parts[2], radix: 16) == UInt64(i), "\(id)")
+            #expect(seen.insert(id).inserted)
+        }
     }
 
     @Test func tokenAndControlByteTests() {
