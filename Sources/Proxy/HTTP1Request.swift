@@ -11,7 +11,10 @@ import NIOHTTP1
 
 /// A request head as the proxy handler sees it: parsed to byte ranges by `HTTP1RequestDecoder`, or by NIO (HTTP/2
 /// streams, through `HTTP2RequestAdapter`).
-struct RequestHead {
+///
+/// A class: immutable, and passed from the decoder to the handler, its state and the exchange (a struct copy retained
+/// each of its buffers and strings at every step).
+final class RequestHead: Sendable {
     enum Fields {
         case raw(RawRequestHead)
         case parsed(HTTPHeaders)

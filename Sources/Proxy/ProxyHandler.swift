@@ -49,11 +49,28 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     typealias InboundIn = ProxyRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
+    /// A request being read: its head and the body so far. A class, so that the state enum's payloads are single
+    /// references: matching or replacing the state then retains or releases one object instead of copying the
+    /// head's fields (~10 such copies a request cost ~6k instructions).
+    private final class Receiving {
+        let head: RequestHead
+        let endpoint: Endpoint
+        let upstreamPath: Substring
+        var body: ByteBuffer?
+        let start: NIODeadline
+
+        init(head: RequestHead, endpoint: Endpoint, upstreamPath: Substring, start: NIODeadline) {
+            self.head = head
+            self.endpoint = endpoint
+            self.upstreamPath = upstreamPath
+            self.start = start
+        }
+    }
+
     private enum State {
         case idle
         /// Reading the request body.
-        case receiving(head: RequestHead, endpoint: Endpoint, upstreamPath: Substring, body: ByteBuffer?,
-                       start: NIODeadline)
+        case receiving(Receiving)
         /// An error response was sent before the request ended; the rest of the body is dropped.
         case discarding
         /// Waiting for the upstream, or streaming its response.
@@ -270,7 +287,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                                                                                  status: .continue))), promise: nil)
                 }
             }
-            state = .receiving(head: head, endpoint: endpoint, upstreamPath: upstreamPath, body: nil, start: start)
+            state = .receiving(Receiving(head: head, endpoint: endpoint, upstreamPath: upstreamPath, start: start))
             return
         }
         state = .discarding
@@ -323,35 +340,26 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     private func onBody(context: ChannelHandlerContext, _ part: ByteBuffer) {
-        guard case .receiving = state else { return }
-        // Moved out of `state` (not copied): `body` is then uniquely owned while appending, and the head's
-        // references are not retained and released once per body part.
-        var taken = State.idle
-        swap(&taken, &state)
-        guard case .receiving(let head, let endpoint, let upstreamPath, var body, let start) = consume taken else {
-            return
-        }
-        if body == nil {
-            let expected = head.first("content-length").flatMap(Int.init) ?? 0
+        guard case .receiving(let r) = state else { return }
+        if r.body == nil {
+            let expected = r.head.first("content-length").flatMap(Int.init) ?? 0
             if expected > part.readableBytes && expected <= shared.config.maxBodyBytes {
                 // More parts follow: one buffer of the announced size, so the parts are copied once, not
                 // re-copied each time the buffer doubles.
                 var whole = context.channel.allocator.buffer(capacity: expected)
                 var part = part
                 whole.writeBuffer(&part)
-                body = whole
+                r.body = whole
             } else {
-                body = part  // the whole body in one read: no copy at all
+                r.body = part  // the whole body in one read: no copy at all
             }
         } else {
             var part = part
-            body!.writeBuffer(&part)
+            r.body!.writeBuffer(&part)  // appended in place: the buffer is referenced only here
         }
-        if body!.readableBytes > shared.config.maxBodyBytes {
-            reject(context: context, .bodyTooLarge(limit: shared.config.maxBodyBytes), head: head)
-            return
+        if r.body!.readableBytes > shared.config.maxBodyBytes {
+            reject(context: context, .bodyTooLarge(limit: shared.config.maxBodyBytes), head: r.head)
         }
-        state = .receiving(head: head, endpoint: endpoint, upstreamPath: upstreamPath, body: body, start: start)
     }
 
     private func onEnd(context: ChannelHandlerContext) {
@@ -361,7 +369,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         switch consume taken {
         case .discarding:
             state = .idle
-        case .receiving(let head, let endpoint, let upstreamPath, let body, let start):
+        case .receiving(let r):
+            let (head, endpoint, upstreamPath, start) = (r.head, r.endpoint, r.upstreamPath, r.start)
+            var body: ByteBuffer? = nil
+            swap(&body, &r.body)  // moved out: the exchange becomes the body's only holder
             nextID &+= 1
             let x = Exchange(id: nextID, head: head, endpoint: endpoint, start: start,
                              application: head.first("x-app-id") ?? shared.config.applicationID,
