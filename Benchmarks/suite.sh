@@ -73,7 +73,8 @@ ensure_swift
 # 2. build
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "building release binaries"
-    (cd "$REPO_ROOT" && swift build -c release --product auto-optimizer && swift build -c release --product tokbench)
+    (cd "$REPO_ROOT" && swift build -c release --product auto-optimizer && swift build -c release --product tokbench \
+        && swift build -c release --product niorelay)
     if [ "${SKIP_MICRO:-0}" != 1 ]; then
         log "building the micro benchmarks (Benchmarks/Micro; the first build compiles their dependencies in release)"
         (cd "$HERE/Micro" && swift build -c release --product HotPath)
@@ -101,8 +102,9 @@ export AUTO_OPTIMIZER_BIN="$BIN" BENCH_RUN_DIR="$RUN/load" BENCH_INPUTS="$RUN/in
 BENCH_UPSTREAM=mock BENCH_MODES="plain stream" BENCH_SIZES="small large" BENCH_STREAM_GAPS=1 \
     BENCH_STARTS="$BENCH_STARTS" BENCH_SOAK_SECONDS="$BENCH_SOAK_SECONDS" "$HERE/overhead.sh"
 
-# 6. nginx serving a static completion: plain ~200-token requests
-BENCH_UPSTREAM=static BENCH_MODES=plain BENCH_SIZES=small "$HERE/overhead.sh"
+# 6. nginx serving a static completion: plain ~200-token requests; here also the bare SwiftNIO relay (`niorelay`,
+#    the floor of any proxy on SwiftNIO's channel pipeline), next to nginx
+BENCH_UPSTREAM=static BENCH_MODES=plain BENCH_SIZES=small BENCH_TARGETS="$BENCH_TARGETS niorelay" "$HERE/overhead.sh"
 
 # 7. report
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"

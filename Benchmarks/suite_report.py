@@ -230,7 +230,8 @@ def main():
             a, n = cl["sidecar"]["added_p50"], cl["nginx"]["added_p50"]
             ok = a <= 1.5 * n
             oks.append(ok)
-            parts.append(f"{up}: {f0(a)} us vs nginx {f0(n)} us = {f2(a / n if n > 0 else math.nan)}x")
+            floor = f"; SwiftNIO byte relay {f0(cl['niorelay']['added_p50'])} us" if "niorelay" in cl else ""
+            parts.append(f"{up}: {f0(a)} us vs nginx {f0(n)} us = {f2(a / n if n > 0 else math.nan)}x{floor}")
     checks.append(("Passthrough added p50 at concurrency 1 <= 1.5x nginx's (plain ~200-token request; both upstreams)",
                    "; ".join(parts) or "not measured", bool(oks) and all(oks)))
     # 2. full policy + compression on the 8k prompt

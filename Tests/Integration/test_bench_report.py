@@ -24,6 +24,9 @@ def test_report_marks_targets(tmp_path):
     for t, d in {"direct": 100, "sidecar": 200, "nginx": 180, "envoy": 400, "litellm": 30100, "full": 250}.items():
         write_cell(load, "mock", t, "plain", "small", 1, [d] * 100, 1e6 / d, 0.01)
         write_cell(load, "mock", t, "plain", "large", 1, [d + 2000 if t == "full" else d] * 100, 1e6 / d, 0.01)
+    # static upstream, c=1: sidecar +90, nginx +70 (1.29x: met), the SwiftNIO relay floor +60
+    for t, d in {"direct": 100, "sidecar": 190, "nginx": 170, "niorelay": 160}.items():
+        write_cell(load, "static", t, "plain", "small", 1, [d] * 100, 1e6 / d, 0.01)
     # c=16: the sidecar below Envoy's throughput (NOT MET)
     for t, rps in {"direct": 9000, "sidecar": 3000, "envoy": 3500}.items():
         write_cell(load, "mock", t, "plain", "small", 16, [1000] * 100, rps, 0.02)
@@ -47,5 +50,7 @@ def test_report_marks_targets(tmp_path):
     assert met["Ready within"] is True                 # 60 and 70 ms
     text = (out / "report.md").read_text()
     assert "**NOT MET**" in text and "| sidecar passthrough | 100 / 100 / 100 |" in text
+    assert "static: 90 us vs nginx 70 us = 1.29x; SwiftNIO byte relay 60 us" in text
+    assert "SwiftNIO byte relay (floor)" in text  # its row in the per-cell tables
     cells = (out / "cells.csv").read_text().splitlines()
     assert any(line.startswith("mock,plain,small,1,sidecar,1,100,0,200.0,200.0,200.0,100.0,") for line in cells)
