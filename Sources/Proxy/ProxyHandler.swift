@@ -306,12 +306,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
     }
 
-    /// `s` starts with the ASCII `prefix`, compared byte for byte.
-    @inline(__always)
-    static func hasPrefix(_ s: Substring, _ prefix: StaticString) -> Bool {
-        s.utf8.starts(with: UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount))
-    }
-
+    /// `p` starts with the ASCII `prefix`, compared byte for byte.
     @inline(__always)
     static func hasPrefix(_ p: UnsafeBufferPointer<UInt8>, _ prefix: StaticString) -> Bool {
         p.count >= prefix.utf8CodeUnitCount && memcmp(p.baseAddress!, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0
