@@ -45,6 +45,8 @@ for arg in "$@"; do
 done
 
 STAMP="$(date -u +%Y-%m-%d)"
+# A second run on the same day gets its own directory (the first one's report may be committed already).
+[ -e "$HERE/results/suite-$STAMP" ] && STAMP="$(date -u +%Y-%m-%d-%H%M)"
 if [ "$QUICK" = 1 ]; then
     : "${BENCH_ROUNDS:=1}" "${BENCH_DURATION:=2}" "${BENCH_CONCURRENCY:=1 16}" "${BENCH_SOAK_SECONDS:=30}"
     : "${BENCH_MICRO_SECONDS:=1}" "${BENCH_STARTS:=2}"
