@@ -143,14 +143,12 @@ def main() -> int:
     ratios = []
     for (u, mo, si, c), cell in sorted(cells.items()):
         sc, ng = cell.get("sidecar"), cell.get("nginx")
-        if sc and ng and ng["added_p50"] > 0:
-            ratios.append(f"- {u} {mo} {si} c={c}: sidecar added p50 {sc['added_p50']:,.0f} us / nginx "
-                          f"{ng['added_p50']:,.0f} us = **{sc['added_p50'] / ng['added_p50']:.2f}x**")
-        relay = cell.get("niorelay")
-        if relay and ng and ng["added_p50"] > 0:
-            ratios.append(f"- {u} {mo} {si} c={c}: SwiftNIO byte relay added p50 {relay['added_p50']:,.0f} us / nginx "
-                          f"{ng['added_p50']:,.0f} us = **{relay['added_p50'] / ng['added_p50']:.2f}x** (the floor of "
-                          "a SwiftNIO proxy)")
+        for t, name, note in (("sidecar", "sidecar", ""),
+                              ("niorelay", "SwiftNIO byte relay", " (the floor of a SwiftNIO proxy)")):
+            s = cell.get(t)
+            if s and ng and ng["added_p50"] > 0:
+                ratios.append(f"- {u} {mo} {si} c={c}: {name} added p50 {s['added_p50']:,.0f} us / nginx "
+                              f"{ng['added_p50']:,.0f} us = **{s['added_p50'] / ng['added_p50']:.2f}x**{note}")
         tel = cell.get("telemetry")
         if sc and tel and sc["added_p50"] > 0:
             ratios.append(f"- {u} {mo} {si} c={c}: added p50 with telemetry {tel['added_p50']:,.0f} us vs without "

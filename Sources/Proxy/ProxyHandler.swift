@@ -26,20 +26,28 @@ public enum Endpoint: String, Sendable {
         // Byte-wise: a `switch` over string literals compares `String`s (~100 instructions each).
         var path = path
         return path.withUTF8 { p in
-            if equals(p, "/chat/completions") { return .chatCompletions }
-            if equals(p, "/completions") { return .completions }
-            if equals(p, "/embeddings") { return .embeddings }
-            if equals(p, "/responses") { return .responses }
+            if bytes(p, equal: "/chat/completions") { return .chatCompletions }
+            if bytes(p, equal: "/completions") { return .completions }
+            if bytes(p, equal: "/embeddings") { return .embeddings }
+            if bytes(p, equal: "/responses") { return .responses }
             return .other
         }
     }
 
-    @inline(__always)
-    static func equals(_ p: UnsafeBufferPointer<UInt8>, _ s: StaticString) -> Bool {
-        p.count == s.utf8CodeUnitCount && (p.count == 0 || memcmp(p.baseAddress!, s.utf8Start, p.count) == 0)
-    }
-
     var readsBody: Bool { self != .other }
+}
+
+/// `p` starts with the ASCII `prefix`, compared byte for byte (URI routing).
+@inline(__always)
+private func bytes(_ p: UnsafeBufferPointer<UInt8>, startWith prefix: StaticString) -> Bool {
+    let n = prefix.utf8CodeUnitCount
+    return p.count >= n && (n == 0 || memcmp(p.baseAddress!, prefix.utf8Start, n) == 0)
+}
+
+/// `p` is exactly the ASCII `s`.
+@inline(__always)
+private func bytes(_ p: UnsafeBufferPointer<UInt8>, equal s: StaticString) -> Bool {
+    p.count == s.utf8CodeUnitCount && bytes(p, startWith: s)
 }
 
 /// Handles one HTTP/1.1 connection's requests (one at a time, NIO's pipeline handler orders them) or one HTTP/2
@@ -56,13 +64,16 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let head: RequestHead
         let endpoint: Endpoint
         let upstreamPath: Substring
+        /// The announced Content-Length (0 when absent or invalid), read once with the head.
+        let expectedLength: Int
         var body: ByteBuffer?
         let start: NIODeadline
 
-        init(head: RequestHead, endpoint: Endpoint, upstreamPath: Substring, start: NIODeadline) {
+        init(head: RequestHead, endpoint: Endpoint, upstreamPath: Substring, expectedLength: Int, start: NIODeadline) {
             self.head = head
             self.endpoint = endpoint
             self.upstreamPath = upstreamPath
+            self.expectedLength = expectedLength
             self.start = start
         }
     }
@@ -261,8 +272,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let (pathLength, isV1, isOptimizerAPI) = uri.withUTF8 { b -> (Int, Bool, Bool) in
             let n = b.firstIndex(of: UInt8(ascii: "?")) ?? b.count
             let path = UnsafeBufferPointer(rebasing: b[..<n])
-            let v1 = Self.hasPrefix(path, "/v1") && (n == 3 || path[3] == UInt8(ascii: "/"))
-            return (n, v1, v1 && Self.hasPrefix(path, "/v1/optimizer/"))
+            let v1 = bytes(path, startWith: "/v1") && (n == 3 || path[3] == UInt8(ascii: "/"))
+            return (n, v1, v1 && bytes(path, startWith: "/v1/optimizer/"))
         }
         let pathEnd = uri.utf8.index(uri.startIndex, offsetBy: pathLength)
         let path = uri[..<pathEnd]
@@ -275,7 +286,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             let afterPrefix = uri.utf8.index(uri.startIndex, offsetBy: 3)
             let upstreamPath = uri[afterPrefix...]  // keeps the query
             let endpoint = Endpoint.classify(method: head.method, path: uri[afterPrefix..<pathEnd])
-            if let length = head.first("content-length").flatMap(Int.init), length > shared.config.maxBodyBytes {
+            let length = head.first("content-length").flatMap(Int.init)
+            if let length, length > shared.config.maxBodyBytes {
                 reject(context: context, .bodyTooLarge(limit: shared.config.maxBodyBytes), head: head)
                 return
             }
@@ -287,7 +299,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                                                                                  status: .continue))), promise: nil)
                 }
             }
-            state = .receiving(Receiving(head: head, endpoint: endpoint, upstreamPath: upstreamPath, start: start))
+            state = .receiving(Receiving(head: head, endpoint: endpoint, upstreamPath: upstreamPath,
+                                         expectedLength: length ?? 0, start: start))
             return
         }
         state = .discarding
@@ -304,12 +317,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             writeError(context: context, .notFound(method: head.method.rawValue, path: String(path)),
                        version: head.version, keepAlive: head.isKeepAlive)
         }
-    }
-
-    /// `p` starts with the ASCII `prefix`, compared byte for byte.
-    @inline(__always)
-    static func hasPrefix(_ p: UnsafeBufferPointer<UInt8>, _ prefix: StaticString) -> Bool {
-        p.count >= prefix.utf8CodeUnitCount && memcmp(p.baseAddress!, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0
     }
 
     private func localAPI(context: ChannelHandlerContext, head: RequestHead, path: Substring) {
@@ -337,7 +344,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     private func onBody(context: ChannelHandlerContext, _ part: ByteBuffer) {
         guard case .receiving(let r) = state else { return }
         if r.body == nil {
-            let expected = r.head.first("content-length").flatMap(Int.init) ?? 0
+            let expected = r.expectedLength
             if expected > part.readableBytes && expected <= shared.config.maxBodyBytes {
                 // More parts follow: one buffer of the announced size, so the parts are copied once, not
                 // re-copied each time the buffer doubles.

@@ -214,8 +214,9 @@ final class TunnelGlue: ChannelDuplexHandler, RemovableChannelHandler {
     private func partnerFinished() {
         guard let context else { return }
         let sent = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: sent)
-        sent.futureResult.whenComplete { _ in context.close(promise: nil) }
+        let channel = context.channel  // the callback is @Sendable: it holds the channel, not the context
+        context.writeAndFlush(NIOAny(channel.allocator.buffer(capacity: 0)), promise: sent)
+        sent.futureResult.whenComplete { _ in channel.close(promise: nil) }
     }
 
     private func partnerBecameWritable() {

@@ -12,6 +12,8 @@ import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// One side of a relayed connection; its partner is the other side's handler (both on one event loop).
@@ -107,7 +109,7 @@ struct Options {
 
 func fail(_ message: String) -> Never {
     let line = "niorelay: \(message)\n"
-    _ = line.utf8CString.withUnsafeBufferPointer { Glibc.write(2, $0.baseAddress, $0.count - 1) }
+    _ = line.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
     exit(2)
 }
 
