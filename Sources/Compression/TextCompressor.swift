@@ -617,24 +617,25 @@ public struct TextCompressor: Sendable {
         bytes.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
             let n = b.count
-            // Pieces seen before in this text (most of a prose text's pieces: " the", " of", ",", " Document")
-            // take their tokens and classification from a small direct-mapped table instead of byte-pair encoding
-            // and classifying them again. Only pieces of up to 16 bytes whose classification reads nothing outside
-            // them (numbers look at the digits around them) are kept there.
-            let memo = PieceMemo(capacityFor: n)
-            defer { memo.deallocate() }
+            // Pieces seen before (on this thread, in this text or an earlier one: " the", " of", ",", " Document")
+            // take their tokens and classification from ``PieceMemo`` instead of byte-pair encoding and classifying
+            // them again.
+            let memo = PieceMemo.current(for: encoding)
             // New pieces are counted together afterwards (``Encoding/tokenCounts(ofPieces:_:count:in:into:)``:
             // their vocabulary lookups overlap instead of each waiting on memory). Until then a piece's `tokens`
-            // is -(k + 1), k the index of the new piece whose count it takes; memo hits copy that reference.
+            // is -(k + 1), k the index of the new piece whose count it takes; memo hits copy that reference, and
+            // the memo slot it was stored in (`newSlots[k]`, -1 for none) gets the count with the pieces.
             var newStarts: [Int32] = []
             var newEnds: [Int32] = []
+            var newSlots: [Int32] = []
             newStarts.reserveCapacity(n / 16 + 1)
             newEnds.reserveCapacity(n / 16 + 1)
+            newSlots.reserveCapacity(n / 16 + 1)
             encoding.forEachPieceRange(b) { s, e in
                 let length = e - s
                 var slot = -1
                 var key = (UInt64(0), UInt64(0))
-                if memo.enabled && length <= 16 {
+                if length <= 16 {
                     key = PieceMemo.key(base, s, length, n)
                     slot = memo.slot(key, length)
                     if let p = memo.piece(at: slot, key, length, start: s, end: e) {
@@ -646,7 +647,12 @@ public struct TextCompressor: Sendable {
                 p.tokens = -Int32(truncatingIfNeeded: newStarts.count + 1)
                 newStarts.append(Int32(truncatingIfNeeded: s))
                 newEnds.append(Int32(truncatingIfNeeded: e))
-                if slot >= 0 && p.kind != .number { memo.store(p, at: slot, key, length) }
+                if slot >= 0 && p.kind != .number {
+                    memo.store(p, at: slot, key, length)
+                    newSlots.append(Int32(truncatingIfNeeded: slot))
+                } else {
+                    newSlots.append(-1)
+                }
                 out.append(p)
             }
             guard !newStarts.isEmpty else { return }
@@ -657,6 +663,10 @@ public struct TextCompressor: Sendable {
                     encoding.tokenCounts(
                         ofPieces: starts.baseAddress!, ends.baseAddress!, count: starts.count, in: b, into: counts)
                 }
+            }
+            // The memo keeps no placeholder past this call.
+            for k in newSlots.indices where newSlots[k] >= 0 {
+                memo.resolve(Int(newSlots[k]), placeholder: -Int32(truncatingIfNeeded: k + 1), tokens: counts[k])
             }
             out.withUnsafeMutableBufferPointer { pieces in
                 for i in pieces.indices where pieces[i].tokens < 0 {

@@ -107,10 +107,12 @@ import Tokenizer
         }
     }
 
-    /// Pieces found in the per-text memo are exactly what classifying them afresh gives (numbers, which read the
-    /// digits around them, are never taken from it).
+    /// Pieces found in the thread's piece memo are exactly what classifying them afresh gives (numbers, which read
+    /// the digits around them, are never taken from it), whether the memo was filled by this text, by an earlier
+    /// one, or holds entries of the other encoding.
     @Test func memoizedPiecesEqualFreshOnes() throws {
         let enc = try o200k()
+        let cl = try Encoding.named(.cl100kBase)
         let c = TextCompressor(encoding: enc)
         var text = ""
         for i in 0..<40 {
@@ -118,19 +120,28 @@ import Tokenizer
                 + "open!\" 2018-\(i)  costs $\(i).99 (approx.)\n\t  \n\nWhy? NASA's macOS-based tools\r\n"
         }
         let bytes = Array(text.utf8)
-        #expect(bytes.count > TextCompressor.PieceMemo.minimumBytes)
-        let memoized = c.pieces(bytes)
         var fresh: [TextCompressor.Piece] = []
         bytes.withUnsafeBufferPointer { b in
             enc.forEachPiece(b) { s, e, t in fresh.append(TextCompressor.classify(b.baseAddress!, b.count, s, e, tokens: t)) }
         }
-        #expect(memoized.count == fresh.count)
-        for (m, f) in zip(memoized, fresh) {
-            #expect(m.start == f.start && m.end == f.end && m.tokens == f.tokens && m.kind == f.kind
-                && m.flags == f.flags && m.hash == f.hash && m.stem == f.stem && m.breakStart == f.breakStart
-                && m.emitStart == f.emitStart && m.emitEnd == f.emitEnd)
+        // First call (the memo fills as it goes), second call (found from the first), then after other texts in
+        // both encodings.
+        var runs = [c.pieces(bytes), c.pieces(bytes)]
+        _ = TextCompressor(encoding: cl).pieces(bytes)
+        _ = c.pieces(Array(String(text.reversed()).utf8))
+        runs.append(c.pieces(bytes))
+        for memoized in runs {
+            #expect(memoized.count == fresh.count)
+            for (m, f) in zip(memoized, fresh) {
+                #expect(m.start == f.start && m.end == f.end && m.tokens == f.tokens && m.kind == f.kind
+                    && m.flags == f.flags && m.hash == f.hash && m.stem == f.stem && m.breakStart == f.breakStart
+                    && m.emitStart == f.emitStart && m.emitEnd == f.emitEnd)
+            }
+            #expect(memoized.reduce(0) { $0 + Int($1.tokens) } == enc.count(text))
         }
-        #expect(memoized.reduce(0) { $0 + Int($1.tokens) } == enc.count(text))
+        // The other encoding's pieces count with its own vocabulary, memo or not.
+        let clPieces = TextCompressor(encoding: cl).pieces(bytes)
+        #expect(clPieces.reduce(0) { $0 + Int($1.tokens) } == cl.count(text))
     }
 
     /// A passage whose title matches the question vouches for its first sentence, even when that sentence shares
