@@ -911,82 +911,133 @@ public struct TextCompressor: Sendable {
         }
         }
         pieces.withUnsafeMutableBufferPointer { pieces in
-            // Piece -> sentence indices (close() appends in order; recompute to be exact), token totals.
+            let n = pieces.count
+            // The protection passes below read and set only kinds and flags (and a word's hash, rarely): they run
+            // on a compact copy (4 bytes a piece: flags, kind, length 1 / <= 2), which stays in the first-level
+            // cache where the pieces (48 bytes each) do not; the flags go back with the sentence indices, in one
+            // pass. Newline pieces are in no sentence, and no protection pass changes them.
+            let meta = UnsafeMutablePointer<UInt32>.allocate(capacity: max(n, 1))
+            defer { meta.deallocate() }
+            for j in 0..<n {
+                let p = pieces[j]
+                let length = p.end - p.start
+                meta[j] = UInt32(p.flags.rawValue) | UInt32(p.kind.rawValue) &<< Meta.kindShift
+                    | (length == 1 ? Meta.oneByte : 0) | (length <= 2 ? Meta.short : 0)
+            }
+            if n > 2 { protectAround(meta, n, pieces) }
+            // Piece -> sentence indices (close() appends in order; recompute to be exact), token totals, flags.
             for (si, s) in sentences.enumerated() {
                 var t: Int32 = 0
                 for j in Int(s.first)..<Int(s.end) {
                     pieces[j].sentence = Int32(si)
+                    pieces[j].flags = Flags(rawValue: UInt16(truncatingIfNeeded: meta[j]))
                     t += pieces[j].tokens
                 }
                 sentences[si].tokens = t
             }
             // Newline pieces belong to the preceding sentence for bookkeeping; they are emitted structurally.
-            if sentences.isEmpty { sentences.append(Sentence(first: 0, end: Int32(pieces.count), passage: 0)) }
-            // Protect runs of up to two function words between protected words ("Bank of America", "Taxpayers in the
-            // United States"), punctuation glued to a number ("20%", "$5"), and let repeated stand-alone names go
-            // after their first occurrence.
-            let n = pieces.count
-            if n > 2 {
-                func solid(_ j: Int) -> Bool {
-                    let p = pieces[j]
-                    return p.flags.contains(.protected) && (p.kind == .word || p.kind == .number)
-                }
-                var j = 1
-                while j < n - 1 {
-                    guard pieces[j].kind == .word, !pieces[j].flags.contains(.protected), solid(j - 1) else {
-                        j += 1
-                        continue
-                    }
-                    var k = j
-                    while k < n && k - j < 2 && pieces[k].kind == .word && !pieces[k].flags.contains(.protected)
-                        && lexicon.isFrequent(pieces[k].hash)
-                    {
-                        k += 1
-                    }
-                    if k > j && k < n && solid(k) {
-                        for m in j..<k { pieces[m].flags.insert(.protected) }
-                    }
-                    j = max(k, j + 1)
-                }
-                for j in 0..<n where pieces[j].kind == .punct && !pieces[j].flags.contains(.protected) {
-                    let glued = !pieces[j].flags.contains(.leadingSpace) && j > 0 && pieces[j - 1].kind == .number
-                    let before = j + 1 < n && pieces[j + 1].kind == .number && !pieces[j + 1].flags.contains(.leadingSpace)
-                        && pieces[j].end - pieces[j].start <= 2
-                    if glued || before { pieces[j].flags.insert(.protected) }
-                }
-                // A word the tokenizer split is protected whole when a part of it is: "1940s", "12th", "6ft", "macOS",
-                // "mid-1988" (runs of word, number and inner - ' / . pieces with no space between).
-                var r = 0
-                while r < n {
-                    guard Self.glueable(pieces[r]) else {
-                        r += 1
-                        continue
-                    }
-                    var e = r + 1
-                    while e < n && Self.gluesOn(pieces[e]) { e += 1 }
-                    var last = e - 1
-                    while last > r && pieces[last].kind == .punct { last -= 1 }
-                    if last > r && (r...last).contains(where: { solid($0) }) {
-                        for m in r...last { pieces[m].flags.insert(.protected) }
-                    }
-                    r = e
-                }
-                // A lone space piece before a number (" 18" is " " + "18" in o200k) goes with what follows it.
-                for j in 0..<(n - 1) where pieces[j].kind == .space && pieces[j + 1].flags.contains(.protected) {
-                    pieces[j].flags.insert(.protected)
-                }
-                // Punctuation between protected words ("May 18, 2018", "Tulsa, Oklahoma").
-                for j in 1..<(n - 1) where pieces[j].kind == .punct && !pieces[j].flags.contains(.protected) {
-                    if pieces[j - 1].flags.contains(.protected) && pieces[j + 1].flags.contains(.protected)
-                        && pieces[j - 1].kind != .newline && pieces[j + 1].kind != .newline
-                        && pieces[j - 1].kind != .punct && pieces[j + 1].kind != .punct
-                    {
-                        pieces[j].flags.insert(.protected)
-                    }
-                }
+            if sentences.isEmpty {
+                for j in 0..<n { pieces[j].flags = Flags(rawValue: UInt16(truncatingIfNeeded: meta[j])) }
+                sentences.append(Sentence(first: 0, end: Int32(pieces.count), passage: 0))
             }
         }
         return sentences
+    }
+
+    /// A piece's kind and flags packed in 32 bits for ``protectAround(_:_:_:)``.
+    enum Meta {
+        static let kindShift: UInt32 = 16
+        static let oneByte: UInt32 = 1 << 20
+        static let short: UInt32 = 1 << 21
+        static let protected = UInt32(Flags.protected.rawValue)
+        static let leadingSpace = UInt32(Flags.leadingSpace.rawValue)
+        static let terminal = UInt32(Flags.terminal.rawValue)
+
+        @inline(__always)
+        static func kind(_ m: UInt32) -> UInt32 { (m &>> kindShift) & 7 }
+        @inline(__always)
+        static func `is`(_ m: UInt32, _ k: Kind) -> Bool { kind(m) == UInt32(k.rawValue) }
+        /// A protected word or number.
+        @inline(__always)
+        static func solid(_ m: UInt32) -> Bool {
+            m & protected != 0 && (kind(m) == UInt32(Kind.word.rawValue) || kind(m) == UInt32(Kind.number.rawValue))
+        }
+        /// Can be part of a word the tokenizer split: a word, a number, one inner - ' / or . byte.
+        @inline(__always)
+        static func glueable(_ m: UInt32) -> Bool {
+            let k = kind(m)
+            return k == UInt32(Kind.word.rawValue) || k == UInt32(Kind.number.rawValue)
+                || (k == UInt32(Kind.punct.rawValue) && m & oneByte != 0 && m & terminal == 0)
+        }
+    }
+
+    /// Protection that depends on the neighbours, on the packed pieces `meta[0..<n]` (n > 2): runs of up to two
+    /// function words between protected words ("Bank of America", "Taxpayers in the United States"), punctuation
+    /// glued to a number ("20%", "$5"), a word the tokenizer split when a part of it is protected, a lone space
+    /// before a protected piece, punctuation between protected words ("May 18, 2018"). In this order: each pass
+    /// sees what the passes before it protected.
+    func protectAround(_ meta: UnsafeMutablePointer<UInt32>, _ n: Int, _ pieces: UnsafeMutableBufferPointer<Piece>) {
+        let word = UInt32(Kind.word.rawValue)
+        let number = UInt32(Kind.number.rawValue)
+        let punct = UInt32(Kind.punct.rawValue)
+        let space = UInt32(Kind.space.rawValue)
+        let newline = UInt32(Kind.newline.rawValue)
+        let prot = Meta.protected
+        var j = 1
+        while j < n - 1 {
+            let m = meta[j]
+            guard Meta.kind(m) == word, m & prot == 0, Meta.solid(meta[j - 1]) else {
+                j += 1
+                continue
+            }
+            var k = j
+            while k < n && k - j < 2 && Meta.kind(meta[k]) == word && meta[k] & prot == 0
+                && lexicon.isFrequent(pieces[k].hash)
+            {
+                k += 1
+            }
+            if k > j && k < n && Meta.solid(meta[k]) {
+                for m in j..<k { meta[m] |= prot }
+            }
+            j = max(k, j + 1)
+        }
+        for j in 0..<n where Meta.kind(meta[j]) == punct && meta[j] & prot == 0 {
+            let glued = meta[j] & Meta.leadingSpace == 0 && j > 0 && Meta.kind(meta[j - 1]) == number
+            let before = j + 1 < n && Meta.kind(meta[j + 1]) == number && meta[j + 1] & Meta.leadingSpace == 0
+                && meta[j] & Meta.short != 0
+            if glued || before { meta[j] |= prot }
+        }
+        // A word the tokenizer split is protected whole when a part of it is: "1940s", "12th", "6ft", "macOS",
+        // "mid-1988" (runs of word, number and inner - ' / . pieces with no space between).
+        var r = 0
+        while r < n {
+            guard Meta.glueable(meta[r]) else {
+                r += 1
+                continue
+            }
+            var e = r + 1
+            while e < n && Meta.glueable(meta[e]) && meta[e] & Meta.leadingSpace == 0 { e += 1 }
+            var last = e - 1
+            while last > r && Meta.kind(meta[last]) == punct { last -= 1 }
+            if last > r && (r...last).contains(where: { Meta.solid(meta[$0]) }) {
+                for m in r...last { meta[m] |= prot }
+            }
+            r = e
+        }
+        // A lone space piece before a number (" 18" is " " + "18" in o200k) goes with what follows it.
+        for j in 0..<(n - 1) where Meta.kind(meta[j]) == space && meta[j + 1] & prot != 0 {
+            meta[j] |= prot
+        }
+        // Punctuation between protected words ("May 18, 2018", "Tulsa, Oklahoma").
+        for j in 1..<(n - 1) where Meta.kind(meta[j]) == punct && meta[j] & prot == 0 {
+            let a = meta[j - 1]
+            let b = meta[j + 1]
+            if a & prot != 0 && b & prot != 0 && Meta.kind(a) != newline && Meta.kind(b) != newline
+                && Meta.kind(a) != punct && Meta.kind(b) != punct
+            {
+                meta[j] |= prot
+            }
+        }
     }
 
     // Lossy steps shorten `Document [i](Title: t)` headers to `Document [i](t)` (`CompressionOptions.shortenHeaders`,
@@ -1027,18 +1078,6 @@ public struct TextCompressor: Sendable {
             j += 1
         }
         return nil
-    }
-
-    /// Pieces that can be part of a word the tokenizer split: words, numbers, and one inner - ' / or . byte.
-    @inline(__always)
-    static func glueable(_ p: Piece) -> Bool {
-        p.kind == .word || p.kind == .number || (p.kind == .punct && p.end - p.start == 1 && !p.flags.contains(.terminal))
-    }
-
-    /// Whether `p` continues the word before it: no space in front.
-    @inline(__always)
-    static func gluesOn(_ p: Piece) -> Bool {
-        glueable(p) && !p.flags.contains(.leadingSpace)
     }
 
     static func containsAny(_ line: UnsafeBufferPointer<UInt8>, _ markers: [String]) -> Bool {
