@@ -232,15 +232,15 @@ public struct TextCompressor: Sendable {
             techniques.insert(.json)
         }
         let wholeJSON = Self.isJSON(bytes)
-        var pieces = self.pieces(bytes)
         var total = 0
-        for p in pieces { total += Int(p.tokens) }
+        var pieces = self.pieces(bytes, protecting: wholeJSON ? [] : Self.protectedSpans(bytes) + jsonSpans, total: &total)
         let originalCount = originalTokens ?? total
-        if !wholeJSON { Self.protect(Self.protectedSpans(bytes) + jsonSpans, in: &pieces) }
-        if options.lossless && !wholeJSON && normalizeSpacing(bytes, &pieces) {
-            techniques.insert(.whitespace)
-            total = 0
-            for p in pieces { total += Int(p.tokens) }
+        if options.lossless && !wholeJSON {
+            let normalized = normalizeSpacing(bytes, &pieces)
+            if normalized.changed {
+                techniques.insert(.whitespace)
+                total -= normalized.tokensRemoved
+            }
         }
         let budget = Int((Double(originalCount) * ratio).rounded(.down))
         let lossy = options.selection || options.pruning
@@ -251,14 +251,11 @@ public struct TextCompressor: Sendable {
             return TextCompression(
                 bytes: out.bytes, originalTokens: originalCount, tokens: out.tokens, quality: 1, techniques: techniques)
         }
-        var sentences = segment(bytes, &pieces, options: options)
+        let segmentation = segmentCounting(bytes, &pieces, options: options)
+        var sentences = segmentation.sentences
+        total = segmentation.tokens
         if options.shortenHeaders {
-            total = 0
-            var shortened = false
-            for p in pieces {
-                total += Int(p.tokens)
-                if p.flags.contains(.dropped) { shortened = true }
-            }
+            let shortened = segmentation.shortened
             // Dropping the labels is lossy: it counts as pruning (quality guard, technique, savings) even when no
             // other step has to run.
             if shortened { techniques.insert(.pruning) }
@@ -267,8 +264,9 @@ public struct TextCompressor: Sendable {
         var termWeights: [Double] = []
         var bestScore = 0.0
         var passageScores: [Double] = []
+        var termPieces: [Int32] = []
         if !terms.isEmpty {
-            (termWeights, bestScore, passageScores) = score(
+            (termWeights, bestScore, passageScores, termPieces) = score(
                 &sentences, &pieces, terms: terms, answerType: Self.answerType(question))
         }
         // A question none of whose words occur ("Summarize this.") cannot rank anything: prune instead.
@@ -276,9 +274,9 @@ public struct TextCompressor: Sendable {
         var used = 0
         if hasQuestion && options.selection {
             var breaks = [Int](repeating: 0, count: passageScores.count)
-            for p in pieces where p.kind == .newline && Int(p.sentence) < sentences.count {
-                let k = Int(sentences[Int(p.sentence)].passage)
-                if k < breaks.count { breaks[k] += Int(p.tokens) }
+            for b in segmentation.lineBreaks where Int(b.sentence) < sentences.count {
+                let k = Int(sentences[Int(b.sentence)].passage)
+                if k < breaks.count { breaks[k] += Int(b.tokens) }
             }
             used = select(
                 &sentences, passageScores: passageScores, breaks: breaks,
@@ -305,7 +303,8 @@ public struct TextCompressor: Sendable {
             var present = [Bool](repeating: false, count: terms.count)
             var surviving = [Bool](repeating: false, count: terms.count)
             var bestKept = 0.0
-            for p in pieces where p.flags.contains(.term) {
+            for j in termPieces {
+                let p = pieces[Int(j)]
                 guard let t = terms.firstIndex(of: p.stem) else { continue }
                 present[t] = true
                 if sentences[Int(p.sentence)].kept && !p.flags.contains(.dropped) { surviving[t] = true }
@@ -509,25 +508,13 @@ public struct TextCompressor: Sendable {
         return true
     }
 
-    /// Marks pieces overlapping any of `spans` protected.
-    static func protect(_ spans: [Range<Int>], in pieces: inout [Piece]) {
-        guard !spans.isEmpty else { return }
-        let sorted = spans.sorted { $0.lowerBound < $1.lowerBound }
-        var k = 0
-        for j in pieces.indices {
-            let s = Int(pieces[j].start)
-            let e = Int(pieces[j].end)
-            while k < sorted.count && sorted[k].upperBound <= s { k += 1 }
-            guard k < sorted.count else { break }
-            if sorted[k].lowerBound < e { pieces[j].flags.insert(.protected) }
-        }
-    }
-
     /// Whitespace normalisation on the pieces, outside fenced code blocks: blank runs inside a line become one
     /// space (or nothing when the next piece brings its own), spaces before a line break go, three or more line
-    /// breaks become two. Leading and trailing blank lines go at emission. Returns whether anything changed.
-    func normalizeSpacing(_ bytes: [UInt8], _ pieces: inout [Piece]) -> Bool {
+    /// breaks become two. Leading and trailing blank lines go at emission. Returns whether anything changed, and the
+    /// tokens of the blank runs that went.
+    func normalizeSpacing(_ bytes: [UInt8], _ pieces: inout [Piece]) -> (changed: Bool, tokensRemoved: Int) {
         var changed = false
+        var removed = 0
         var inFence = false
         var lineStart = true
         let n = pieces.count
@@ -584,6 +571,7 @@ public struct TextCompressor: Sendable {
                         || pieces[j + 1].kind == .newline
                     if nextBrings || j == 0 {
                         pieces[j].flags.insert(.collapsed)
+                        removed += Int(pieces[j].tokens)
                         pieces[j].tokens = 0
                         changed = true
                     } else if p.end - p.start > 1 || base[Int(p.start)] != 0x20 {
@@ -594,7 +582,7 @@ public struct TextCompressor: Sendable {
             }
         }
         }
-        return changed
+        return (changed, removed)
     }
 
     func count(_ bytes: [UInt8]) -> Int {
@@ -612,7 +600,16 @@ public struct TextCompressor: Sendable {
     // MARK: Pieces
 
     func pieces(_ bytes: [UInt8]) -> [Piece] {
+        var total = 0
+        return pieces(bytes, protecting: [], total: &total)
+    }
+
+    /// The pre-tokenizer's pieces of `bytes`, classified and token-counted, those overlapping any of `spans`
+    /// (byte ranges that must survive verbatim, ``protectedSpans(_:)``) marked protected; `total` is their tokens.
+    func pieces(_ bytes: [UInt8], protecting spans: [Range<Int>], total: inout Int) -> [Piece] {
         var out: [Piece] = []
+        var sum = 0
+        defer { total = sum }
         out.reserveCapacity(bytes.count / 4 + 1)
         bytes.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
@@ -655,22 +652,34 @@ public struct TextCompressor: Sendable {
                 }
                 out.append(p)
             }
-            guard !newStarts.isEmpty else { return }
-            let counts = UnsafeMutablePointer<Int32>.allocate(capacity: newStarts.count)
+            let counts = UnsafeMutablePointer<Int32>.allocate(capacity: max(newStarts.count, 1))
             defer { counts.deallocate() }
-            newStarts.withUnsafeBufferPointer { starts in
-                newEnds.withUnsafeBufferPointer { ends in
-                    encoding.tokenCounts(
-                        ofPieces: starts.baseAddress!, ends.baseAddress!, count: starts.count, in: b, into: counts)
+            if !newStarts.isEmpty {
+                newStarts.withUnsafeBufferPointer { starts in
+                    newEnds.withUnsafeBufferPointer { ends in
+                        encoding.tokenCounts(
+                            ofPieces: starts.baseAddress!, ends.baseAddress!, count: starts.count, in: b, into: counts)
+                    }
+                }
+                // The memo keeps no placeholder past this call.
+                for k in newSlots.indices where newSlots[k] >= 0 {
+                    memo.resolve(Int(newSlots[k]), placeholder: -Int32(truncatingIfNeeded: k + 1), tokens: counts[k])
                 }
             }
-            // The memo keeps no placeholder past this call.
-            for k in newSlots.indices where newSlots[k] >= 0 {
-                memo.resolve(Int(newSlots[k]), placeholder: -Int32(truncatingIfNeeded: k + 1), tokens: counts[k])
-            }
+            // One pass over the pieces: placeholder counts, the total, protected spans.
+            let sorted = spans.sorted { $0.lowerBound < $1.lowerBound }
+            var k = 0
             out.withUnsafeMutableBufferPointer { pieces in
-                for i in pieces.indices where pieces[i].tokens < 0 {
-                    pieces[i].tokens = counts[Int(-pieces[i].tokens) - 1]
+                for i in pieces.indices {
+                    if pieces[i].tokens < 0 { pieces[i].tokens = counts[Int(-pieces[i].tokens) - 1] }
+                    sum += Int(pieces[i].tokens)
+                    if k < sorted.count {
+                        let s = Int(pieces[i].start)
+                        while k < sorted.count && sorted[k].upperBound <= s { k += 1 }
+                        if k < sorted.count && sorted[k].lowerBound < Int(pieces[i].end) {
+                            pieces[i].flags.insert(.protected)
+                        }
+                    }
                 }
             }
         }
@@ -782,6 +791,25 @@ public struct TextCompressor: Sendable {
 
     /// Cuts pieces into sentences and passages and marks protected pieces.
     func segment(_ bytes: [UInt8], _ pieces: inout [Piece], options: CompressionOptions) -> [Sentence] {
+        segmentCounting(bytes, &pieces, options: options).sentences
+    }
+
+    /// What ``segmentCounting(_:_:options:)`` found besides the sentences, counted on its way over the pieces.
+    struct Segmentation {
+        var sentences: [Sentence]
+        /// Tokens of all pieces (titles' labels dropped).
+        var tokens: Int
+        /// Whether a header's title label was dropped (``CompressionOptions/shortenHeaders``).
+        var shortened: Bool
+        /// Each line-break piece: the sentence it is booked to (the last one before it, or the first) and its
+        /// tokens.
+        var lineBreaks: [(sentence: Int32, tokens: Int32)]
+    }
+
+    func segmentCounting(_ bytes: [UInt8], _ pieces: inout [Piece], options: CompressionOptions) -> Segmentation {
+        var lineBreaks: [(sentence: Int32, tokens: Int32)] = []
+        var tokens = 0
+        var shortened = false
         var sentences: [Sentence] = []
         sentences.reserveCapacity(pieces.count / 12 + 2)
         let hasBlankLines = Self.hasBlankLine(bytes)
@@ -809,6 +837,8 @@ public struct TextCompressor: Sendable {
                 if p.kind == .newline {
                     close(at: i)
                     pieces[i].sentence = Int32(sentences.count - 1 < 0 ? 0 : sentences.count - 1)
+                    lineBreaks.append((pieces[i].sentence, p.tokens))
+                    tokens += Int(p.tokens)
                     let newlines = Self.countNewlines(base, s, Int(p.end))
                     lineStart = true
                     pendingTerminal = false
@@ -926,22 +956,27 @@ public struct TextCompressor: Sendable {
             }
             if n > 2 { protectAround(meta, n, pieces) }
             // Piece -> sentence indices (close() appends in order; recompute to be exact), token totals, flags.
+            // Sentences hold every piece but the line breaks (counted above).
+            var anyFlags: UInt32 = 0
             for (si, s) in sentences.enumerated() {
                 var t: Int32 = 0
                 for j in Int(s.first)..<Int(s.end) {
                     pieces[j].sentence = Int32(si)
                     pieces[j].flags = Flags(rawValue: UInt16(truncatingIfNeeded: meta[j]))
+                    anyFlags |= meta[j]
                     t += pieces[j].tokens
                 }
                 sentences[si].tokens = t
+                tokens += Int(t)
             }
+            shortened = anyFlags & UInt32(Flags.dropped.rawValue) != 0
             // Newline pieces belong to the preceding sentence for bookkeeping; they are emitted structurally.
             if sentences.isEmpty {
                 for j in 0..<n { pieces[j].flags = Flags(rawValue: UInt16(truncatingIfNeeded: meta[j])) }
                 sentences.append(Sentence(first: 0, end: Int32(pieces.count), passage: 0))
             }
         }
-        return sentences
+        return Segmentation(sentences: sentences, tokens: tokens, shortened: shortened, lineBreaks: lineBreaks)
     }
 
     /// A piece's kind and flags packed in 32 bits for ``protectAround(_:_:_:)``.
@@ -1284,9 +1319,11 @@ public struct TextCompressor: Sendable {
     static let howNumber = Set(["many", "much", "old", "long", "tall", "far", "big"].map { WordHash.of($0) })
     static let whatNumber = Set(["year", "date", "time", "day", "age", "percentage"].map { WordHash.of($0) })
 
+    /// Also returns the indices of the pieces it marked ``Flags/term`` (in order).
     func score(_ sentences: inout [Sentence], _ pieces: inout [Piece], terms: [UInt64], answerType: AnswerType = .none)
-        -> ([Double], Double, [Double])
+        -> ([Double], Double, [Double], [Int32])
     {
+        var termPieces: [Int32] = []
         let nt = terms.count
         let ns = sentences.count
         var tf = [UInt16](repeating: 0, count: ns * nt)
@@ -1320,6 +1357,7 @@ public struct TextCompressor: Sendable {
                     continue
                 }
                 pieces[j].flags.insert(.term)
+                termPieces.append(Int32(truncatingIfNeeded: j))
                 let si = Int(pieces[j].sentence)
                 tf[si * nt + t] &+= 1
                 ptf[Int(sentences[si].passage) * nt + t] &+= 1
@@ -1390,7 +1428,7 @@ public struct TextCompressor: Sendable {
             prevPassage = sentences[si].passage
             best = max(best, sc)
         }
-        return (weights, best, pscore)
+        return (weights, best, pscore, termPieces)
     }
 
     // MARK: Selection
