@@ -219,6 +219,21 @@ struct PreTokenizer {
         }
         guard c &- 0x61 < 26 else { return -1 }
         i += 1
+        // Eight bytes at a time while all are lowercase ASCII letters (SWAR on the low seven bits, so no carry
+        // crosses a byte: 0x80 marks a byte >= "a" after + 0x1F, a byte > "z" after + 0x05, and non-ASCII bytes
+        // are masked out), then the first other byte's position.
+        while i + 8 <= n {
+            let w = UInt64(littleEndian: UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self))
+            let y = w & 0x7F7F_7F7F_7F7F_7F7F
+            let lower = (y &+ 0x1F1F_1F1F_1F1F_1F1F) & ~(y &+ 0x0505_0505_0505_0505) & ~w & 0x8080_8080_8080_8080
+            let other = ~lower & 0x8080_8080_8080_8080
+            if other != 0 {
+                i += other.trailingZeroBitCount &>> 3
+                let t = base[i]
+                return t >= 0x80 || t == 0x27 ? -1 : i
+            }
+            i += 8
+        }
         while i < n && base[i] &- 0x61 < 26 { i += 1 }
         if i == n { return n }
         let t = base[i]

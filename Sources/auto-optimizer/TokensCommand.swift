@@ -29,6 +29,9 @@ struct TokensCommand: ParsableCommand {
     @Flag(name: .long, help: "Print the token ids, space separated, instead of the count.")
     var ids = false
 
+    @Flag(name: .long, help: "Print the UTF-8 byte lengths of the pre-tokenizer's pieces, space separated, instead of the count.")
+    var pieces = false
+
     @Flag(name: .long, help: "Input is JSON lines {\"text\": ...}; print one JSON object per line.")
     var jsonl = false
 
@@ -39,6 +42,7 @@ struct TokensCommand: ParsableCommand {
         if (encoding == nil) == (model == nil) {
             throw ValidationError("Give exactly one of --encoding NAME or --model M.")
         }
+        if ids && pieces { throw ValidationError("Give at most one of --ids and --pieces.") }
     }
 
     func run() throws {
@@ -73,6 +77,8 @@ struct TokensCommand: ParsableCommand {
             }
             if ids {
                 Self.appendIDs(selected.encode(text), separator: " ", to: &out)
+            } else if pieces {
+                Self.appendIDs(Self.pieceLengths(text, selected), separator: " ", to: &out)
             } else {
                 out.append(contentsOf: String(selected.count(text)).utf8)
             }
@@ -98,11 +104,22 @@ struct TokensCommand: ParsableCommand {
                 out.append(contentsOf: "{\"ids\": [".utf8)
                 Self.appendIDs(encoding.encode(text), separator: ", ", to: &out)
                 out.append(contentsOf: "]}\n".utf8)
+            } else if pieces {
+                out.append(contentsOf: "{\"pieces\": [".utf8)
+                Self.appendIDs(Self.pieceLengths(text, encoding), separator: ", ", to: &out)
+                out.append(contentsOf: "]}\n".utf8)
             } else {
                 out.append(contentsOf: "{\"tokens\": \(encoding.count(text))}\n".utf8)
             }
             CLIInput.flushIfLarge(&out)
         }
+    }
+
+    /// UTF-8 byte lengths of the pre-tokenizer's pieces of `text`, as the prompt compressor sees them.
+    private static func pieceLengths(_ text: String, _ encoding: Tokenizer.Encoding) -> [Int] {
+        var lengths: [Int] = []
+        Array(text.utf8).withUnsafeBufferPointer { b in encoding.forEachPieceRange(b) { s, e in lengths.append(e - s) } }
+        return lengths
     }
 
     private static func appendIDs(_ ids: [Int], separator: String, to out: inout [UInt8]) {

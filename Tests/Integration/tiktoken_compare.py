@@ -224,6 +224,18 @@ WORDISH = ["a", "b", "xyz", "the", "A", "B", "The", "ABC", " ", "\t", "\n", "\r"
            "'ll", "'RE", "0", "12", "é", "É", "ß", "ſ", "\u0301", "\u00a0", "’", "McD", " the", " The", "中"]
 
 
+def lowercase_run_cases():
+    """Lowercase runs of every length from 1 to 24 (the fast path reads them eight bytes at a time) between each
+    prefix and each kind of end, at every offset from the start of the text."""
+    letters = "abcdefghijklmnopqrstuvwxyzqwertyuiop"
+    out = []
+    for length in range(1, 25):
+        for prefix in ["", " ", "A", " A", "(", "x1 "]:
+            for end in ["", ",", "A", "'s", "'T", "é", "\u0301", "1", " ", "\n", "\u00a0", "z\u00e9", " next", "{", "`", "@", "[", "\x7f"]:
+                out.append(prefix + letters[:length] + end)
+    return out
+
+
 def wordish_strings(count, seed):
     rng = random.Random(seed)
     return ["".join(rng.choice(WORDISH) for _ in range(rng.randint(1, 16))) for _ in range(count)]
@@ -239,6 +251,7 @@ def build_corpus(random_count=4000, seed=20241125):
     corpus += repeats()
     corpus += random_strings(random_count, seed=seed)
     corpus += wordish_strings(random_count, seed=seed + 1)
+    corpus += lowercase_run_cases()
     corpus += real_text()
     # Assigned in Unicode 17 (newer than tiktoken's Unicode 16 tables): unassigned, i.e. punctuation, for tiktoken.
     corpus += ["\U00032a7a:E", "\ua7d4>d&", "\U00016ec6/e", "$\u088fl", "_\U0001e6d0t", "x\u1ad2_i", "\U00010959\"T"]
@@ -249,10 +262,10 @@ def build_corpus(random_count=4000, seed=20241125):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def run_cli(cli, encoding, corpus):
+def run_cli(cli, encoding, corpus, what="ids"):
     payload = "".join(json.dumps({"text": s}) + "\n" for s in corpus).encode()
     started = time.perf_counter()
-    proc = subprocess.run([cli, "tokens", "--encoding", encoding, "--jsonl", "--ids", "-"], input=payload,
+    proc = subprocess.run([cli, "tokens", "--encoding", encoding, "--jsonl", "--" + what, "-"], input=payload,
                           capture_output=True)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
@@ -262,7 +275,23 @@ def run_cli(cli, encoding, corpus):
     # The CLI skips blank input lines only; every corpus line is a JSON object, so counts must agree.
     if len(lines) != len(corpus):
         sys.exit("error: %d output lines for %d inputs" % (len(lines), len(corpus)))
-    return [json.loads(line)["ids"] for line in lines], elapsed
+    return [json.loads(line)[what] for line in lines], elapsed
+
+
+def regex_pieces(enc, corpus):
+    """The pre-tokenizer pieces (UTF-8 byte lengths) of every corpus string whose characters are all assigned in
+    this Python's Unicode tables, by the encoding's own pattern and the `regex` module (tiktoken's dependency): the
+    boundaries ids cannot show (byte-pair merges rarely cross a piece boundary, so a misplaced one often yields the
+    same ids). Strings with characters unassigned here are left out: the `regex` module and tiktoken may disagree
+    about their classes."""
+    import regex
+    import unicodedata
+    pattern = regex.compile(enc._pat_str)
+    out = {}
+    for i, s in enumerate(corpus):
+        if all(unicodedata.category(c) != "Cn" for c in s):
+            out[i] = [len(p.encode()) for p in pattern.findall(s)]
+    return out
 
 
 def short(s, limit=120):
@@ -305,7 +334,15 @@ def main():
                     k, [enc.decode_single_token_bytes(t) for t in e[k:k + 4]],
                     [enc.decode_single_token_bytes(t) if t < enc.n_vocab else t for t in a[k:k + 4]]))
             failed = failed or bool(mismatches)
-        print("RESULT: %s" % ("MISMATCH" if failed else "all ids identical"))
+            # The pieces themselves, against the pattern.
+            expected_pieces = regex_pieces(enc, corpus)
+            pieces, _ = run_cli(args.cli, name, corpus, what="pieces")
+            bad = [i for i, e in expected_pieces.items() if pieces[i] != e]
+            print("%s: pieces of %d strings, %d mismatches" % (name, len(expected_pieces), len(bad)))
+            for i in bad[: args.show]:
+                print("  #%d %s: pattern %s vs ours %s" % (i, short(corpus[i]), expected_pieces[i][:12], pieces[i][:12]))
+            failed = failed or bool(bad)
+        print("RESULT: %s" % ("MISMATCH" if failed else "all ids and pieces identical"))
         sys.exit(1 if failed else 0)
 
 
