@@ -233,14 +233,14 @@ public struct TextCompressor: Sendable {
         }
         let wholeJSON = Self.isJSON(bytes)
         var total = 0
-        var pieces = self.pieces(bytes, protecting: wholeJSON ? [] : Self.protectedSpans(bytes) + jsonSpans, total: &total)
+        var normalizer: SpacingNormalizer? = options.lossless && !wholeJSON ? SpacingNormalizer() : nil
+        var pieces = self.pieces(
+            bytes, protecting: wholeJSON ? [] : Self.protectedSpans(bytes) + jsonSpans, normalizing: &normalizer,
+            total: &total)
         let originalCount = originalTokens ?? total
-        if options.lossless && !wholeJSON {
-            let normalized = normalizeSpacing(bytes, &pieces)
-            if normalized.changed {
-                techniques.insert(.whitespace)
-                total -= normalized.tokensRemoved
-            }
+        if let normalizer, normalizer.changed {
+            techniques.insert(.whitespace)
+            total -= normalizer.removed
         }
         let budget = Int((Double(originalCount) * ratio).rounded(.down))
         let lossy = options.selection || options.pruning
@@ -513,76 +513,98 @@ public struct TextCompressor: Sendable {
     /// breaks become two. Leading and trailing blank lines go at emission. Returns whether anything changed, and the
     /// tokens of the blank runs that went.
     func normalizeSpacing(_ bytes: [UInt8], _ pieces: inout [Piece]) -> (changed: Bool, tokensRemoved: Int) {
-        var changed = false
-        var removed = 0
-        var inFence = false
-        var lineStart = true
-        let n = pieces.count
+        var normalizer = SpacingNormalizer()
         pieces.withUnsafeMutableBufferPointer { pieces in
-        bytes.withUnsafeBufferPointer { b in
-            let base = b.baseAddress!
-            for j in 0..<n {
-                let p = pieces[j]
-                if lineStart {
-                    lineStart = false
-                    var k = Int(p.start)
-                    if p.kind == .space {
-                        k = Int(p.end)
-                    }
-                    while k < b.count && (base[k] == 0x20 || base[k] == 0x09) { k += 1 }
-                    if k + 2 < b.count && base[k] == 0x60 && base[k + 1] == 0x60 && base[k + 2] == 0x60 {
-                        inFence.toggle()
-                    }
+            bytes.withUnsafeBufferPointer { b in
+                for j in pieces.indices { normalizer.visit(j, pieces, b.baseAddress!, b.count) }
+            }
+        }
+        return (normalizer.changed, normalizer.removed)
+    }
+
+    /// ``normalizeSpacing(_:_:)`` one piece at a time, in order (``pieces(_:protecting:normalizing:total:)`` runs it
+    /// in its own pass over the pieces). A piece is visited once its token count and protection are final; the
+    /// visit reads the kinds of its neighbours and the leading space of the next piece.
+    struct SpacingNormalizer {
+        var changed = false
+        /// Tokens of the blank runs that went.
+        var removed = 0
+        private var inFence = false
+        private var lineStart = true
+
+        @inline(__always)
+        mutating func visit(
+            _ j: Int, _ pieces: UnsafeMutableBufferPointer<Piece>, _ base: UnsafePointer<UInt8>, _ count: Int
+        ) {
+            let n = pieces.count
+            let p = pieces[j]
+            if lineStart {
+                lineStart = false
+                var k = Int(p.start)
+                if p.kind == .space {
+                    k = Int(p.end)
                 }
-                if p.kind == .newline {
-                    lineStart = true
-                    if inFence { continue }  // breaks inside a fence stay verbatim
-                    let s = Int(p.start)
-                    let e = Int(p.end)
-                    var newlines: [Int] = []
-                    for k in s..<e where base[k] == 0x0A { newlines.append(k) }
-                    guard newlines.count >= 3 || (newlines.first.map { $0 > s } ?? false) else { continue }
-                    // At most two line breaks (from the second-to-last one), then the next line's indentation.
-                    var breakFrom = newlines.count >= 3 ? newlines[newlines.count - 2] : newlines[0]
-                    if breakFrom > s && base[breakFrom - 1] == 0x0D && newlines.count < 3 { breakFrom -= 1 }
-                    let punctEnd = Int(p.breakStart)
-                    if punctEnd > s {
-                        // ".\n\n\n": the punctuation and two breaks when kept, two breaks when not.
-                        if newlines.count >= 3 {
-                            pieces[j].emitEnd = Int32(newlines[1] + 1)
-                            pieces[j].breakStart = Int32(breakFrom)
-                            changed = true
-                        }
-                    } else {
-                        pieces[j].emitStart = Int32(breakFrom)
+                while k < count && (base[k] == 0x20 || base[k] == 0x09) { k += 1 }
+                if k + 2 < count && base[k] == 0x60 && base[k + 1] == 0x60 && base[k + 2] == 0x60 {
+                    inFence.toggle()
+                }
+            }
+            if p.kind == .newline {
+                lineStart = true
+                if inFence { return }  // breaks inside a fence stay verbatim
+                let s = Int(p.start)
+                let e = Int(p.end)
+                // The positions of the first two and the last two line feeds, and how many there are.
+                var newlineCount = 0
+                var first = -1
+                var second = -1
+                var secondToLast = -1
+                var last = -1
+                for k in s..<e where base[k] == 0x0A {
+                    if newlineCount == 0 { first = k } else if newlineCount == 1 { second = k }
+                    secondToLast = last
+                    last = k
+                    newlineCount += 1
+                }
+                guard newlineCount >= 3 || (newlineCount > 0 && first > s) else { return }
+                // At most two line breaks (from the second-to-last one), then the next line's indentation.
+                var breakFrom = newlineCount >= 3 ? secondToLast : first
+                if breakFrom > s && base[breakFrom - 1] == 0x0D && newlineCount < 3 { breakFrom -= 1 }
+                let punctEnd = Int(p.breakStart)
+                if punctEnd > s {
+                    // ".\n\n\n": the punctuation and two breaks when kept, two breaks when not.
+                    if newlineCount >= 3 {
+                        pieces[j].emitEnd = Int32(second + 1)
                         pieces[j].breakStart = Int32(breakFrom)
                         changed = true
                     }
-                    continue
-                }
-                if p.kind == .word && !inFence && base[Int(p.start)] == 0x09 && !p.flags.contains(.protected) {
-                    pieces[j].flags.insert(.spacePrefix)
+                } else {
+                    pieces[j].emitStart = Int32(breakFrom)
+                    pieces[j].breakStart = Int32(breakFrom)
                     changed = true
                 }
-                if p.kind == .space && !inFence && !p.flags.contains(.protected) {
-                    let atLineStart = j == 0 || pieces[j - 1].kind == .newline
-                    if atLineStart && j > 0 { continue }  // indentation stays
-                    let nextBrings = j + 1 >= n || pieces[j + 1].flags.contains(.leadingSpace)
-                        || pieces[j + 1].kind == .newline
-                    if nextBrings || j == 0 {
-                        pieces[j].flags.insert(.collapsed)
-                        removed += Int(pieces[j].tokens)
-                        pieces[j].tokens = 0
-                        changed = true
-                    } else if p.end - p.start > 1 || base[Int(p.start)] != 0x20 {
-                        pieces[j].flags.insert(.asSpace)
-                        changed = true
-                    }
+                return
+            }
+            if p.kind == .word && !inFence && base[Int(p.start)] == 0x09 && !p.flags.contains(.protected) {
+                pieces[j].flags.insert(.spacePrefix)
+                changed = true
+            }
+            if p.kind == .space && !inFence && !p.flags.contains(.protected) {
+                let atLineStart = j == 0 || pieces[j - 1].kind == .newline
+                if atLineStart && j > 0 { return }  // indentation stays
+                let nextBrings = j + 1 >= n || pieces[j + 1].flags.contains(.leadingSpace)
+                    || pieces[j + 1].kind == .newline
+                if nextBrings || j == 0 {
+                    pieces[j].flags.insert(.collapsed)
+                    removed += Int(pieces[j].tokens)
+                    pieces[j].tokens = 0
+                    changed = true
+                } else if p.end - p.start > 1 || base[Int(p.start)] != 0x20 {
+                    pieces[j].flags.insert(.asSpace)
+                    changed = true
                 }
             }
         }
-        }
-        return (changed, removed)
     }
 
     func count(_ bytes: [UInt8]) -> Int {
@@ -601,12 +623,17 @@ public struct TextCompressor: Sendable {
 
     func pieces(_ bytes: [UInt8]) -> [Piece] {
         var total = 0
-        return pieces(bytes, protecting: [], total: &total)
+        var normalizer: SpacingNormalizer? = nil
+        return pieces(bytes, protecting: [], normalizing: &normalizer, total: &total)
     }
 
     /// The pre-tokenizer's pieces of `bytes`, classified and token-counted, those overlapping any of `spans`
-    /// (byte ranges that must survive verbatim, ``protectedSpans(_:)``) marked protected; `total` is their tokens.
-    func pieces(_ bytes: [UInt8], protecting spans: [Range<Int>], total: inout Int) -> [Piece] {
+    /// (byte ranges that must survive verbatim, ``protectedSpans(_:)``) marked protected, then whitespace-normalised
+    /// by `normalizer` when there is one; `total` is their tokens before normalisation.
+    func pieces(
+        _ bytes: [UInt8], protecting spans: [Range<Int>], normalizing normalizer: inout SpacingNormalizer?,
+        total: inout Int
+    ) -> [Piece] {
         var out: [Piece] = []
         var sum = 0
         defer { total = sum }
@@ -666,7 +693,7 @@ public struct TextCompressor: Sendable {
                     memo.resolve(Int(newSlots[k]), placeholder: -Int32(truncatingIfNeeded: k + 1), tokens: counts[k])
                 }
             }
-            // One pass over the pieces: placeholder counts, the total, protected spans.
+            // One pass over the pieces: placeholder counts, the total, protected spans, whitespace.
             let sorted = spans.sorted { $0.lowerBound < $1.lowerBound }
             var k = 0
             out.withUnsafeMutableBufferPointer { pieces in
@@ -680,6 +707,7 @@ public struct TextCompressor: Sendable {
                             pieces[i].flags.insert(.protected)
                         }
                     }
+                    normalizer?.visit(i, pieces, base, n)
                 }
             }
         }
@@ -821,9 +849,21 @@ public struct TextCompressor: Sendable {
         var lineStart = true
         var protectRest = false  // fenced code / preserved section running
         let numberWords = Self.numberWords
+        // Each piece's kind and flags packed once the loop below is done with it (for ``protectAround``).
+        let meta = UnsafeMutablePointer<UInt32>.allocate(capacity: max(pieces.count, 1))
+        defer { meta.deallocate() }
+        var packed = 0
         pieces.withUnsafeMutableBufferPointer { pieces in
         bytes.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
+            /// Packs the pieces before `i`: the loop changes no piece behind it (headers are handled, and skipped,
+            /// as a whole).
+            func pack(upTo i: Int) {
+                while packed < i {
+                    meta[packed] = Meta.pack(pieces[packed])
+                    packed += 1
+                }
+            }
             func close(at i: Int) {
                 current.end = Int32(i)
                 if current.end > current.first { sentences.append(current) }
@@ -832,6 +872,7 @@ public struct TextCompressor: Sendable {
             var i = 0
             let n = pieces.count
             while i < n {
+                pack(upTo: i)
                 let p = pieces[i]
                 let s = Int(p.start)
                 if p.kind == .newline {
@@ -938,22 +979,16 @@ public struct TextCompressor: Sendable {
                 i += 1
             }
             close(at: n)
+            pack(upTo: n)
         }
         }
         pieces.withUnsafeMutableBufferPointer { pieces in
             let n = pieces.count
             // The protection passes below read and set only kinds and flags (and a word's hash, rarely): they run
-            // on a compact copy (4 bytes a piece: flags, kind, length 1 / <= 2), which stays in the first-level
-            // cache where the pieces (48 bytes each) do not; the flags go back with the sentence indices, in one
-            // pass. Newline pieces are in no sentence, and no protection pass changes them.
-            let meta = UnsafeMutablePointer<UInt32>.allocate(capacity: max(n, 1))
-            defer { meta.deallocate() }
-            for j in 0..<n {
-                let p = pieces[j]
-                let length = p.end - p.start
-                meta[j] = UInt32(p.flags.rawValue) | UInt32(p.kind.rawValue) &<< Meta.kindShift
-                    | (length == 1 ? Meta.oneByte : 0) | (length <= 2 ? Meta.short : 0)
-            }
+            // on a compact copy (`meta`, 4 bytes a piece: flags, kind, length 1 / <= 2, packed by the loop above),
+            // which stays in the first-level cache where the pieces (48 bytes each) do not; the flags go back with
+            // the sentence indices, in one pass. Newline pieces are in no sentence, and no protection pass changes
+            // them.
             if n > 2 { protectAround(meta, n, pieces) }
             // Piece -> sentence indices (close() appends in order; recompute to be exact), token totals, flags.
             // Sentences hold every piece but the line breaks (counted above).
@@ -988,6 +1023,12 @@ public struct TextCompressor: Sendable {
         static let leadingSpace = UInt32(Flags.leadingSpace.rawValue)
         static let terminal = UInt32(Flags.terminal.rawValue)
 
+        @inline(__always)
+        static func pack(_ p: Piece) -> UInt32 {
+            let length = p.end - p.start
+            return UInt32(p.flags.rawValue) | UInt32(p.kind.rawValue) &<< kindShift
+                | (length == 1 ? oneByte : 0) | (length <= 2 ? short : 0)
+        }
         @inline(__always)
         static func kind(_ m: UInt32) -> UInt32 { (m &>> kindShift) & 7 }
         @inline(__always)
