@@ -9,7 +9,9 @@ import Tokenizer
 
 extension TextCompressor {
     /// What pieces of up to 16 bytes were found to be (tokens, kind, flags, word hashes), by their bytes: a
-    /// direct-mapped table (a newer piece takes the slot of an older one that hashes alike), one per thread and
+    /// two-way table (a piece goes to its slot or the slot's partner, `slot ^ 1`, whichever is free, else over the
+    /// first: two pieces of one text that hash alike both stay, instead of evicting each other on every call),
+    /// one per thread and
     /// encoding, kept across calls (``current(for:)``). Prose repeats most of its pieces (" the", ",", " of"):
     /// within one 8k-token retrieval prompt about two thirds of the pieces are found here, across prompts more, and
     /// a piece found here is neither byte-pair encoded nor classified again (the word cache of byte-pair tokenizers,
@@ -34,9 +36,9 @@ extension TextCompressor {
         }
 
         /// 2^14 slots of 48 bytes (768 KiB a thread and encoding, allocated at a thread's first compression): an
-        /// 8k-token prompt has ~2,500 distinct pieces, and prompts share most of theirs. Measured on 200 different
-        /// ~8k-token prompts (median in-process time per prompt): 2^12 slots 1,022 us, 2^13 935 us, 2^14 883 us,
-        /// 2^15 846 us.
+        /// 8k-token prompt has ~2,500 distinct pieces, and prompts share most of theirs. Measured with one ~8k-token
+        /// prompt compressed 200 times (median in-process time per prompt, direct-mapped then): 2^12 slots 1,022 us,
+        /// 2^13 935 us, 2^14 883 us, 2^15 846 us.
         static let slotBits = 14
 
         private let entries: UnsafeMutablePointer<Entry>
@@ -92,11 +94,14 @@ extension TextCompressor {
             return Int(truncatingIfNeeded: h &>> shift)
         }
 
-        /// The piece at `start..<end` if the slot holds these bytes.
+        /// The piece at `start..<end` if the slot or its partner holds these bytes.
         @inline(__always)
         func piece(at slot: Int, _ key: (UInt64, UInt64), _ length: Int, start: Int, end: Int) -> Piece? {
-            let m = entries[slot]
-            guard Int(m.length) == length, m.w0 == key.0, m.w1 == key.1 else { return nil }
+            var m = entries[slot]
+            if Int(m.length) != length || m.w0 != key.0 || m.w1 != key.1 {
+                m = entries[slot ^ 1]
+                guard Int(m.length) == length, m.w0 == key.0, m.w1 == key.1 else { return nil }
+            }
             var p = Piece(start: Int32(start), end: Int32(end), tokens: m.tokens, flags: m.flags, kind: m.kind)
             p.hash = m.hash
             p.stem = m.stem
@@ -106,11 +111,14 @@ extension TextCompressor {
             return p
         }
 
+        /// Stores `p` in the slot or its partner (a free one first); returns where.
         @inline(__always)
-        func store(_ p: Piece, at slot: Int, _ key: (UInt64, UInt64), _ length: Int) {
+        func store(_ p: Piece, at slot: Int, _ key: (UInt64, UInt64), _ length: Int) -> Int {
+            let slot = entries[slot].length != 0 && entries[slot ^ 1].length == 0 ? slot ^ 1 : slot
             entries[slot] = Entry(
                 w0: key.0, w1: key.1, hash: p.hash, stem: p.stem, tokens: p.tokens, flags: p.flags,
                 breakOffset: UInt8(p.breakStart - p.start), length: UInt8(length), kind: p.kind)
+            return slot
         }
 
         /// Replaces the placeholder count `placeholder` at `slot` (if the slot still holds it) with `tokens`.

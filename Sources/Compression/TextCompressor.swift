@@ -672,8 +672,7 @@ public struct TextCompressor: Sendable {
                 newStarts.append(Int32(truncatingIfNeeded: s))
                 newEnds.append(Int32(truncatingIfNeeded: e))
                 if slot >= 0 && p.kind != .number {
-                    memo.store(p, at: slot, key, length)
-                    newSlots.append(Int32(truncatingIfNeeded: slot))
+                    newSlots.append(Int32(truncatingIfNeeded: memo.store(p, at: slot, key, length)))
                 } else {
                     newSlots.append(-1)
                 }
