@@ -147,33 +147,46 @@ import Tokenizer
     /// Two pieces whose slots collide both stay (the second goes to the partner slot); a third takes the first's
     /// place; what is found is what was stored, counts resolved where they were stored.
     @Test func memoKeepsTwoPiecesPerSlotPair() {
-        let memo = TextCompressor.PieceMemo(bits: 1)  // one pair of slots: every piece collides
-        let text = Array(" alpha beta, gamma".utf8)
+        let memo = TextCompressor.PieceMemo(bits: 1)  // one pair of slots
+        let words = [" alpha", " beta", " gamma", " delta", " omega", " sigma", " kappa", " theta", " zeta", " iota"]
+        let text = Array(words.joined().utf8)
         text.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
-            let ranges = [(0, 6), (6, 11), (11, 12), (12, 18)]  // " alpha", " beta", ",", " gamma"
+            var ranges: [(Int, Int)] = []
+            var at = 0
+            for w in words {
+                ranges.append((at, at + w.utf8.count))
+                at += w.utf8.count
+            }
+            func slot(_ r: (Int, Int)) -> Int {
+                memo.slot(TextCompressor.PieceMemo.key(base, r.0, r.1 - r.0, b.count), r.1 - r.0)
+            }
+            // Three pieces that hash to the same slot.
+            let same = ranges.filter { slot($0) == slot(ranges[0]) }
+            #expect(same.count >= 3)
+            guard same.count >= 3 else { return }
             func lookup(_ r: (Int, Int)) -> TextCompressor.Piece? {
                 let key = TextCompressor.PieceMemo.key(base, r.0, r.1 - r.0, b.count)
-                return memo.piece(at: memo.slot(key, r.1 - r.0), key, r.1 - r.0, start: r.0, end: r.1)
+                return memo.piece(at: slot(r), key, r.1 - r.0, start: r.0, end: r.1)
             }
             func store(_ r: (Int, Int), tokens: Int32) -> Int {
                 let key = TextCompressor.PieceMemo.key(base, r.0, r.1 - r.0, b.count)
                 var p = TextCompressor.classify(base, b.count, r.0, r.1, tokens: 0)
                 p.tokens = -7
-                let at = memo.store(p, at: memo.slot(key, r.1 - r.0), key, r.1 - r.0)
+                let at = memo.store(p, at: slot(r), key, r.1 - r.0)
                 memo.resolve(at, placeholder: -7, tokens: tokens)
                 return at
             }
-            let a = store(ranges[0], tokens: 1)
-            let b2 = store(ranges[1], tokens: 2)
-            #expect(a != b2)
-            #expect(lookup(ranges[0])?.tokens == 1 && lookup(ranges[1])?.tokens == 2)
-            #expect(lookup(ranges[0])?.hash == TextCompressor.classify(base, b.count, 0, 6, tokens: 0).hash)
-            #expect(lookup(ranges[2]) == nil)
-            _ = store(ranges[3], tokens: 3)
-            let found = ranges.map { lookup($0)?.tokens }
-            #expect(found[3] == 3 && found.compactMap { $0 }.count == 2)
-            #expect(lookup((6, 11))?.start == 6 && lookup((6, 11))?.end == 11 || lookup((6, 11)) == nil)
+            let first = store(same[0], tokens: 1)
+            let second = store(same[1], tokens: 2)
+            #expect(first != second)
+            #expect(lookup(same[0])?.tokens == 1 && lookup(same[1])?.tokens == 2)
+            let fresh = TextCompressor.classify(base, b.count, same[1].0, same[1].1, tokens: 0)
+            #expect(lookup(same[1])?.hash == fresh.hash && lookup(same[1])?.flags == fresh.flags)
+            #expect(lookup(same[2]) == nil)
+            _ = store(same[2], tokens: 3)
+            #expect(lookup(same[2])?.tokens == 3)
+            #expect([lookup(same[0]), lookup(same[1])].compactMap { $0 }.count == 1)
         }
     }
 
