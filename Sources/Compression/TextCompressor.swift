@@ -510,21 +510,10 @@ public struct TextCompressor: Sendable {
 
     /// Whitespace normalisation on the pieces, outside fenced code blocks: blank runs inside a line become one
     /// space (or nothing when the next piece brings its own), spaces before a line break go, three or more line
-    /// breaks become two. Leading and trailing blank lines go at emission. Returns whether anything changed, and the
-    /// tokens of the blank runs that went.
-    func normalizeSpacing(_ bytes: [UInt8], _ pieces: inout [Piece]) -> (changed: Bool, tokensRemoved: Int) {
-        var normalizer = SpacingNormalizer()
-        pieces.withUnsafeMutableBufferPointer { pieces in
-            bytes.withUnsafeBufferPointer { b in
-                for j in pieces.indices { normalizer.visit(j, pieces, b.baseAddress!, b.count) }
-            }
-        }
-        return (normalizer.changed, normalizer.removed)
-    }
-
-    /// ``normalizeSpacing(_:_:)`` one piece at a time, in order (``pieces(_:protecting:normalizing:total:)`` runs it
-    /// in its own pass over the pieces). A piece is visited once its token count and protection are final; the
-    /// visit reads the kinds of its neighbours and the leading space of the next piece.
+    /// breaks become two; leading and trailing blank lines go at emission. One piece at a time, in order
+    /// (``pieces(_:protecting:normalizing:total:)`` runs it in its pass over the pieces): a piece is visited once its
+    /// token count and protection are final; the visit reads the kinds of its neighbours and the leading space of the
+    /// next piece. `changed` tells whether anything changed, `removed` the tokens of the blank runs that went.
     struct SpacingNormalizer {
         var changed = false
         /// Tokens of the blank runs that went.
