@@ -11,8 +11,7 @@ extension TextCompressor {
     /// What pieces of up to 16 bytes were found to be (tokens, kind, flags, word hashes), by their bytes: a
     /// two-way table (a piece goes to its slot or the slot's partner, `slot ^ 1`, whichever is free, else over the
     /// first: two pieces of one text that hash alike both stay, instead of evicting each other on every call),
-    /// one per thread and
-    /// encoding, kept across calls (``current(for:)``). Prose repeats most of its pieces (" the", ",", " of"):
+    /// one per thread and encoding, kept across calls (``current(for:)``). Prose repeats most of its pieces (" the", ",", " of"):
     /// within one 8k-token retrieval prompt about two thirds of the pieces are found here, across prompts more, and
     /// a piece found here is neither byte-pair encoded nor classified again (the word cache of byte-pair tokenizers,
     /// with the classification kept beside the count). Only pieces whose classification reads nothing outside them
@@ -25,7 +24,7 @@ extension TextCompressor {
             var hash: UInt64 = 0
             var stem: UInt64 = 0
             /// A negative count is a placeholder while the call that stored the entry counts its new pieces
-            /// together (see ``TextCompressor/pieces(_:)``); it is replaced before that call returns.
+            /// together (see ``TextCompressor/pieces(_:protecting:normalizing:total:)``); it is replaced before that call returns.
             var tokens: Int32 = 0
             var flags: Flags = []
             /// `breakStart - start` of a newline piece.

@@ -993,11 +993,9 @@ public struct TextCompressor: Sendable {
                 tokens += Int(t)
             }
             shortened = anyFlags & UInt32(Flags.dropped.rawValue) != 0
-            // Newline pieces belong to the preceding sentence for bookkeeping; they are emitted structurally.
-            if sentences.isEmpty {
-                for j in 0..<n { pieces[j].flags = Flags(rawValue: UInt16(truncatingIfNeeded: meta[j])) }
-                sentences.append(Sentence(first: 0, end: Int32(pieces.count), passage: 0))
-            }
+            // Newline pieces belong to the preceding sentence for bookkeeping; they are emitted structurally. (With
+            // no sentence there are only line breaks, whose flags no protection step changes.)
+            if sentences.isEmpty { sentences.append(Sentence(first: 0, end: Int32(pieces.count), passage: 0)) }
         }
         return Segmentation(sentences: sentences, tokens: tokens, shortened: shortened, lineBreaks: lineBreaks)
     }
@@ -1019,8 +1017,6 @@ public struct TextCompressor: Sendable {
         }
         @inline(__always)
         static func kind(_ m: UInt32) -> UInt32 { (m &>> kindShift) & 7 }
-        @inline(__always)
-        static func `is`(_ m: UInt32, _ k: Kind) -> Bool { kind(m) == UInt32(k.rawValue) }
         /// A protected word or number.
         @inline(__always)
         static func solid(_ m: UInt32) -> Bool {

@@ -144,21 +144,13 @@ public final class Encoding: Sendable {
     /// The pieces the pre-tokenizer splits `text` into (for debugging and tests).
     public func pieces(_ text: String) -> [Substring] {
         var copy = text
-        var ranges: [Range<Int>] = []
-        copy.withUTF8 { buffer in
-            guard let base = buffer.baseAddress, buffer.count > 0 else { return }
-            let scanner = PreTokenizer(base: base, count: buffer.count)
-            var p = 0
-            while p < buffer.count {
-                let e = name == .o200kBase ? scanner.nextO200k(at: p) : scanner.nextCl100k(at: p)
-                ranges.append(p..<e)
-                p = e
-            }
-        }
+        var lengths: [Int] = []
+        copy.withUTF8 { buffer in forEachPieceRange(buffer) { s, e in lengths.append(e - s) } }
         let utf8 = copy.utf8
-        return ranges.map { r in
-            let lower = utf8.index(utf8.startIndex, offsetBy: r.lowerBound)
-            let upper = utf8.index(utf8.startIndex, offsetBy: r.upperBound)
+        var lower = utf8.startIndex
+        return lengths.map { length in
+            let upper = utf8.index(lower, offsetBy: length)
+            defer { lower = upper }
             return copy[lower..<upper]
         }
     }

@@ -78,7 +78,7 @@ struct TokensCommand: ParsableCommand {
             if ids {
                 Self.appendIDs(selected.encode(text), separator: " ", to: &out)
             } else if pieces {
-                Self.appendIDs(Self.pieceLengths(text, selected), separator: " ", to: &out)
+                Self.appendIDs(selected.pieces(text).map(\.utf8.count), separator: " ", to: &out)
             } else {
                 out.append(contentsOf: String(selected.count(text)).utf8)
             }
@@ -106,20 +106,13 @@ struct TokensCommand: ParsableCommand {
                 out.append(contentsOf: "]}\n".utf8)
             } else if pieces {
                 out.append(contentsOf: "{\"pieces\": [".utf8)
-                Self.appendIDs(Self.pieceLengths(text, encoding), separator: ", ", to: &out)
+                Self.appendIDs(encoding.pieces(text).map(\.utf8.count), separator: ", ", to: &out)
                 out.append(contentsOf: "]}\n".utf8)
             } else {
                 out.append(contentsOf: "{\"tokens\": \(encoding.count(text))}\n".utf8)
             }
             CLIInput.flushIfLarge(&out)
         }
-    }
-
-    /// UTF-8 byte lengths of the pre-tokenizer's pieces of `text`, as the prompt compressor sees them.
-    private static func pieceLengths(_ text: String, _ encoding: Tokenizer.Encoding) -> [Int] {
-        var lengths: [Int] = []
-        Array(text.utf8).withUnsafeBufferPointer { b in encoding.forEachPieceRange(b) { s, e in lengths.append(e - s) } }
-        return lengths
     }
 
     private static func appendIDs(_ ids: [Int], separator: String, to out: inout [UInt8]) {
