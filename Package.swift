@@ -84,7 +84,7 @@ let package = Package(
         ),
         .target(
             name: "Compression",
-            dependencies: ["Tokenizer", "Wire"],
+            dependencies: ["Tokenizer", "Wire", "CHints"],
             resources: [.copy("Resources")],
             swiftSettings: swiftSettings
         ),
@@ -136,6 +136,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Compiler hints with no Swift spelling (a cache prefetch), for the compressor's hot loop.
+        .target(name: "CHints", path: "Sources/CHints"),
         .systemLibrary(
             name: "CZlib",
             path: "Sources/CZlib",

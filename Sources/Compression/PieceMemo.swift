@@ -5,36 +5,53 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CHints
 import Tokenizer
 
 extension TextCompressor {
-    /// What pieces of up to 16 bytes were found to be (tokens, kind, flags, word hashes), by their bytes: a
+    /// What pieces of up to 14 bytes were found to be (tokens, kind, flags, word hashes), by their bytes: a
     /// two-way table (a piece goes to its slot or the slot's partner, `slot ^ 1`, whichever is free, else over the
     /// first: two pieces of one text that hash alike both stay, instead of evicting each other on every call),
-    /// one per thread and encoding, kept across calls (``current(for:)``). Prose repeats most of its pieces (" the", ",", " of"):
-    /// within one 8k-token retrieval prompt about two thirds of the pieces are found here, across prompts more, and
-    /// a piece found here is neither byte-pair encoded nor classified again (the word cache of byte-pair tokenizers,
-    /// with the classification kept beside the count). Only pieces whose classification reads nothing outside them
-    /// are kept (numbers look at the digits around them); a piece's entry depends on its bytes and the encoding
-    /// alone, so what a table holds never changes a result, only how fast it comes.
+    /// one per thread and encoding, kept across calls (``current(for:)``). Prose repeats most of its pieces (" the",
+    /// ",", " of"): within one 8k-token retrieval prompt about two thirds of the pieces are found here, across prompts
+    /// more, and a piece found here is neither byte-pair encoded nor classified again (the word cache of byte-pair
+    /// tokenizers, with the classification kept beside the count). A number's hash reads the digits around it, so
+    /// its entry keeps the count and kind only and the hash is read again ( ``numberHash(_:_:_:_:leadingSpace:)``); an
+    /// entry depends on the piece's bytes and the encoding alone, so what a table holds never changes a result,
+    /// only how fast it comes.
+    ///
+    /// An entry takes 32 bytes and a slot pair one 64-byte cache line, so a lookup reads one line, which
+    /// ``prefetch(_:)`` can ask for ahead of time: on a sidecar's event loop the table is mostly out of the caches
+    /// by the next request, and waiting for it was the largest single cost of compressing a prompt.
     final class PieceMemo {
+        /// `w0`, and `w1`'s low 48 bits: the piece's bytes (little-endian, zero-padded); `w1`'s top 16 bits:
+        /// ``Meta``. `stem` holds, while the entry is pending (its count not known yet), the index of the new piece
+        /// whose count and stem it takes (see ``TextCompressor/pieces(_:protecting:normalizing:total:)``).
         struct Entry {
             var w0: UInt64 = 0
             var w1: UInt64 = 0
             var hash: UInt64 = 0
             var stem: UInt64 = 0
-            /// A negative count is a placeholder while the call that stored the entry counts its new pieces
-            /// together (see ``TextCompressor/pieces(_:protecting:normalizing:total:)``); it is replaced before that call returns.
-            var tokens: Int32 = 0
-            var flags: Flags = []
-            /// `breakStart - start` of a newline piece.
-            var breakOffset: UInt8 = 0
-            /// 0: empty.
-            var length: UInt8 = 0
-            var kind: Kind = .punct
         }
 
-        /// 2^14 slots of 48 bytes (768 KiB a thread and encoding, allocated at a thread's first compression): an
+        /// The top 16 bits of `w1`: length (4 bits, 0: empty), tokens (4 bits; ``pending`` while the count is not
+        /// known: a piece of up to 14 bytes has at most 14 tokens), kind (3 bits), then 5 bits: the flags
+        /// ``classify(_:_:_:_:tokens:)`` can set (leading space, capital, terminal, question) or, for a line break,
+        /// its leading space and `breakStart - start`.
+        enum Meta {
+            static let lengthShift: UInt64 = 48
+            static let tokensShift: UInt64 = 52
+            static let kindShift: UInt64 = 56
+            static let restShift: UInt64 = 59
+            static let pending: UInt64 = 15
+            /// The bits a lookup compares: the key bytes and the length.
+            static let keyMask: UInt64 = (1 << 52) - 1
+        }
+
+        /// The longest piece kept.
+        static let maxLength = 14
+
+        /// 2^14 slots of 32 bytes (512 KiB a thread and encoding, allocated at a thread's first compression): an
         /// 8k-token prompt has ~2,500 distinct pieces, and prompts share most of theirs. Measured with one ~8k-token
         /// prompt compressed 200 times (median in-process time per prompt, direct-mapped then): 2^12 slots 1,022 us,
         /// 2^13 935 us, 2^14 883 us, 2^15 846 us.
@@ -42,14 +59,20 @@ extension TextCompressor {
 
         private let entries: UnsafeMutablePointer<Entry>
         private let shift: UInt64
+        private let count: Int
 
         init(bits: Int = PieceMemo.slotBits) {
-            entries = .allocate(capacity: 1 << bits)
-            entries.initialize(repeating: Entry(), count: 1 << bits)
+            count = 1 << bits
+            entries = UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Entry>.stride, alignment: 64)
+                .bindMemory(to: Entry.self, capacity: count)
+            entries.initialize(repeating: Entry(), count: count)
             shift = UInt64(64 - bits)
         }
 
-        deinit { entries.deallocate() }
+        deinit {
+            entries.deinitialize(count: count)
+            UnsafeMutableRawPointer(entries).deallocate()
+        }
 
         /// This thread's table for `encoding` (made at the first call on the thread; freed with the thread).
         static func current(for encoding: Encoding) -> PieceMemo {
@@ -63,67 +86,123 @@ extension TextCompressor {
             return set.memo(for: encoding.name)
         }
 
-        /// The piece's bytes `base[s..<s + length]` (`length` <= 16) as two little-endian words, zero-padded.
+        /// The piece's bytes `base[s..<s + length]` (`1...maxLength`) as two little-endian words, zero-padded, the
+        /// length in the second's bits 48-51.
         @inline(__always)
         static func key(_ base: UnsafePointer<UInt8>, _ s: Int, _ length: Int, _ count: Int) -> (UInt64, UInt64) {
+            var w0: UInt64 = 0
+            var w1: UInt64 = 0
             if s + 16 <= count {
                 let raw = UnsafeRawPointer(base + s)
-                var w0 = UInt64(littleEndian: raw.loadUnaligned(as: UInt64.self))
-                var w1 = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                w0 = UInt64(littleEndian: raw.loadUnaligned(as: UInt64.self))
+                w1 = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
                 if length < 8 {
                     w0 &= (1 &<< UInt64(length &* 8)) &- 1
                     w1 = 0
-                } else if length < 16 {
+                } else {
                     w1 &= (1 &<< UInt64((length &- 8) &* 8)) &- 1
                 }
-                return (w0, w1)
+            } else {
+                for k in 0..<length {
+                    let v = UInt64(base[s + k])
+                    if k < 8 { w0 |= v &<< UInt64(k &* 8) } else { w1 |= v &<< UInt64((k &- 8) &* 8) }
+                }
             }
-            var w0: UInt64 = 0
-            var w1: UInt64 = 0
-            for k in 0..<length {
-                let v = UInt64(base[s + k])
-                if k < 8 { w0 |= v &<< UInt64(k &* 8) } else { w1 |= v &<< UInt64((k &- 8) &* 8) }
-            }
-            return (w0, w1)
+            return (w0, w1 | UInt64(length) &<< Meta.lengthShift)
         }
 
+        /// The key's slot (even or odd; its partner is `slot ^ 1`, in the same cache line).
         @inline(__always)
-        func slot(_ key: (UInt64, UInt64), _ length: Int) -> Int {
-            let h = (key.0 ^ (key.1 &* 0xC2B2_AE3D_27D4_EB4F) ^ UInt64(length)) &* 0x9E37_79B9_7F4A_7C15
+        func slot(_ key: (UInt64, UInt64)) -> Int {
+            let h = (key.0 ^ (key.1 &* 0xC2B2_AE3D_27D4_EB4F)) &* 0x9E37_79B9_7F4A_7C15
             return Int(truncatingIfNeeded: h &>> shift)
         }
 
-        /// The piece at `start..<end` if the slot or its partner holds these bytes.
+        /// Asks the memory system for the slot pair's line without waiting for it.
         @inline(__always)
-        func piece(at slot: Int, _ key: (UInt64, UInt64), _ length: Int, start: Int, end: Int) -> Piece? {
+        func prefetch(_ slot: Int) {
+            ao_prefetch(UnsafeRawPointer(entries + slot))
+        }
+
+        /// The piece at `start..<end` of `base[0..<count]` if the slot or its partner holds these bytes. Its
+        /// `tokens` is `-(k + 1)` if the entry is pending on new piece `k`, whose stem the caller fills in.
+        @inline(__always)
+        func piece(
+            at slot: Int, _ key: (UInt64, UInt64), _ base: UnsafePointer<UInt8>, _ count: Int, start: Int, end: Int
+        ) -> Piece? {
             var m = entries[slot]
-            if Int(m.length) != length || m.w0 != key.0 || m.w1 != key.1 {
+            if m.w0 != key.0 || m.w1 & Meta.keyMask != key.1 {
                 m = entries[slot ^ 1]
-                guard Int(m.length) == length, m.w0 == key.0, m.w1 == key.1 else { return nil }
+                guard m.w0 == key.0, m.w1 & Meta.keyMask == key.1 else { return nil }
             }
-            var p = Piece(start: Int32(start), end: Int32(end), tokens: m.tokens, flags: m.flags, kind: m.kind)
-            p.hash = m.hash
-            p.stem = m.stem
+            let tokens = (m.w1 &>> Meta.tokensShift) & 15
+            let kind = Kind(rawValue: UInt8(truncatingIfNeeded: (m.w1 &>> Meta.kindShift) & 7))!
+            let rest = UInt8(truncatingIfNeeded: m.w1 &>> Meta.restShift)
+            var p = Piece(
+                start: Int32(start), end: Int32(end),
+                tokens: tokens == Meta.pending ? -Int32(truncatingIfNeeded: m.stem &+ 1) : Int32(tokens),
+                flags: Self.flags(rest, kind), kind: kind)
             p.emitStart = Int32(start)
             p.emitEnd = Int32(end)
-            p.breakStart = Int32(start) + Int32(m.breakOffset)
+            p.breakStart = Int32(start)
+            switch kind {
+            case .newline:
+                p.breakStart += Int32(rest &>> 1)
+            case .number:
+                p.hash = TextCompressor.numberHash(
+                    base, count, start, end, leadingSpace: p.flags.contains(.leadingSpace))
+                p.stem = p.hash
+            default:
+                p.hash = m.hash
+                p.stem = tokens == Meta.pending ? 0 : m.stem
+            }
             return p
         }
 
-        /// Stores `p` in the slot or its partner (a free one first); returns where.
         @inline(__always)
-        func store(_ p: Piece, at slot: Int, _ key: (UInt64, UInt64), _ length: Int) -> Int {
-            let slot = entries[slot].length != 0 && entries[slot ^ 1].length == 0 ? slot ^ 1 : slot
+        static func flags(_ rest: UInt8, _ kind: Kind) -> Flags {
+            var f = Flags(rawValue: UInt16(rest & 1) &* Flags.leadingSpace.rawValue)
+            if kind != .newline {
+                if rest & 2 != 0 { f.insert(.capital) }
+                if rest & 4 != 0 { f.insert(.terminal) }
+                if rest & 8 != 0 { f.insert(.question) }
+            }
+            return f
+        }
+
+        @inline(__always)
+        static func rest(_ p: Piece) -> UInt64 {
+            var r: UInt64 = p.flags.contains(.leadingSpace) ? 1 : 0
+            if p.kind == .newline {
+                r |= UInt64(p.breakStart - p.start) &<< 1
+            } else {
+                if p.flags.contains(.capital) { r |= 2 }
+                if p.flags.contains(.terminal) { r |= 4 }
+                if p.flags.contains(.question) { r |= 8 }
+            }
+            return r
+        }
+
+        /// Stores `p` (of at most ``maxLength`` bytes), pending on new piece `k` (its count and stem come with
+        /// ``resolve(_:pending:tokens:stem:)``), in the slot or its partner (a free one first); returns where.
+        @inline(__always)
+        func store(_ p: Piece, pending k: Int, at slot: Int, _ key: (UInt64, UInt64)) -> Int {
+            let free = entries[slot ^ 1].w1 == 0
+            let slot = entries[slot].w1 != 0 && free ? slot ^ 1 : slot
+            let meta = Meta.pending &<< Meta.tokensShift | UInt64(p.kind.rawValue) &<< Meta.kindShift
+                | Self.rest(p) &<< Meta.restShift
             entries[slot] = Entry(
-                w0: key.0, w1: key.1, hash: p.hash, stem: p.stem, tokens: p.tokens, flags: p.flags,
-                breakOffset: UInt8(p.breakStart - p.start), length: UInt8(length), kind: p.kind)
+                w0: key.0, w1: key.1 | meta, hash: p.kind == .number ? 0 : p.hash, stem: UInt64(k))
             return slot
         }
 
-        /// Replaces the placeholder count `placeholder` at `slot` (if the slot still holds it) with `tokens`.
+        /// Gives the entry at `slot`, if it is still pending on new piece `k`, its count and stem.
         @inline(__always)
-        func resolve(_ slot: Int, placeholder: Int32, tokens: Int32) {
-            if entries[slot].tokens == placeholder { entries[slot].tokens = tokens }
+        func resolve(_ slot: Int, pending k: Int, tokens: Int32, stem: UInt64) {
+            let m = entries[slot]
+            guard (m.w1 &>> Meta.tokensShift) & 15 == Meta.pending, m.stem == UInt64(k) else { return }
+            entries[slot].w1 = m.w1 & ~(15 &<< Meta.tokensShift) | UInt64(tokens) &<< Meta.tokensShift
+            entries[slot].stem = stem
         }
     }
 

@@ -636,36 +636,59 @@ public struct TextCompressor: Sendable {
             let memo = PieceMemo.current(for: encoding)
             // New pieces are counted together afterwards (``Encoding/tokenCounts(ofPieces:_:count:in:into:)``:
             // their vocabulary lookups overlap instead of each waiting on memory). Until then a piece's `tokens`
-            // is -(k + 1), k the index of the new piece whose count it takes; memo hits copy that reference, and
-            // the memo slot it was stored in (`newSlots[k]`, -1 for none) gets the count with the pieces.
+            // is -(k + 1), k the index of the new piece whose count it takes; memo hits copy that reference (and
+            // take the stem from `newStems[k]`), and the memo slot it was stored in (`newSlots[k]`, -1 for none)
+            // gets the count with the pieces.
             var newStarts: [Int32] = []
             var newEnds: [Int32] = []
             var newSlots: [Int32] = []
+            var newStems: [UInt64] = []
             newStarts.reserveCapacity(n / 16 + 1)
             newEnds.reserveCapacity(n / 16 + 1)
             newSlots.reserveCapacity(n / 16 + 1)
-            encoding.forEachPieceRange(b) { s, e in
-                let length = e - s
-                var slot = -1
-                var key = (UInt64(0), UInt64(0))
-                if length <= 16 {
-                    key = PieceMemo.key(base, s, length, n)
-                    slot = memo.slot(key, length)
-                    if let p = memo.piece(at: slot, key, length, start: s, end: e) {
-                        out.append(p)
-                        return
-                    }
+            newStems.reserveCapacity(n / 16 + 1)
+            func take(_ q: QueuedPiece) {
+                let s = Int(q.start)
+                let e = Int(q.end)
+                let key = (q.key0, q.key1)
+                if q.slot >= 0, var p = memo.piece(at: Int(q.slot), key, base, n, start: s, end: e) {
+                    if p.tokens < 0 && p.kind != .number { p.stem = newStems[Int(-p.tokens) - 1] }
+                    out.append(p)
+                    return
                 }
                 var p = Self.classify(base, n, s, e, tokens: 0)
-                p.tokens = -Int32(truncatingIfNeeded: newStarts.count + 1)
-                newStarts.append(Int32(truncatingIfNeeded: s))
-                newEnds.append(Int32(truncatingIfNeeded: e))
-                if slot >= 0 && p.kind != .number {
-                    newSlots.append(Int32(truncatingIfNeeded: memo.store(p, at: slot, key, length)))
-                } else {
-                    newSlots.append(-1)
-                }
+                let k = newStarts.count
+                p.tokens = -Int32(truncatingIfNeeded: k + 1)
+                newStarts.append(q.start)
+                newEnds.append(q.end)
+                newStems.append(p.kind == .number ? 0 : p.stem)
+                newSlots.append(q.slot >= 0 ? Int32(truncatingIfNeeded: memo.store(p, pending: k, at: Int(q.slot), key)) : -1)
                 out.append(p)
+            }
+            // A piece's memo line is asked for (``PieceMemo/prefetch(_:)``) when the pre-tokenizer finds it and read
+            // `queueDepth` pieces later, so that waiting on memory overlaps the work on the pieces in between.
+            withUnsafeTemporaryAllocation(of: QueuedPiece.self, capacity: Self.queueDepth) { queue in
+                var head = 0
+                var queued = 0
+                encoding.forEachPieceRange(b) { s, e in
+                    let length = e - s
+                    var q = QueuedPiece(start: Int32(truncatingIfNeeded: s), end: Int32(truncatingIfNeeded: e))
+                    if length <= PieceMemo.maxLength {
+                        (q.key0, q.key1) = PieceMemo.key(base, s, length, n)
+                        let slot = memo.slot((q.key0, q.key1))
+                        memo.prefetch(slot)
+                        q.slot = Int32(truncatingIfNeeded: slot)
+                    }
+                    if queued == Self.queueDepth {
+                        take(queue[head])
+                        queue[head] = q
+                        head = (head + 1) & (Self.queueDepth - 1)
+                    } else {
+                        queue[queued] = q
+                        queued += 1
+                    }
+                }
+                for i in 0..<queued { take(queue[(head + i) & (Self.queueDepth - 1)]) }
             }
             let counts = UnsafeMutablePointer<Int32>.allocate(capacity: max(newStarts.count, 1))
             defer { counts.deallocate() }
@@ -678,7 +701,7 @@ public struct TextCompressor: Sendable {
                 }
                 // The memo keeps no placeholder past this call.
                 for k in newSlots.indices where newSlots[k] >= 0 {
-                    memo.resolve(Int(newSlots[k]), placeholder: -Int32(truncatingIfNeeded: k + 1), tokens: counts[k])
+                    memo.resolve(Int(newSlots[k]), pending: k, tokens: counts[k], stem: newStems[k])
                 }
             }
             // One pass over the pieces: placeholder counts, the total, protected spans, whitespace.
@@ -701,6 +724,19 @@ public struct TextCompressor: Sendable {
         }
         return out
     }
+
+    /// A piece found by the pre-tokenizer, waiting for its memo line (``pieces(_:protecting:normalizing:total:)``).
+    struct QueuedPiece {
+        var start: Int32
+        var end: Int32
+        /// The memo slot, -1 for a piece too long for the memo.
+        var slot: Int32 = -1
+        var key0: UInt64 = 0
+        var key1: UInt64 = 0
+    }
+
+    /// How many pieces ahead of its use a memo line is asked for (a power of two).
+    static let queueDepth = 8
 
     /// One piece's kind, flags and word hashes, from its bytes `base[s..<e]` (of `count`).
     @inline(__always)
@@ -752,15 +788,8 @@ public struct TextCompressor: Sendable {
             let c = base[w]
             if c >= 0x30 && c <= 0x39 {
                 p.kind = .number
-                // o200k splits digit runs in threes ("2018" is "201" + "8"): the run's first piece carries
-                // the hash of the whole run, so question numbers match.
-                let continues = s > 0 && base[s - 1] >= 0x30 && base[s - 1] <= 0x39
-                if !continues {
-                    var we = w
-                    while we < count && base[we] >= 0x30 && base[we] <= 0x39 { we += 1 }
-                    p.hash = WordHash.of(base + w, we - w)
-                    p.stem = p.hash
-                }
+                p.hash = numberHash(base, count, s, e, leadingSpace: i > s)
+                p.stem = p.hash
             } else if isWordStart(c) {
                 p.kind = .word
                 if (c >= 0x41 && c <= 0x5A) || (c >= 0xC3 && c <= 0xC3 && w + 1 < e && base[w + 1] < 0x9F) {
@@ -788,6 +817,22 @@ public struct TextCompressor: Sendable {
             }
         }
         return p
+    }
+
+    /// The hash of a number piece `base[s..<e]` (of `count`): o200k splits digit runs in threes ("2018" is "201" +
+    /// "8"), so the run's first piece carries the hash of the whole run (read past `e`), the others 0, and question
+    /// numbers match.
+    @inline(__always)
+    static func numberHash(_ base: UnsafePointer<UInt8>, _ count: Int, _ s: Int, _ e: Int, leadingSpace: Bool)
+        -> UInt64
+    {
+        // The digits start after the leading space and one punctuation byte ("(1988", "-5").
+        var w = leadingSpace ? s + 1 : s
+        if w < e && !isWordStart(base[w]) && w + 1 < e && isWordStart(base[w + 1]) { w += 1 }
+        guard !(s > 0 && base[s - 1] >= 0x30 && base[s - 1] <= 0x39) else { return 0 }
+        var we = w
+        while we < count && base[we] >= 0x30 && base[we] <= 0x39 { we += 1 }
+        return WordHash.of(base + w, we - w)
     }
 
     /// A byte that can start a word: ASCII letters and digits, and UTF-8 lead bytes other than those of Latin-1
