@@ -10,9 +10,8 @@ import Tokenizer
 
 extension TextCompressor {
     /// What pieces of up to 14 bytes were found to be (tokens, kind, flags, word hashes), by their bytes: a
-    /// two-way table (a piece goes to its slot or the slot's partner, `slot ^ 1`, whichever is free, else over the
-    /// first: two pieces of one text that hash alike both stay, instead of evicting each other on every call),
-    /// one per thread and encoding, kept across calls (``current(for:)``). Prose repeats most of its pieces (" the",
+    /// four-way table (a piece goes to the first free slot of its set of four, else over its own slot: pieces of
+    /// one text that hash alike stay, instead of evicting each other on every call), one per thread and encoding, kept across calls (``current(for:)``). Prose repeats most of its pieces (" the",
     /// ",", " of"): within one 8k-token retrieval prompt about two thirds of the pieces are found here, across prompts
     /// more, and a piece found here is neither byte-pair encoded nor classified again (the word cache of byte-pair
     /// tokenizers, with the classification kept beside the count). A number's hash reads the digits around it, so
@@ -20,8 +19,7 @@ extension TextCompressor {
     /// entry depends on the piece's bytes and the encoding alone, so what a table holds never changes a result,
     /// only how fast it comes.
     ///
-    /// An entry takes 32 bytes and a slot pair one 64-byte cache line, so a lookup reads one line, which
-    /// ``prefetch(_:)`` can ask for ahead of time: on a sidecar's event loop the table is mostly out of the caches
+    /// An entry takes 32 bytes and a set two 64-byte cache lines, which ``prefetch(_:)`` asks for ahead of time: on a sidecar's event loop the table is mostly out of the caches
     /// by the next request, and waiting for it was the largest single cost of compressing a prompt.
     final class PieceMemo {
         /// `w0`, and `w1`'s low 48 bits: the piece's bytes (little-endian, zero-padded); `w1`'s top 16 bits:
@@ -52,9 +50,12 @@ extension TextCompressor {
         static let maxLength = 14
 
         /// 2^14 slots of 32 bytes (512 KiB a thread and encoding, allocated at a thread's first compression): an
-        /// 8k-token prompt has ~2,500 distinct pieces, and prompts share most of theirs. Measured with one ~8k-token
-        /// prompt compressed 200 times (median in-process time per prompt, direct-mapped then): 2^12 slots 1,022 us,
-        /// 2^13 935 us, 2^14 883 us, 2^15 846 us.
+        /// 8k-token prompt has ~2,300 distinct pieces of up to 14 bytes, and prompts share most of theirs. In pairs
+        /// of slots, 26 of the suite's prompt's pieces found their pair taken by two others (7 with 2^15 slots), and
+        /// as they evicted each other every call counted ~20 pieces again; byte-pair encoding them cost the sidecar
+        /// ~3% of its CPU on that prompt (the vocabulary is out of the caches by then). In sets of four none is
+        /// expected to overflow. (Measured earlier, direct-mapped, one ~8k-token prompt compressed 200 times, median
+        /// in-process time: 2^12 slots 1,022 us, 2^13 935 us, 2^14 883 us, 2^15 846 us.)
         static let slotBits = 14
 
         private let entries: UnsafeMutablePointer<Entry>
@@ -111,30 +112,34 @@ extension TextCompressor {
             return (w0, w1 | UInt64(length) &<< Meta.lengthShift)
         }
 
-        /// The key's slot (even or odd; its partner is `slot ^ 1`, in the same cache line).
+        /// The key's own slot; its set is the four slots from `slot & ~3`.
         @inline(__always)
         func slot(_ key: (UInt64, UInt64)) -> Int {
             let h = (key.0 ^ (key.1 &* 0xC2B2_AE3D_27D4_EB4F)) &* 0x9E37_79B9_7F4A_7C15
             return Int(truncatingIfNeeded: h &>> shift)
         }
 
-        /// Asks the memory system for the slot pair's line without waiting for it.
+        /// Asks the memory system for the slot's set (two lines) without waiting for it.
         @inline(__always)
         func prefetch(_ slot: Int) {
-            ao_prefetch(UnsafeRawPointer(entries + slot))
+            let set = entries + (slot & ~3)
+            ao_prefetch(UnsafeRawPointer(set))
+            ao_prefetch(UnsafeRawPointer(set + 2))
         }
 
-        /// The piece at `start..<end` of `base[0..<count]` if the slot or its partner holds these bytes. Its
-        /// `tokens` is `-(k + 1)` if the entry is pending on new piece `k`, whose stem the caller fills in.
+        /// The piece at `start..<end` of `base[0..<count]` if the slot's set holds these bytes. Its `tokens` is
+        /// `-(k + 1)` if the entry is pending on new piece `k`, whose stem the caller fills in.
         @inline(__always)
         func piece(
             at slot: Int, _ key: (UInt64, UInt64), _ base: UnsafePointer<UInt8>, _ count: Int, start: Int, end: Int
         ) -> Piece? {
-            var m = entries[slot]
-            if m.w0 != key.0 || m.w1 & Meta.keyMask != key.1 {
-                m = entries[slot ^ 1]
-                guard m.w0 == key.0, m.w1 & Meta.keyMask == key.1 else { return nil }
+            let set = entries + (slot & ~3)
+            var way = 0
+            while set[way].w0 != key.0 || set[way].w1 & Meta.keyMask != key.1 {
+                way += 1
+                if way == 4 { return nil }
             }
+            let m = set[way]
             let tokens = (m.w1 &>> Meta.tokensShift) & 15
             let kind = Kind(rawValue: UInt8(truncatingIfNeeded: (m.w1 &>> Meta.kindShift) & 7))!
             let rest = UInt8(truncatingIfNeeded: m.w1 &>> Meta.restShift)
@@ -184,11 +189,14 @@ extension TextCompressor {
         }
 
         /// Stores `p` (of at most ``maxLength`` bytes), pending on new piece `k` (its count and stem come with
-        /// ``resolve(_:pending:tokens:stem:)``), in the slot or its partner (a free one first); returns where.
+        /// ``resolve(_:pending:tokens:stem:)``), in the first free slot of its set, else in its own; returns where.
         @inline(__always)
         func store(_ p: Piece, pending k: Int, at slot: Int, _ key: (UInt64, UInt64)) -> Int {
-            let free = entries[slot ^ 1].w1 == 0
-            let slot = entries[slot].w1 != 0 && free ? slot ^ 1 : slot
+            var slot = slot
+            for s in (slot & ~3)..<((slot & ~3) + 4) where entries[s].w1 == 0 {
+                slot = s
+                break
+            }
             let meta = Meta.pending &<< Meta.tokensShift | UInt64(p.kind.rawValue) &<< Meta.kindShift
                 | Self.rest(p) &<< Meta.restShift
             entries[slot] = Entry(

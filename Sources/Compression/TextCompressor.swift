@@ -597,9 +597,39 @@ public struct TextCompressor: Sendable {
     }
 
     func count(_ bytes: [UInt8]) -> Int {
-        var n = 0
-        bytes.withUnsafeBufferPointer { b in encoding.forEachPiece(b) { _, _, t in n += t } }
-        return n
+        bytes.withUnsafeBufferPointer { count($0) }
+    }
+
+    /// The tokens of `b` as a text of its own, each piece's count from ``PieceMemo`` when it is there (a new one is
+    /// stored): a system prompt, a question or a title's first word is byte-pair encoded once per thread, not on
+    /// every request.
+    func count(_ b: UnsafeBufferPointer<UInt8>) -> Int {
+        guard let base = b.baseAddress else { return 0 }
+        let memo = PieceMemo.current(for: encoding)
+        var total = 0
+        encoding.forEachPieceRange(b) { s, e in
+            let length = e - s
+            var start = Int32(truncatingIfNeeded: s)
+            var end = Int32(truncatingIfNeeded: e)
+            var tokens: Int32 = 0
+            guard length <= PieceMemo.maxLength else {
+                encoding.tokenCounts(ofPieces: &start, &end, count: 1, in: b, into: &tokens)
+                total += Int(tokens)
+                return
+            }
+            let key = PieceMemo.key(base, s, length, b.count)
+            let slot = memo.slot(key)
+            if let p = memo.piece(at: slot, key, base, b.count, start: s, end: e), p.tokens >= 0 {
+                total += Int(p.tokens)
+                return
+            }
+            encoding.tokenCounts(ofPieces: &start, &end, count: 1, in: b, into: &tokens)
+            let p = Self.classify(base, b.count, s, e, tokens: Int(tokens))
+            let at = memo.store(p, pending: 0, at: slot, key)
+            memo.resolve(at, pending: 0, tokens: tokens, stem: p.kind == .number ? 0 : p.stem)
+            total += Int(tokens)
+        }
+        return total
     }
 
     static func isJSON(_ b: [UInt8]) -> Bool {
@@ -967,11 +997,7 @@ public struct TextCompressor: Sendable {
                             if options.shortenHeaders, let t = Self.dropTitleLabel(bytes, pieces, from: i, to: j) {
                                 // The title's first word without its space may take other tokens.
                                 let from = Int(pieces[t].start) + 1
-                                var count = 0
-                                encoding.forEachPiece(UnsafeBufferPointer(rebasing: b[from..<Int(pieces[t].end)])) {
-                                    _, _, c in count += c
-                                }
-                                pieces[t].tokens = Int32(count)
+                                pieces[t].tokens = Int32(count(UnsafeBufferPointer(rebasing: b[from..<Int(pieces[t].end)])))
                             }
                             current.isHeader = true
                             current.mustKeep = true  // never pruned; kept with its passage

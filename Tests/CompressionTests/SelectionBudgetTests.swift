@@ -144,10 +144,10 @@ import Tokenizer
         #expect(clPieces.reduce(0) { $0 + Int($1.tokens) } == cl.count(text))
     }
 
-    /// Two pieces whose slots collide both stay (the second goes to the partner slot); a third takes the first's
-    /// place; what is found is what was stored, counts resolved where they were stored.
-    @Test func memoKeepsTwoPiecesPerSlotPair() {
-        let memo = TextCompressor.PieceMemo(bits: 1)  // one pair of slots
+    /// Four pieces whose slots fall in one set all stay; a fifth takes its own slot's place; what is found is what
+    /// was stored, counts resolved where they were stored.
+    @Test func memoKeepsFourPiecesPerSet() {
+        let memo = TextCompressor.PieceMemo(bits: 2)  // one set of four slots
         let words = [" alpha", " beta", " gamma", " delta", " omega", " sigma", " kappa", " theta", " zeta", " iota"]
         let text = Array(words.joined().utf8)
         text.withUnsafeBufferPointer { b in
@@ -161,10 +161,6 @@ import Tokenizer
             func slot(_ r: (Int, Int)) -> Int {
                 memo.slot(TextCompressor.PieceMemo.key(base, r.0, r.1 - r.0, b.count))
             }
-            // Three pieces that hash to the same slot.
-            let same = ranges.filter { slot($0) == slot(ranges[0]) }
-            #expect(same.count >= 3)
-            guard same.count >= 3 else { return }
             func lookup(_ r: (Int, Int)) -> TextCompressor.Piece? {
                 let key = TextCompressor.PieceMemo.key(base, r.0, r.1 - r.0, b.count)
                 return memo.piece(at: slot(r), key, base, b.count, start: r.0, end: r.1)
@@ -177,16 +173,18 @@ import Tokenizer
                 memo.resolve(at, pending: 6, tokens: tokens, stem: p.stem)
                 return at
             }
-            let first = store(same[0], tokens: 1)
-            let second = store(same[1], tokens: 2)
-            #expect(first != second)
-            #expect(lookup(same[0])?.tokens == 1 && lookup(same[1])?.tokens == 2)
-            let fresh = TextCompressor.classify(base, b.count, same[1].0, same[1].1, tokens: 0)
-            #expect(lookup(same[1])?.hash == fresh.hash && lookup(same[1])?.flags == fresh.flags)
-            #expect(lookup(same[2]) == nil)
-            _ = store(same[2], tokens: 3)
-            #expect(lookup(same[2])?.tokens == 3)
-            #expect([lookup(same[0]), lookup(same[1])].compactMap { $0 }.count == 1)
+            // One set: every piece hashes into it. The first four fill it, whatever their own slots.
+            let places = (0..<4).map { store(ranges[$0], tokens: Int32($0 + 1)) }
+            #expect(Set(places) == [0, 1, 2, 3])
+            for k in 0..<4 { #expect(lookup(ranges[k])?.tokens == Int32(k + 1)) }
+            let fresh = TextCompressor.classify(base, b.count, ranges[1].0, ranges[1].1, tokens: 0)
+            #expect(lookup(ranges[1])?.hash == fresh.hash && lookup(ranges[1])?.flags == fresh.flags)
+            #expect(lookup(ranges[4]) == nil)
+            // A fifth goes over the piece in its own slot; the other three stay.
+            let fifth = store(ranges[4], tokens: 5)
+            #expect(fifth == slot(ranges[4]))
+            #expect(lookup(ranges[4])?.tokens == 5)
+            for k in 0..<4 { #expect((lookup(ranges[k]) == nil) == (places[k] == fifth)) }
         }
     }
 
