@@ -34,8 +34,9 @@ extension TextCompressor {
 
         /// The top 16 bits of `w1`: length (4 bits, 0: empty), tokens (4 bits; ``pending`` while the count is not
         /// known: a piece of up to 14 bytes has at most 14 tokens), kind (3 bits), then 5 bits: the flags
-        /// ``classify(_:_:_:_:tokens:)`` can set (leading space, capital, terminal, question) or, for a line break,
-        /// its leading space and `breakStart - start`.
+        /// ``classifyWithWords(_:_:_:_:tokens:)`` can set (leading space; then capital, frequent and number word for a
+        /// word, terminal and question for punctuation) or, for a line break, its leading space and
+        /// `breakStart - start`.
         enum Meta {
             static let lengthShift: UInt64 = 48
             static let tokensShift: UInt64 = 52
@@ -61,8 +62,11 @@ extension TextCompressor {
         private let entries: UnsafeMutablePointer<Entry>
         private let shift: UInt64
         private let count: Int
+        /// The word lists the entries' flags come from.
+        let lexicon: ObjectIdentifier?
 
-        init(bits: Int = PieceMemo.slotBits) {
+        init(bits: Int = PieceMemo.slotBits, lexicon: Lexicon? = nil) {
+            self.lexicon = lexicon.map { ObjectIdentifier($0) }
             count = 1 << bits
             entries = UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Entry>.stride, alignment: 64)
                 .bindMemory(to: Entry.self, capacity: count)
@@ -75,8 +79,9 @@ extension TextCompressor {
             UnsafeMutableRawPointer(entries).deallocate()
         }
 
-        /// This thread's table for `encoding` (made at the first call on the thread; freed with the thread).
-        static func current(for encoding: Encoding) -> PieceMemo {
+        /// This thread's table for `encoding` and `lexicon` (made at the first call on the thread, made anew if
+        /// another lexicon asks; freed with the thread).
+        static func current(for encoding: Encoding, lexicon: Lexicon) -> PieceMemo {
             let set: PieceMemoSet
             if let p = pthread_getspecific(PieceMemoSet.key) {
                 set = Unmanaged<PieceMemoSet>.fromOpaque(p).takeUnretainedValue()
@@ -84,7 +89,7 @@ extension TextCompressor {
                 set = PieceMemoSet()
                 pthread_setspecific(PieceMemoSet.key, Unmanaged.passRetained(set).toOpaque())
             }
-            return set.memo(for: encoding.name)
+            return set.memo(for: encoding.name, lexicon: lexicon)
         }
 
         /// The piece's bytes `base[s..<s + length]` (`1...maxLength`) as two little-endian words, zero-padded, the
@@ -167,8 +172,11 @@ extension TextCompressor {
         @inline(__always)
         static func flags(_ rest: UInt8, _ kind: Kind) -> Flags {
             var f = Flags(rawValue: UInt16(rest & 1) &* Flags.leadingSpace.rawValue)
-            if kind != .newline {
+            if kind == .word {
                 if rest & 2 != 0 { f.insert(.capital) }
+                if rest & 4 != 0 { f.insert(.frequent) }
+                if rest & 8 != 0 { f.insert(.numberWord) }
+            } else if kind != .newline {
                 if rest & 4 != 0 { f.insert(.terminal) }
                 if rest & 8 != 0 { f.insert(.question) }
             }
@@ -180,8 +188,11 @@ extension TextCompressor {
             var r: UInt64 = p.flags.contains(.leadingSpace) ? 1 : 0
             if p.kind == .newline {
                 r |= UInt64(p.breakStart - p.start) &<< 1
-            } else {
+            } else if p.kind == .word {
                 if p.flags.contains(.capital) { r |= 2 }
+                if p.flags.contains(.frequent) { r |= 4 }
+                if p.flags.contains(.numberWord) { r |= 8 }
+            } else {
                 if p.flags.contains(.terminal) { r |= 4 }
                 if p.flags.contains(.question) { r |= 8 }
             }
@@ -218,14 +229,14 @@ extension TextCompressor {
     final class PieceMemoSet {
         private var tables: [PieceMemo?] = Array(repeating: nil, count: Encoding.Name.allCases.count)
 
-        func memo(for name: Encoding.Name) -> PieceMemo {
+        func memo(for name: Encoding.Name, lexicon: Lexicon) -> PieceMemo {
             let i: Int
             switch name {
             case .o200kBase: i = 0
             case .cl100kBase: i = 1
             }
-            if let m = tables[i] { return m }
-            let m = PieceMemo()
+            if let m = tables[i], m.lexicon == ObjectIdentifier(lexicon) { return m }
+            let m = PieceMemo(lexicon: lexicon)
             tables[i] = m
             return m
         }

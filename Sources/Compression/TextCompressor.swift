@@ -196,6 +196,8 @@ public struct TextCompressor: Sendable {
         static let asSpace = Flags(rawValue: 512)  // a blank run emitted as one space
         static let spacePrefix = Flags(rawValue: 1024)  // "\tword": emitted as " word"
         static let noSpace = Flags(rawValue: 2048)  // emitted without its leading space
+        static let frequent = Flags(rawValue: 4096)  // a word of Zipf >= 5 (``Lexicon/isFrequent(_:)``)
+        static let numberWord = Flags(rawValue: 8192)  // a word in ``numberWords``
     }
 
     struct Sentence {
@@ -605,7 +607,7 @@ public struct TextCompressor: Sendable {
     /// every request.
     func count(_ b: UnsafeBufferPointer<UInt8>) -> Int {
         guard let base = b.baseAddress else { return 0 }
-        let memo = PieceMemo.current(for: encoding)
+        let memo = PieceMemo.current(for: encoding, lexicon: lexicon)
         var total = 0
         encoding.forEachPieceRange(b) { s, e in
             let length = e - s
@@ -624,7 +626,7 @@ public struct TextCompressor: Sendable {
                 return
             }
             encoding.tokenCounts(ofPieces: &start, &end, count: 1, in: b, into: &tokens)
-            let p = Self.classify(base, b.count, s, e, tokens: Int(tokens))
+            let p = classifyWithWords(base, b.count, s, e, tokens: Int(tokens))
             let at = memo.store(p, pending: 0, at: slot, key)
             memo.resolve(at, pending: 0, tokens: tokens, stem: p.kind == .number ? 0 : p.stem)
             total += Int(tokens)
@@ -663,7 +665,7 @@ public struct TextCompressor: Sendable {
             // Pieces seen before (on this thread, in this text or an earlier one: " the", " of", ",", " Document")
             // take their tokens and classification from ``PieceMemo`` instead of byte-pair encoding and classifying
             // them again.
-            let memo = PieceMemo.current(for: encoding)
+            let memo = PieceMemo.current(for: encoding, lexicon: lexicon)
             // New pieces are counted together afterwards (``Encoding/tokenCounts(ofPieces:_:count:in:into:)``:
             // their vocabulary lookups overlap instead of each waiting on memory). Until then a piece's `tokens`
             // is -(k + 1), k the index of the new piece whose count it takes; memo hits copy that reference (and
@@ -686,7 +688,7 @@ public struct TextCompressor: Sendable {
                     out.append(p)
                     return
                 }
-                var p = Self.classify(base, n, s, e, tokens: 0)
+                var p = classifyWithWords(base, n, s, e, tokens: 0)
                 let k = newStarts.count
                 p.tokens = -Int32(truncatingIfNeeded: k + 1)
                 newStarts.append(q.start)
@@ -767,6 +769,18 @@ public struct TextCompressor: Sendable {
 
     /// How many pieces ahead of its use a memo line is asked for (a power of two).
     static let queueDepth = 8
+
+    /// ``classify(_:_:_:_:tokens:)`` plus what this compressor's word lists say of a word (``Flags/frequent``,
+    /// ``Flags/numberWord``): looked up once per piece here (and kept in ``PieceMemo``), not on every step that asks.
+    @inline(__always)
+    func classifyWithWords(_ base: UnsafePointer<UInt8>, _ count: Int, _ s: Int, _ e: Int, tokens t: Int) -> Piece {
+        var p = Self.classify(base, count, s, e, tokens: t)
+        if p.kind == .word {
+            if lexicon.isFrequent(p.hash) { p.flags.insert(.frequent) }
+            if Self.numberWords.contains(p.hash) { p.flags.insert(.numberWord) }
+        }
+        return p
+    }
 
     /// One piece's kind, flags and word hashes, from its bytes `base[s..<e]` (of `count`).
     @inline(__always)
@@ -911,7 +925,6 @@ public struct TextCompressor: Sendable {
         var pendingTerminal = false
         var lineStart = true
         var protectRest = false  // fenced code / preserved section running
-        let numberWords = Self.numberWords
         // Each piece's kind and flags packed once the loop below is done with it (for ``protectAround``).
         let meta = UnsafeMutablePointer<UInt32>.allocate(capacity: max(pieces.count, 1))
         defer { meta.deallocate() }
@@ -1024,12 +1037,12 @@ public struct TextCompressor: Sendable {
                 }
                 // Protection.
                 var protect = protectRest || p.kind == .number || p.flags.contains(.capital)
-                    || (p.kind == .word && numberWords.contains(p.hash))
+                    || p.flags.contains(.numberWord)
                 if protect && !protectRest && p.kind == .word && Int32(i) == current.first {
                     // A sentence-initial common word ("The", "In", "It") is protected only before another
                     // capitalised word ("The Beatles").
                     let nextCapital = i + 1 < n && pieces[i + 1].flags.contains(.capital)
-                    if !nextCapital && lexicon.isFrequent(p.hash) { protect = false }
+                    if !nextCapital && p.flags.contains(.frequent) { protect = false }
                 }
                 if protect { pieces[i].flags.insert(.protected) }
                 if protectRest { current.mustKeep = true }
@@ -1043,12 +1056,12 @@ public struct TextCompressor: Sendable {
         }
         pieces.withUnsafeMutableBufferPointer { pieces in
             let n = pieces.count
-            // The protection passes below read and set only kinds and flags (and a word's hash, rarely): they run
+            // The protection passes below read and set only kinds and flags: they run
             // on a compact copy (`meta`, 4 bytes a piece: flags, kind, length 1 / <= 2, packed by the loop above),
             // which stays in the first-level cache where the pieces (48 bytes each) do not; the flags go back with
             // the sentence indices, in one pass. Newline pieces are in no sentence, and no protection pass changes
             // them.
-            if n > 2 { protectAround(meta, n, pieces) }
+            if n > 2 { protectAround(meta, n) }
             // Piece -> sentence indices (close() appends in order; recompute to be exact), token totals, flags.
             // Sentences hold every piece but the line breaks (counted above).
             var anyFlags: UInt32 = 0
@@ -1079,6 +1092,7 @@ public struct TextCompressor: Sendable {
         static let protected = UInt32(Flags.protected.rawValue)
         static let leadingSpace = UInt32(Flags.leadingSpace.rawValue)
         static let terminal = UInt32(Flags.terminal.rawValue)
+        static let frequent = UInt32(Flags.frequent.rawValue)
 
         @inline(__always)
         static func pack(_ p: Piece) -> UInt32 {
@@ -1107,7 +1121,7 @@ public struct TextCompressor: Sendable {
     /// glued to a number ("20%", "$5"), a word the tokenizer split when a part of it is protected, a lone space
     /// before a protected piece, punctuation between protected words ("May 18, 2018"). In this order: each pass
     /// sees what the passes before it protected.
-    func protectAround(_ meta: UnsafeMutablePointer<UInt32>, _ n: Int, _ pieces: UnsafeMutableBufferPointer<Piece>) {
+    func protectAround(_ meta: UnsafeMutablePointer<UInt32>, _ n: Int) {
         let word = UInt32(Kind.word.rawValue)
         let number = UInt32(Kind.number.rawValue)
         let punct = UInt32(Kind.punct.rawValue)
@@ -1123,7 +1137,7 @@ public struct TextCompressor: Sendable {
             }
             var k = j
             while k < n && k - j < 2 && Meta.kind(meta[k]) == word && meta[k] & prot == 0
-                && lexicon.isFrequent(pieces[k].hash)
+                && meta[k] & Meta.frequent != 0
             {
                 k += 1
             }

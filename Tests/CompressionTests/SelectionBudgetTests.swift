@@ -122,8 +122,10 @@ import Tokenizer
         let bytes = Array(text.utf8)
         var fresh: [TextCompressor.Piece] = []
         bytes.withUnsafeBufferPointer { b in
-            enc.forEachPiece(b) { s, e, t in fresh.append(TextCompressor.classify(b.baseAddress!, b.count, s, e, tokens: t)) }
+            enc.forEachPiece(b) { s, e, t in fresh.append(c.classifyWithWords(b.baseAddress!, b.count, s, e, tokens: t)) }
         }
+        // The word-list flags travel with the memo too (" the" is frequent; "open" after a quote is not).
+        #expect(fresh.contains { $0.flags.contains(.frequent) } && fresh.contains { $0.kind == .word && !$0.flags.contains(.frequent) })
         // First call (the memo fills as it goes), second call (found from the first), then after other texts in
         // both encodings.
         var runs = [c.pieces(bytes), c.pieces(bytes)]
