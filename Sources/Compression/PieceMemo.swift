@@ -74,11 +74,14 @@ extension TextCompressor {
                 .bindMemory(to: Entry.self, capacity: count)
             entries.initialize(repeating: Entry(), count: count)
             shift = UInt64(64 - bits)
+            long = .allocate(byteCount: 64 << Self.longBits, alignment: 64)
+            long.initializeMemory(as: UInt8.self, repeating: 0, count: 64 << Self.longBits)
         }
 
         deinit {
             entries.deinitialize(count: count)
             UnsafeMutableRawPointer(entries).deallocate()
+            long.deallocate()
         }
 
         /// This thread's table for `encoding` and `lexicon` (made at the first call on the thread, made anew if
@@ -214,6 +217,40 @@ extension TextCompressor {
             entries[slot] = Entry(
                 w0: key.0, w1: key.1 | meta, hash: p.kind == .number ? 0 : p.hash, stem: UInt64(k))
             return slot
+        }
+
+        // Pieces longer than the table's (" organization's", " intergovernmental": ~12 in the suite's ~8k-token
+        // prompt) are few, but byte-pair encoding one takes many merges against a vocabulary that is out of the caches
+        // in a sidecar by then (~4 us each): their counts are kept apart, direct-mapped, 64 bytes an entry (the
+        // bytes, zero-padded, then length and count), for pieces of up to ``longMaxLength`` bytes.
+        static let longMaxLength = 48
+        static let longBits = 10
+        private let long: UnsafeMutableRawPointer
+
+        @inline(__always)
+        private func longEntry(_ base: UnsafePointer<UInt8>, _ s: Int, _ length: Int) -> UnsafeMutableRawPointer {
+            let raw = UnsafeRawPointer(base + s)
+            let first = raw.loadUnaligned(as: UInt64.self)
+            let last = raw.loadUnaligned(fromByteOffset: length - 8, as: UInt64.self)
+            let h = (first ^ (last &* 0xC2B2_AE3D_27D4_EB4F) ^ UInt64(length)) &* 0x9E37_79B9_7F4A_7C15
+            return long + Int(truncatingIfNeeded: h &>> UInt64(64 - Self.longBits)) * 64
+        }
+
+        /// The count of the piece `base[s..<s + length]` (`maxLength < length <= longMaxLength`), if kept.
+        @inline(__always)
+        func longCount(_ base: UnsafePointer<UInt8>, _ s: Int, _ length: Int) -> Int32? {
+            let e = longEntry(base, s, length)
+            guard e.load(fromByteOffset: 48, as: Int32.self) == Int32(length), memcmp(e, base + s, length) == 0
+            else { return nil }
+            return e.load(fromByteOffset: 52, as: Int32.self)
+        }
+
+        /// Keeps the count of the piece `base[s..<s + length]` (`maxLength < length <= longMaxLength`).
+        func storeLong(_ base: UnsafePointer<UInt8>, _ s: Int, _ length: Int, tokens: Int32) {
+            let e = longEntry(base, s, length)
+            e.copyMemory(from: base + s, byteCount: length)
+            e.storeBytes(of: Int32(length), toByteOffset: 48, as: Int32.self)
+            e.storeBytes(of: tokens, toByteOffset: 52, as: Int32.self)
         }
 
         /// Gives the entry at `slot`, if it is still pending on new piece `k`, its count and stem.

@@ -615,7 +615,12 @@ public struct TextCompressor: Sendable {
             var end = Int32(truncatingIfNeeded: e)
             var tokens: Int32 = 0
             guard length <= PieceMemo.maxLength else {
+                if length <= PieceMemo.longMaxLength, let c = memo.longCount(base, s, length) {
+                    total += Int(c)
+                    return
+                }
                 encoding.tokenCounts(ofPieces: &start, &end, count: 1, in: b, into: &tokens)
+                if length <= PieceMemo.longMaxLength { memo.storeLong(base, s, length, tokens: tokens) }
                 total += Int(tokens)
                 return
             }
@@ -689,6 +694,11 @@ public struct TextCompressor: Sendable {
                     return
                 }
                 var p = classifyWithWords(base, n, s, e, tokens: 0)
+                if q.slot < 0 && e - s <= PieceMemo.longMaxLength, let c = memo.longCount(base, s, e - s) {
+                    p.tokens = c
+                    out.append(p)
+                    return
+                }
                 let k = newStarts.count
                 p.tokens = -Int32(truncatingIfNeeded: k + 1)
                 newStarts.append(q.start)
@@ -732,8 +742,12 @@ public struct TextCompressor: Sendable {
                     }
                 }
                 // The memo keeps no placeholder past this call.
-                for k in newSlots.indices where newSlots[k] >= 0 {
-                    memo.resolve(Int(newSlots[k]), pending: k, tokens: counts[k], stem: newStems[k])
+                for k in newSlots.indices {
+                    if newSlots[k] >= 0 {
+                        memo.resolve(Int(newSlots[k]), pending: k, tokens: counts[k], stem: newStems[k])
+                    } else if newEnds[k] - newStarts[k] <= PieceMemo.longMaxLength {
+                        memo.storeLong(base, Int(newStarts[k]), Int(newEnds[k] - newStarts[k]), tokens: counts[k])
+                    }
                 }
             }
             // One pass over the pieces: placeholder counts, the total, protected spans, whitespace.

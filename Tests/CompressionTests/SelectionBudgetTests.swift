@@ -118,6 +118,7 @@ import Tokenizer
         for i in 0..<40 {
             text += "Document [\(i)](Title: The Café \(i % 3)) In 19\(i) the café's owner, Dr. Müller, said: \"It's "
                 + "open!\" 2018-\(i)  costs $\(i).99 (approx.)\n\t  \n\nWhy? NASA's macOS-based tools\r\n"
+                + " intergovernmental organization's misunderstanding\(i % 2 == 0 ? "s" : "")\n"
         }
         let bytes = Array(text.utf8)
         var fresh: [TextCompressor.Piece] = []
