@@ -684,7 +684,7 @@ public struct TextCompressor: Sendable {
             newEnds.reserveCapacity(n / 16 + 1)
             newSlots.reserveCapacity(n / 16 + 1)
             newStems.reserveCapacity(n / 16 + 1)
-            func take(_ q: QueuedPiece) {
+            @inline(__always) func take(_ q: QueuedPiece) {
                 let s = Int(q.start)
                 let e = Int(q.end)
                 let key = (q.key0, q.key1)
