@@ -156,12 +156,11 @@ extension TextCompressor {
                 start: Int32(start), end: Int32(end),
                 tokens: tokens == Meta.pending ? -Int32(truncatingIfNeeded: m.stem &+ 1) : Int32(tokens),
                 flags: Self.flags(rest, kind), kind: kind)
-            p.emitStart = Int32(start)
-            p.emitEnd = Int32(end)
-            p.breakStart = Int32(start)
             switch kind {
             case .newline:
-                p.breakStart += Int32(rest &>> 1)
+                p.breakStart = Int32(start) + Int32(rest &>> 1)
+                p.emitStart = Int32(start)
+                p.emitEnd = Int32(end)
             case .number:
                 p.hash = TextCompressor.numberHash(
                     base, count, start, end, leadingSpace: p.flags.contains(.leadingSpace))
@@ -214,8 +213,7 @@ extension TextCompressor {
             }
             let meta = Meta.pending &<< Meta.tokensShift | UInt64(p.kind.rawValue) &<< Meta.kindShift
                 | Self.rest(p) &<< Meta.restShift
-            entries[slot] = Entry(
-                w0: key.0, w1: key.1 | meta, hash: p.kind == .number ? 0 : p.hash, stem: UInt64(k))
+            entries[slot] = Entry(w0: key.0, w1: key.1 | meta, hash: p.kind == .word ? p.hash : 0, stem: UInt64(k))
             return slot
         }
 

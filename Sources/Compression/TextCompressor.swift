@@ -155,24 +155,40 @@ public struct TextCompressor: Sendable {
 
     // MARK: - Pieces, sentences, passages
 
-    /// Fields are ordered widest first so a piece takes 48 bytes, not 56: every step walks the whole array.
+    /// Fields are ordered widest first, and a line break's offsets share the word hashes' room (it has none), so a
+    /// piece takes 40 bytes: every step walks the whole array (~7,300 pieces for an 8k-token prompt), and in a
+    /// sidecar that array is the larger part of what a request reads.
     struct Piece {
+        /// Word and number pieces: the hash of the word's stem and of the word (``WordHash``); 0 for punctuation
+        /// and spaces. Line breaks: `breakStart` (low half) and `emitStart` (high half); `emitEnd`.
         var stem: UInt64 = 0
         var hash: UInt64 = 0
         var start: Int32
         var end: Int32
         var tokens: Int32
         var sentence: Int32 = 0
-        /// For newline pieces: where the line break starts (".\n" is one piece; its "." goes with its sentence).
-        var breakStart: Int32 = 0
-        /// What is emitted (after whitespace normalisation); `start..<end` unless normalised.
-        var emitStart: Int32 = 0
-        var emitEnd: Int32 = 0
         var flags: Flags
         var kind: Kind
         /// Zipf value x 10 of a word (0: not listed; ``unknown``: not looked up yet, see ``information``).
         var zipf10: UInt8 = Piece.unknown
         static let unknown: UInt8 = 255
+
+        /// For line breaks: where the line break starts (".\n" is one piece; its "." goes with its sentence); set
+        /// only on line breaks.
+        var breakStart: Int32 {
+            get { kind == .newline ? Int32(truncatingIfNeeded: stem) : start }
+            set { stem = stem & 0xFFFF_FFFF_0000_0000 | UInt64(UInt32(bitPattern: newValue)) }
+        }
+        /// What is emitted (after whitespace normalisation): `start..<end` unless a line break's was normalised;
+        /// set only on line breaks.
+        var emitStart: Int32 {
+            get { kind == .newline ? Int32(truncatingIfNeeded: stem &>> 32) : start }
+            set { stem = stem & 0xFFFF_FFFF | UInt64(UInt32(bitPattern: newValue)) &<< 32 }
+        }
+        var emitEnd: Int32 {
+            get { kind == .newline ? Int32(truncatingIfNeeded: hash) : end }
+            set { hash = UInt64(UInt32(bitPattern: newValue)) }
+        }
 
         /// Self-information 0...8 of a word piece (unlisted words count as Zipf 2).
         var information: Double {
@@ -633,7 +649,7 @@ public struct TextCompressor: Sendable {
             encoding.tokenCounts(ofPieces: &start, &end, count: 1, in: b, into: &tokens)
             let p = classifyWithWords(base, b.count, s, e, tokens: Int(tokens))
             let at = memo.store(p, pending: 0, at: slot, key)
-            memo.resolve(at, pending: 0, tokens: tokens, stem: p.kind == .number ? 0 : p.stem)
+            memo.resolve(at, pending: 0, tokens: tokens, stem: p.kind == .word ? p.stem : 0)
             total += Int(tokens)
         }
         return total
@@ -689,7 +705,7 @@ public struct TextCompressor: Sendable {
                 let e = Int(q.end)
                 let key = (q.key0, q.key1)
                 if q.slot >= 0, var p = memo.piece(at: Int(q.slot), key, base, n, start: s, end: e) {
-                    if p.tokens < 0 && p.kind != .number { p.stem = newStems[Int(-p.tokens) - 1] }
+                    if p.tokens < 0 && p.kind == .word { p.stem = newStems[Int(-p.tokens) - 1] }
                     out.append(p)
                     return
                 }
@@ -703,7 +719,7 @@ public struct TextCompressor: Sendable {
                 p.tokens = -Int32(truncatingIfNeeded: k + 1)
                 newStarts.append(q.start)
                 newEnds.append(q.end)
-                newStems.append(p.kind == .number ? 0 : p.stem)
+                newStems.append(p.kind == .word ? p.stem : 0)
                 newSlots.append(q.slot >= 0 ? Int32(truncatingIfNeeded: memo.store(p, pending: k, at: Int(q.slot), key)) : -1)
                 out.append(p)
             }
@@ -800,9 +816,6 @@ public struct TextCompressor: Sendable {
     @inline(__always)
     static func classify(_ base: UnsafePointer<UInt8>, _ count: Int, _ s: Int, _ e: Int, tokens t: Int) -> Piece {
         var p = Piece(start: Int32(s), end: Int32(e), tokens: Int32(t), flags: [], kind: .punct)
-        p.emitStart = Int32(s)
-        p.emitEnd = Int32(e)
-        p.breakStart = Int32(s)
         var i = s
         let c0 = base[s]
         if c0 == 0x20 && e - s > 1 && base[s + 1] != 0x20 && base[s + 1] != 0x0A && base[s + 1] != 0x09
@@ -837,6 +850,8 @@ public struct TextCompressor: Sendable {
             var k = s
             while k < e && base[k] != 0x0A && base[k] != 0x0D { k += 1 }
             p.breakStart = Int32(allSpace ? s : k)
+            p.emitStart = Int32(s)
+            p.emitEnd = Int32(e)
         } else if allSpace {
             p.kind = .space
         } else {

@@ -125,6 +125,8 @@ import Tokenizer
         bytes.withUnsafeBufferPointer { b in
             enc.forEachPiece(b) { s, e, t in fresh.append(c.classifyWithWords(b.baseAddress!, b.count, s, e, tokens: t)) }
         }
+        // Every pass walks the pieces: they stay at 40 bytes (a line break's offsets live in the hash fields).
+        #expect(MemoryLayout<TextCompressor.Piece>.stride == 40)
         // The word-list flags travel with the memo too (" the" is frequent; "open" after a quote is not).
         #expect(fresh.contains { $0.flags.contains(.frequent) } && fresh.contains { $0.kind == .word && !$0.flags.contains(.frequent) })
         // First call (the memo fills as it goes), second call (found from the first), then after other texts in
