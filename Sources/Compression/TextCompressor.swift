@@ -1576,13 +1576,17 @@ public struct TextCompressor: Sendable {
     /// returns the tokens used.
     func select(_ sentences: inout [Sentence], passageScores: [Double], breaks: [Int] = [], budget: Int) -> Int {
         var used = 0
-        var opened = Set<Int32>()
-        var headerOf: [Int32: Int] = [:]
-        for (i, s) in sentences.enumerated() where s.isHeader { headerOf[s.passage] = i }
+        // Per passage (passages are numbered from 0): opened yet, its header sentence (-1: none).
+        var passages = max(passageScores.count, breaks.count)
+        for s in sentences { passages = max(passages, Int(s.passage) + 1) }
+        var opened = [Bool](repeating: false, count: passages)
+        var headerOf = [Int](repeating: -1, count: passages)
+        for (i, s) in sentences.enumerated() where s.isHeader { headerOf[Int(s.passage)] = i }
         /// What opening passage `p` costs besides its sentences: its header and its line breaks.
         func openCost(_ p: Int32) -> Int {
             var c = Int(p) < breaks.count ? breaks[Int(p)] : 0
-            if let h = headerOf[p], !sentences[h].kept { c += Int(sentences[h].tokens) }
+            let h = headerOf[Int(p)]
+            if h >= 0 && !sentences[h].kept { c += Int(sentences[h].tokens) }
             return c
         }
         func take(_ i: Int) {
@@ -1590,10 +1594,11 @@ public struct TextCompressor: Sendable {
             sentences[i].kept = true
             used += Int(sentences[i].tokens)
             let p = sentences[i].passage
-            if !opened.contains(p) {
-                opened.insert(p)
+            if !opened[Int(p)] {
+                opened[Int(p)] = true
                 used += Int(p) < breaks.count ? breaks[Int(p)] : 0
-                if let h = headerOf[p], !sentences[h].kept {
+                let h = headerOf[Int(p)]
+                if h >= 0 && !sentences[h].kept {
                     sentences[h].kept = true
                     used += Int(sentences[h].tokens)
                 }
@@ -1613,7 +1618,7 @@ public struct TextCompressor: Sendable {
             }
             let cap = Int(Double(budget) * Self.kWhole)
             for p in order where passageScores[p] > 0 && !members[p].isEmpty {
-                if used + cost[p] + (opened.contains(Int32(p)) ? 0 : openCost(Int32(p))) <= cap {
+                if used + cost[p] + (opened[p] ? 0 : openCost(Int32(p))) <= cap {
                     for i in members[p] where !sentences[i].kept { take(i) }
                 }
             }
@@ -1622,14 +1627,14 @@ public struct TextCompressor: Sendable {
             .sorted { sentences[$0].score > sentences[$1].score || (sentences[$0].score == sentences[$1].score && $0 < $1) }
         if Self.kCover > 0 {
             // Coverage: the best sentence of every passage not kept yet, best first, before seconds.
-            for i in order where !sentences[i].kept && !opened.contains(sentences[i].passage) && sentences[i].own > 0 {
+            for i in order where !sentences[i].kept && !opened[Int(sentences[i].passage)] && sentences[i].own > 0 {
                 let cost = Int(sentences[i].tokens) + openCost(sentences[i].passage)
                 if used + cost <= budget { take(i) }
             }
         }
         for i in order where !sentences[i].kept {
             let p = sentences[i].passage
-            let cost = Int(sentences[i].tokens) + (opened.contains(p) ? 0 : openCost(p))
+            let cost = Int(sentences[i].tokens) + (opened[Int(p)] ? 0 : openCost(p))
             if used + cost <= budget { take(i) }
         }
         return used
