@@ -11,13 +11,14 @@ import Tokenizer
 extension TextCompressor {
     /// What pieces of up to 14 bytes were found to be (tokens, kind, flags, word hashes), by their bytes: a
     /// four-way table (a piece goes to the first free slot of its set of four, else over its own slot: pieces of
-    /// one text that hash alike stay, instead of evicting each other on every call), one per thread and encoding, kept across calls (``current(for:)``). Prose repeats most of its pieces (" the",
-    /// ",", " of"): within one 8k-token retrieval prompt about two thirds of the pieces are found here, across prompts
-    /// more, and a piece found here is neither byte-pair encoded nor classified again (the word cache of byte-pair
-    /// tokenizers, with the classification kept beside the count). A number's hash reads the digits around it, so
-    /// its entry keeps the count and kind only and the hash is read again ( ``numberHash(_:_:_:_:leadingSpace:)``); an
-    /// entry depends on the piece's bytes and the encoding alone, so what a table holds never changes a result,
-    /// only how fast it comes.
+    /// one text that hash alike stay, instead of evicting each other on every call), one per thread, encoding and
+    /// lexicon, kept across calls (``current(for:lexicon:)``). Prose repeats most of its pieces (" the", ",", " of"):
+    /// within one 8k-token retrieval prompt about two thirds of the pieces are found here, across prompts more, and a
+    /// piece found here is neither byte-pair encoded nor classified again (the word cache of byte-pair tokenizers,
+    /// with the classification kept beside the count). A number's hash reads the digits around it, so its entry keeps
+    /// the count and kind only and the hash is read again (``numberHash(_:_:_:_:leadingSpace:)``); an entry depends
+    /// on the piece's bytes, the encoding and the lexicon alone, so what a table holds never changes a result, only
+    /// how fast it comes.
     ///
     /// An entry takes 32 bytes and a set two 64-byte cache lines; ``prefetch(_:)`` asks for the first (where a set's
     /// first two pieces go, so nearly every piece found is there) ahead of time: on a sidecar's event loop the table
@@ -220,7 +221,9 @@ extension TextCompressor {
         // Pieces longer than the table's (" organization's", " intergovernmental": ~12 in the suite's ~8k-token
         // prompt) are few, but byte-pair encoding one takes many merges against a vocabulary that is out of the caches
         // in a sidecar by then (~4 us each): their counts are kept apart, direct-mapped, 64 bytes an entry (the
-        // bytes, zero-padded, then length and count), for pieces of up to ``longMaxLength`` bytes.
+        // bytes at 0, the length at 48 and the count at 52; only the piece's own bytes are compared), for pieces of
+        // more than ``maxLength`` (at least 8: the slot reads a piece's first and last 8 bytes) and up to
+        // ``longMaxLength`` bytes.
         static let longMaxLength = 48
         static let longBits = 10
         private let long: UnsafeMutableRawPointer

@@ -720,7 +720,8 @@ public struct TextCompressor: Sendable {
                 newStarts.append(q.start)
                 newEnds.append(q.end)
                 newStems.append(p.kind == .word ? p.stem : 0)
-                newSlots.append(q.slot >= 0 ? Int32(truncatingIfNeeded: memo.store(p, pending: k, at: Int(q.slot), key)) : -1)
+                newSlots.append(
+                    q.slot >= 0 ? Int32(truncatingIfNeeded: memo.store(p, pending: k, at: Int(q.slot), key)) : -1)
                 out.append(p)
             }
             // A piece's memo line is asked for (``PieceMemo/prefetch(_:)``) when the pre-tokenizer finds it and read
@@ -1039,7 +1040,8 @@ public struct TextCompressor: Sendable {
                             if options.shortenHeaders, let t = Self.dropTitleLabel(bytes, pieces, from: i, to: j) {
                                 // The title's first word without its space may take other tokens.
                                 let from = Int(pieces[t].start) + 1
-                                pieces[t].tokens = Int32(count(UnsafeBufferPointer(rebasing: b[from..<Int(pieces[t].end)])))
+                                let word = UnsafeBufferPointer(rebasing: b[from..<Int(pieces[t].end)])
+                                pieces[t].tokens = Int32(count(word))
                             }
                             current.isHeader = true
                             current.mustKeep = true  // never pruned; kept with its passage
@@ -1085,10 +1087,10 @@ public struct TextCompressor: Sendable {
         }
         pieces.withUnsafeMutableBufferPointer { pieces in
             let n = pieces.count
-            // The protection passes below read and set only kinds and flags: they run
-            // on a compact copy (`meta`, 4 bytes a piece: flags, kind, length 1 / <= 2, packed by the loop above),
-            // which stays in the first-level cache where the pieces (48 bytes each) do not; the flags go back with
-            // the sentence indices, in one pass. Newline pieces are in no sentence, and no protection pass changes
+            // The protection passes below read and set only kinds and flags: they run on a compact copy (`meta`,
+            // 4 bytes a piece: flags, kind, length 1 / <= 2, packed by the loop above), which stays in the
+            // first-level cache where the pieces (40 bytes each) do not; the flags go back with the sentence
+            // indices, in one pass. Newline pieces are in no sentence, and no protection pass changes
             // them.
             if n > 2 { protectAround(meta, n) }
             // Piece -> sentence indices (close() appends in order; recompute to be exact), token totals, flags.
@@ -1416,7 +1418,7 @@ public struct TextCompressor: Sendable {
         return terms
     }
 
-    /// Scores sentences by BM25 against the question terms; returns term weights and the best sentence score.
+    /// The kind of answer a question asks for (``answerType(_:)``).
     enum AnswerType { case none, name, number }
 
     /// What kind of answer the question asks for, from its wh-word.
@@ -1458,7 +1460,8 @@ public struct TextCompressor: Sendable {
     static let howNumber = Set(["many", "much", "old", "long", "tall", "far", "big"].map { WordHash.of($0) })
     static let whatNumber = Set(["year", "date", "time", "day", "age", "percentage"].map { WordHash.of($0) })
 
-    /// Also returns the indices of the pieces it marked ``Flags/term`` (in order).
+    /// Scores sentences by BM25 against the question terms; returns the term weights, the best sentence score, the
+    /// passages' scores and the indices of the pieces it marked ``Flags/term`` (in order).
     func score(_ sentences: inout [Sentence], _ pieces: inout [Piece], terms: [UInt64], answerType: AnswerType = .none)
         -> ([Double], Double, [Double], [Int32])
     {
