@@ -16,7 +16,7 @@ extension TextCompressor {
     /// within one 8k-token retrieval prompt about two thirds of the pieces are found here, across prompts more, and a
     /// piece found here is neither byte-pair encoded nor classified again (the word cache of byte-pair tokenizers,
     /// with the classification kept beside the count). A number's hash reads the digits around it, so its entry keeps
-    /// the count and kind only and the hash is read again (``numberHash(_:_:_:_:leadingSpace:)``); an entry depends
+    /// the count and kind only and the hash is read again (``numberHash(_:_:_:digitsAt:)``); an entry depends
     /// on the piece's bytes, the encoding and the lexicon alone, so what a table holds never changes a result, only
     /// how fast it comes.
     ///
@@ -164,7 +164,8 @@ extension TextCompressor {
                 p.emitEnd = Int32(end)
             case .number:
                 p.hash = TextCompressor.numberHash(
-                    base, count, start, end, leadingSpace: p.flags.contains(.leadingSpace))
+                    base, count, start,
+                    digitsAt: TextCompressor.wordStart(base, start, end, leadingSpace: p.flags.contains(.leadingSpace)))
                 p.stem = p.hash
             default:
                 p.hash = m.hash
@@ -203,18 +204,22 @@ extension TextCompressor {
             return r
         }
 
-        /// Stores `p` (of at most ``maxLength`` bytes), pending on new piece `k` (its count and stem come with
-        /// ``resolve(_:pending:tokens:stem:)``), in the first free slot of its set, else in its own; returns where.
+        /// Stores `p` (of at most ``maxLength`` bytes) in the first free slot of its set, else in its own; returns
+        /// where. A placeholder count (`p.tokens` = -(k + 1)) stores the entry pending on new piece `k`: its count and
+        /// stem come with ``resolve(_:pending:tokens:stem:)``.
         @inline(__always)
-        func store(_ p: Piece, pending k: Int, at slot: Int, _ key: (UInt64, UInt64)) -> Int {
+        func store(_ p: Piece, at slot: Int, _ key: (UInt64, UInt64)) -> Int {
             var slot = slot
             for s in (slot & ~3)..<((slot & ~3) + 4) where entries[s].w1 == 0 {
                 slot = s
                 break
             }
-            let meta = Meta.pending &<< Meta.tokensShift | UInt64(p.kind.rawValue) &<< Meta.kindShift
+            let pending = p.tokens < 0
+            let tokens = pending ? Meta.pending : UInt64(p.tokens)
+            let meta = tokens &<< Meta.tokensShift | UInt64(p.kind.rawValue) &<< Meta.kindShift
                 | Self.rest(p) &<< Meta.restShift
-            entries[slot] = Entry(w0: key.0, w1: key.1 | meta, hash: p.kind == .word ? p.hash : 0, stem: UInt64(k))
+            let stem = pending ? UInt64(-p.tokens - 1) : (p.kind == .word ? p.stem : 0)
+            entries[slot] = Entry(w0: key.0, w1: key.1 | meta, hash: p.kind == .word ? p.hash : 0, stem: stem)
             return slot
         }
 
@@ -237,17 +242,20 @@ extension TextCompressor {
             return long + Int(truncatingIfNeeded: h &>> UInt64(64 - Self.longBits)) * 64
         }
 
-        /// The count of the piece `base[s..<s + length]` (`maxLength < length <= longMaxLength`), if kept.
+        /// The count of the piece `base[s..<s + length]` (longer than ``maxLength``), if kept.
         @inline(__always)
         func longCount(_ base: UnsafePointer<UInt8>, _ s: Int, _ length: Int) -> Int32? {
+            guard length <= Self.longMaxLength else { return nil }
             let e = longEntry(base, s, length)
             guard e.load(fromByteOffset: 48, as: Int32.self) == Int32(length), memcmp(e, base + s, length) == 0
             else { return nil }
             return e.load(fromByteOffset: 52, as: Int32.self)
         }
 
-        /// Keeps the count of the piece `base[s..<s + length]` (`maxLength < length <= longMaxLength`).
+        /// Keeps the count of the piece `base[s..<s + length]` (longer than ``maxLength``) if it is at most
+        /// ``longMaxLength`` bytes.
         func storeLong(_ base: UnsafePointer<UInt8>, _ s: Int, _ length: Int, tokens: Int32) {
+            guard length <= Self.longMaxLength else { return }
             let e = longEntry(base, s, length)
             e.copyMemory(from: base + s, byteCount: length)
             e.storeBytes(of: Int32(length), toByteOffset: 48, as: Int32.self)

@@ -631,12 +631,12 @@ public struct TextCompressor: Sendable {
             var end = Int32(truncatingIfNeeded: e)
             var tokens: Int32 = 0
             guard length <= PieceMemo.maxLength else {
-                if length <= PieceMemo.longMaxLength, let c = memo.longCount(base, s, length) {
+                if let c = memo.longCount(base, s, length) {
                     total += Int(c)
                     return
                 }
                 encoding.tokenCounts(ofPieces: &start, &end, count: 1, in: b, into: &tokens)
-                if length <= PieceMemo.longMaxLength { memo.storeLong(base, s, length, tokens: tokens) }
+                memo.storeLong(base, s, length, tokens: tokens)
                 total += Int(tokens)
                 return
             }
@@ -647,9 +647,7 @@ public struct TextCompressor: Sendable {
                 return
             }
             encoding.tokenCounts(ofPieces: &start, &end, count: 1, in: b, into: &tokens)
-            let p = classifyWithWords(base, b.count, s, e, tokens: Int(tokens))
-            let at = memo.store(p, pending: 0, at: slot, key)
-            memo.resolve(at, pending: 0, tokens: tokens, stem: p.kind == .word ? p.stem : 0)
+            _ = memo.store(classifyWithWords(base, b.count, s, e, tokens: Int(tokens)), at: slot, key)
             total += Int(tokens)
         }
         return total
@@ -710,7 +708,7 @@ public struct TextCompressor: Sendable {
                     return
                 }
                 var p = classifyWithWords(base, n, s, e, tokens: 0)
-                if q.slot < 0 && e - s <= PieceMemo.longMaxLength, let c = memo.longCount(base, s, e - s) {
+                if q.slot < 0, let c = memo.longCount(base, s, e - s) {
                     p.tokens = c
                     out.append(p)
                     return
@@ -721,7 +719,7 @@ public struct TextCompressor: Sendable {
                 newEnds.append(q.end)
                 newStems.append(p.kind == .word ? p.stem : 0)
                 newSlots.append(
-                    q.slot >= 0 ? Int32(truncatingIfNeeded: memo.store(p, pending: k, at: Int(q.slot), key)) : -1)
+                    q.slot >= 0 ? Int32(truncatingIfNeeded: memo.store(p, at: Int(q.slot), key)) : -1)
                 out.append(p)
             }
             // A piece's memo line is asked for (``PieceMemo/prefetch(_:)``) when the pre-tokenizer finds it and read
@@ -762,7 +760,7 @@ public struct TextCompressor: Sendable {
                 for k in newSlots.indices {
                     if newSlots[k] >= 0 {
                         memo.resolve(Int(newSlots[k]), pending: k, tokens: counts[k], stem: newStems[k])
-                    } else if newEnds[k] - newStarts[k] <= PieceMemo.longMaxLength {
+                    } else {
                         memo.storeLong(base, Int(newStarts[k]), Int(newEnds[k] - newStarts[k]), tokens: counts[k])
                     }
                 }
@@ -856,13 +854,11 @@ public struct TextCompressor: Sendable {
         } else if allSpace {
             p.kind = .space
         } else {
-            // Skip one leading punctuation byte ("(word", "-word").
-            var w = i
-            if w < e && !isWordStart(base[w]) && w + 1 < e && isWordStart(base[w + 1]) { w += 1 }
+            let w = wordStart(base, s, e, leadingSpace: i > s)
             let c = base[w]
             if c >= 0x30 && c <= 0x39 {
                 p.kind = .number
-                p.hash = numberHash(base, count, s, e, leadingSpace: i > s)
+                p.hash = numberHash(base, count, s, digitsAt: w)
                 p.stem = p.hash
             } else if isWordStart(c) {
                 p.kind = .word
@@ -893,16 +889,20 @@ public struct TextCompressor: Sendable {
         return p
     }
 
-    /// The hash of a number piece `base[s..<e]` (of `count`): o200k splits digit runs in threes ("2018" is "201" +
-    /// "8"), so the run's first piece carries the hash of the whole run (read past `e`), the others 0, and question
-    /// numbers match.
+    /// Where the word or number of the piece `base[s..<e]` starts: after its leading space and one punctuation byte
+    /// ("(word", "-word", "(1988").
     @inline(__always)
-    static func numberHash(_ base: UnsafePointer<UInt8>, _ count: Int, _ s: Int, _ e: Int, leadingSpace: Bool)
-        -> UInt64
-    {
-        // The digits start after the leading space and one punctuation byte ("(1988", "-5").
+    static func wordStart(_ base: UnsafePointer<UInt8>, _ s: Int, _ e: Int, leadingSpace: Bool) -> Int {
         var w = leadingSpace ? s + 1 : s
         if w < e && !isWordStart(base[w]) && w + 1 < e && isWordStart(base[w + 1]) { w += 1 }
+        return w
+    }
+
+    /// The hash of the number piece starting at `s` of `base[0..<count]`, its digits at `w` (``wordStart``): o200k
+    /// splits digit runs in threes ("2018" is "201" + "8"), so the run's first piece carries the hash of the whole
+    /// run (read past the piece), the others 0, and question numbers match.
+    @inline(__always)
+    static func numberHash(_ base: UnsafePointer<UInt8>, _ count: Int, _ s: Int, digitsAt w: Int) -> UInt64 {
         guard !(s > 0 && base[s - 1] >= 0x30 && base[s - 1] <= 0x39) else { return 0 }
         var we = w
         while we < count && base[we] >= 0x30 && base[we] <= 0x39 { we += 1 }

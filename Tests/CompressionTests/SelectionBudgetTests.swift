@@ -175,8 +175,8 @@ import Tokenizer
             }
             func store(_ r: (Int, Int), tokens: Int32) -> Int {
                 let key = TextCompressor.PieceMemo.key(base, r.0, r.1 - r.0, b.count)
-                let p = TextCompressor.classify(base, b.count, r.0, r.1, tokens: 0)
-                let at = memo.store(p, pending: 6, at: slot(r), key)
+                let p = TextCompressor.classify(base, b.count, r.0, r.1, tokens: -7)  // pending on new piece 6
+                let at = memo.store(p, at: slot(r), key)
                 #expect(lookup(r)?.tokens == -7)
                 memo.resolve(at, pending: 6, tokens: tokens, stem: p.stem)
                 return at
