@@ -16,6 +16,10 @@
 #   sidecar    the sidecar in passthrough (no policy, accounting on; telemetry off, no /metrics)
 #   full       the sidecar with Benchmarks/policy-full.yaml (model rewrite, `rag` compression, accounting) and
 #              telemetry: OTLP/HTTP spans and metrics every second to Benchmarks/otlp_sink.py, Prometheus /metrics
+#   fullcold   the full-policy sidecar with its analysis cache off (AUTO_OPTIMIZER_ANALYSIS_CACHE_BYTES=0): every
+#              request's context is analysed anew, as a context the sidecar has not seen before is; `full` finds the
+#              benchmark's repeated prompt in its cache and only ranks it against the question. Large prompts only
+#              (a ~200-token message is below the cache's minimum, so there the two are the same)
 #   telemetry  the passthrough sidecar with that telemetry (kept for the telemetry-cost comparison)
 #   niorelay   `niorelay` (Sources/niorelay, built next to the sidecar: swift build -c release --product niorelay): a
 #              bare SwiftNIO TCP relay, one upstream connection per client connection, bytes passed through
@@ -217,7 +221,7 @@ if has sidecar; then
     spawn sidecar "http://127.0.0.1:${PORT[sidecar]}/ready" -- "${SERVER[@]}" "${CMD[@]}"
 fi
 
-if has full || has telemetry; then
+if has full || has fullcold || has telemetry; then
     COLLECTOR_PORT="$(free_port)"
     spawn collector "http://127.0.0.1:$COLLECTOR_PORT/health" -- "${LOADGEN[@]}" "$PY" "$HERE/otlp_sink.py" "$COLLECTOR_PORT"
     # OTLP/HTTP spans and metrics every second to the local sink.
@@ -229,6 +233,13 @@ if has full; then
     sed "s#__UPSTREAM__#$UPSTREAM_URL#" "$HERE/policy-full.yaml" >"$RUN/policy-full.yaml"
     full_cmd "${PORT[full]}"
     spawn full "http://127.0.0.1:${PORT[full]}/ready" "${OTEL_ENV[@]}" -- "${SERVER[@]}" "${CMD[@]}"
+fi
+if has fullcold; then
+    PORT[fullcold]="$(free_port)"; HEALTH[fullcold]="/ready"
+    sed "s#__UPSTREAM__#$UPSTREAM_URL#" "$HERE/policy-full.yaml" >"$RUN/policy-full.yaml"
+    full_cmd "${PORT[fullcold]}"
+    spawn fullcold "http://127.0.0.1:${PORT[fullcold]}/ready" "${OTEL_ENV[@]}" --env AUTO_OPTIMIZER_ANALYSIS_CACHE_BYTES=0 \
+        -- "${SERVER[@]}" "${CMD[@]}"
 fi
 if has telemetry; then
     PORT[telemetry]="$(free_port)"; HEALTH[telemetry]="/ready"
@@ -351,7 +362,12 @@ for t in $TARGETS; do
 done
 
 echo "load: h2load --h1 -c C -t 1 -m 1 -D SECONDS -d BODY -H 'content-type: application/json' -H '$AUTH' --log-file LOG URL (pinned: ${LOADGEN[*]:-none})" >>"$RUN/commands-$UPSTREAM.txt"
-n_runs=$(( ROUNDS * $(wc -w <<<"$CONCURRENCY") * $(wc -w <<<"$TARGETS") * $(wc -w <<<"$MODES") * $(wc -w <<<"$SIZES") ))
+# (fullcold runs large prompts only)
+n_runs=0
+for s in $SIZES; do for t in $TARGETS; do
+    [ "$t" = fullcold ] && [ "$s" != large ] && continue
+    n_runs=$(( n_runs + ROUNDS * $(wc -w <<<"$CONCURRENCY") * $(wc -w <<<"$MODES") ))
+done; done
 log "upstream $UPSTREAM: $n_runs runs of ${DURATION}s (+${WARMUP}s warm-up); pinning: $PINNING; raw data in $RUN"
 i=0
 started=$(date +%s)
@@ -359,6 +375,7 @@ for r in $(seq "$ROUNDS"); do
     for m in $MODES; do for s in $SIZES; do for c in $CONCURRENCY; do
         body="$(body_of "$m" "$s")"
         for t in $TARGETS; do
+            [ "$t" = fullcold ] && [ "$s" != large ] && continue
             i=$((i + 1))
             base="$RUN/$UPSTREAM-$t-$m-$s-c$c-r$r"
             "$PY" "$HERE/proc_tools.py" ready "http://127.0.0.1:${PORT[$t]}${HEALTH[$t]}" --timeout 5 \

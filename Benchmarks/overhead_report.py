@@ -26,8 +26,10 @@ from collections import defaultdict
 NAME = re.compile(r"^(?P<upstream>[a-z]+)-(?P<target>[a-z0-9_]+)-(?P<mode>plain|stream)-(?P<size>[a-z]+)"
                   r"-c(?P<conc>\d+)-r(?P<round>\d+)\.log$")
 REQS = re.compile(r"finished in [\d.]+\w*, ([\d.]+) req/s")
-ORDER = {"direct": 0, "sidecar": 1, "full": 2, "telemetry": 3, "niorelay": 4, "nginx": 5, "envoy": 6, "litellm": 7}
+ORDER = {"direct": 0, "sidecar": 1, "full": 2, "fullcold": 3, "telemetry": 4, "niorelay": 5, "nginx": 6, "envoy": 7,
+         "litellm": 8}
 LABEL = {"direct": "direct", "sidecar": "sidecar passthrough", "full": "sidecar full policy",
+         "fullcold": "sidecar full policy, new context (analysis cache off)",
          "telemetry": "sidecar + telemetry", "niorelay": "SwiftNIO byte relay (floor)", "nginx": "nginx",
          "envoy": "Envoy", "litellm": "LiteLLM"}
 

@@ -235,11 +235,18 @@ def main():
     checks.append(("Passthrough added p50 at concurrency 1 <= 1.5x nginx's (plain ~200-token request; both upstreams)",
                    "; ".join(parts) or "not measured", bool(oks) and all(oks)))
     # 2. full policy + compression on the 8k prompt
+    #    The benchmark sends one prompt again and again: `full` finds its context in the analysis cache and only
+    #    ranks it against the question; `fullcold` (cache off) analyses every context anew. Each is its own check.
     cl = cell("mock", "plain", "large", 1)
     a = cl.get("full", {}).get("added_p50", math.nan)
-    checks.append(("Full policy with compression, ~8k-token prompt: added p50 <= 1 ms (concurrency 1)",
+    checks.append(("Full policy with compression, ~8k-token prompt: added p50 <= 1 ms (concurrency 1), a context "
+                   "seen before (the benchmark's repeated prompt; analysis cached)",
                    f"{f0(a)} us" + (f" (passthrough on the same prompt: {f0(cl['sidecar']['added_p50'])} us)"
                                     if "sidecar" in cl else ""), not nan(a) and a <= 1000))
+    if "fullcold" in cl:
+        a = cl["fullcold"]["added_p50"]
+        checks.append(("Full policy with compression, ~8k-token prompt: added p50 <= 1 ms (concurrency 1), every "
+                       "context new (analysis cache off)", f"{f0(a)} us", not nan(a) and a <= 1000))
     # 3. throughput at c=16 >= Envoy's
     parts, oks = [], []
     for up in ("mock", "static"):

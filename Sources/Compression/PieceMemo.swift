@@ -67,6 +67,8 @@ extension TextCompressor {
         private let count: Int
         /// The word lists the entries' flags come from.
         let lexicon: ObjectIdentifier?
+        /// This thread's last analysed texts for the same encoding and lexicon.
+        let analyses = AnalysisCache()
 
         init(bits: Int = PieceMemo.slotBits, lexicon: Lexicon? = nil) {
             self.lexicon = lexicon.map { ObjectIdentifier($0) }

@@ -239,6 +239,51 @@ public struct TextCompressor: Sendable {
     public func compress(_ original: [UInt8], question: String?, ratio: Double, options: CompressionOptions)
         -> TextCompression
     {
+        let cache = original.count >= AnalysisCache.minBytes && AnalysisCache.budget > 0
+            ? PieceMemo.current(for: encoding, lexicon: lexicon).analyses : nil
+        let analysis: Analysis
+        if let hit = cache?.lookup(original, ratio: ratio, options: options) {
+            analysis = hit
+        } else {
+            analysis = analyze(original, ratio: ratio, options: options)
+            cache?.store(original, ratio: ratio, options: options, analysis)
+        }
+        switch analysis {
+        case .done(let result):
+            return result
+        case .lossy(let input):
+            return compress(input, question: question, options: options)
+        }
+    }
+
+    /// What compressing a text comes to before its question is looked at: either the outcome (nothing lossy to
+    /// do: the question is not used), or the pieces, sentences and passages the question's terms are ranked in.
+    /// It depends on the text's bytes, the ratio and the options alone (and the compressor's encoding and
+    /// lexicon), so it is kept per thread for texts that come again (``AnalysisCache``).
+    enum Analysis {
+        case done(TextCompression)
+        case lossy(LossyInput)
+    }
+
+    struct LossyInput {
+        /// The text after the lossless steps (a JSON message minified), whose ranges the pieces are.
+        var bytes: [UInt8]
+        var techniques: CompressionTechniques
+        var originalCount: Int
+        var budget: Int
+        var pieces: [Piece]
+        var segmentation: Segmentation
+
+        /// Bytes held (for ``AnalysisCache``'s bound).
+        var size: Int {
+            bytes.count + pieces.capacity * MemoryLayout<Piece>.stride
+                + segmentation.sentences.capacity * MemoryLayout<Sentence>.stride
+                + segmentation.lineBreaks.capacity * 8
+        }
+    }
+
+    /// The lossless steps, pieces, sentences and passages of `original`: everything but the question's ranking.
+    func analyze(_ original: [UInt8], ratio: Double, options: CompressionOptions) -> Analysis {
         var bytes = original
         var techniques: CompressionTechniques = []
         var originalTokens: Int? = nil
@@ -266,18 +311,31 @@ public struct TextCompressor: Sendable {
             let all = [Sentence(first: 0, end: Int32(pieces.count), passage: 0, kept: true)]
             let out = emit(bytes, pieces, all)
             if out.bytes == original { techniques = [] }
-            return TextCompression(
-                bytes: out.bytes, originalTokens: originalCount, tokens: out.tokens, quality: 1, techniques: techniques)
+            return .done(
+                TextCompression(
+                    bytes: out.bytes, originalTokens: originalCount, tokens: out.tokens, quality: 1,
+                    techniques: techniques))
         }
         let segmentation = segmentCounting(bytes, &pieces, options: options)
+        // Dropping the labels is lossy: it counts as pruning (quality guard, technique, savings) even when no
+        // other step has to run.
+        if options.shortenHeaders && segmentation.shortened { techniques.insert(.pruning) }
+        return .lossy(
+            LossyInput(
+                bytes: bytes, techniques: techniques, originalCount: originalCount,
+                budget: budget, pieces: pieces, segmentation: segmentation))
+    }
+
+    /// Ranks `input`'s sentences by `question` and keeps what fits its budget.
+    func compress(_ input: LossyInput, question: String?, options: CompressionOptions) -> TextCompression {
+        let bytes = input.bytes
+        let segmentation = input.segmentation
+        let budget = input.budget
+        let originalCount = input.originalCount
+        var techniques = input.techniques
+        var pieces = input.pieces
         var sentences = segmentation.sentences
-        total = segmentation.tokens
-        if options.shortenHeaders {
-            let shortened = segmentation.shortened
-            // Dropping the labels is lossy: it counts as pruning (quality guard, technique, savings) even when no
-            // other step has to run.
-            if shortened { techniques.insert(.pruning) }
-        }
+        let total = segmentation.tokens
         let terms = questionTerms(question)
         var termWeights: [Double] = []
         var bestScore = 0.0
