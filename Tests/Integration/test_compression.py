@@ -103,6 +103,36 @@ def test_streamed_request_is_compressed_too(rag_setup):
     assert len(sent["messages"][1]["content"]) < 0.6 * len(msgs[1]["content"])
 
 
+def test_a_context_sent_again_is_compressed_as_anew_for_each_question(rag_setup, aobin, tmp_path):
+    """The same context with two questions, each sent twice, through the sidecar (whose analysis cache finds the
+    context again) and through one with the cache off (AUTO_OPTIMIZER_ANALYSIS_CACHE_BYTES=0): what reaches the
+    upstream is the same byte for byte, and it follows the question."""
+    mock, sc = rag_setup
+    port = free_port()
+    cold = Service("sidecar-rag-cold", _sidecar_argv(aobin, port, mock.v1, ["--config", str(tmp_path / "policy.yaml")]),
+                   port, env={"AUTO_OPTIMIZER_ANALYSIS_CACHE_BYTES": "0"}).start()
+    try:
+        rows = qa_rows(20)
+        asked = [rows[4], rows[13], rows[4], rows[13]]
+        sent = {}
+        for name, svc in (("cached", sc), ("cold", cold)):
+            sent[name] = []
+            with httpx.Client(base_url=svc.v1, timeout=30, trust_env=False) as client:  # one connection, one loop
+                for row in asked:
+                    r = client.post("/chat/completions", headers={"x-app-id": "rag", "authorization": "Bearer sk-t"},
+                                    json={"model": "gpt-4o-mini", "messages": messages_for(rows, row["question"])})
+                    assert r.status_code == 200, r.text
+                    assert "selection" in r.headers.get("x-auto-optimizer-compression", ""), r.headers
+                    sent[name].append(mock.last("/v1/chat/completions").json()["messages"][1]["content"])
+        assert sent["cached"] == sent["cold"]
+        got = sent["cached"]
+        assert got[0] == got[2] and got[1] == got[3] and got[0] != got[1]
+        for text, row in zip(got[:2], asked[:2]):
+            assert any(a.lower() in text.lower() for a in row["answers"]), text[:2000]
+    finally:
+        cold.stop()
+
+
 def test_other_apps_and_small_prompts_pass_byte_for_byte(rag_setup):
     mock, sc = rag_setup
     rows = qa_rows(20)
