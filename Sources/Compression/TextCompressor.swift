@@ -239,16 +239,21 @@ public struct TextCompressor: Sendable {
     public func compress(_ original: [UInt8], question: String?, ratio: Double, options: CompressionOptions)
         -> TextCompression
     {
-        let cache = original.count >= AnalysisCache.minBytes && AnalysisCache.budget > 0
-            ? PieceMemo.current(for: encoding, lexicon: lexicon).analyses : nil
-        let analysis: Analysis
-        if let hit = cache?.lookup(original, ratio: ratio, options: options) {
-            analysis = hit
-        } else {
-            analysis = analyze(original, ratio: ratio, options: options)
-            cache?.store(original, ratio: ratio, options: options, analysis)
+        if original.count >= AnalysisCache.minBytes && AnalysisCache.budget > 0 {
+            let cache = PieceMemo.current(for: encoding, lexicon: lexicon).analyses
+            if let hit = cache.lookup(original, ratio: ratio, options: options) {
+                return finish(hit, question: question, options: options)
+            }
+            let analysis = analyze(original, ratio: ratio, options: options)
+            cache.store(original, ratio: ratio, options: options, analysis)
+            return finish(analysis, question: question, options: options)
         }
-        switch analysis {
+        // Not kept: the ranking may change the pieces and sentences in place instead of copying them.
+        return finish(analyze(original, ratio: ratio, options: options), question: question, options: options)
+    }
+
+    func finish(_ analysis: consuming Analysis, question: String?, options: CompressionOptions) -> TextCompression {
+        switch consume analysis {
         case .done(let result):
             return result
         case .lossy(let input):
@@ -327,14 +332,16 @@ public struct TextCompressor: Sendable {
     }
 
     /// Ranks `input`'s sentences by `question` and keeps what fits its budget.
-    func compress(_ input: LossyInput, question: String?, options: CompressionOptions) -> TextCompression {
+    func compress(_ input: consuming LossyInput, question: String?, options: CompressionOptions) -> TextCompression {
         let bytes = input.bytes
-        let segmentation = input.segmentation
         let budget = input.budget
         let originalCount = input.originalCount
         var techniques = input.techniques
         var pieces = input.pieces
-        var sentences = segmentation.sentences
+        var sentences = input.segmentation.sentences
+        input.pieces = []
+        input.segmentation.sentences = []
+        let segmentation = input.segmentation
         let total = segmentation.tokens
         let terms = questionTerms(question)
         var termWeights: [Double] = []
