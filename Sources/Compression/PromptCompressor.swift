@@ -26,8 +26,9 @@ public struct PromptCompression: Sendable {
 public struct PromptCompressor: Sendable {
     public let text: TextCompressor
 
-    public init(encoding: Encoding, lexicon: Lexicon = .shared) {
-        self.text = TextCompressor(encoding: encoding, lexicon: lexicon)
+    /// `cachesAnalyses: false` analyses every text anew (``TextCompressor/cachesAnalyses``).
+    public init(encoding: Encoding, lexicon: Lexicon = .shared, cachesAnalyses: Bool = true) {
+        self.text = TextCompressor(encoding: encoding, lexicon: lexicon, cachesAnalyses: cachesAnalyses)
     }
 
     /// Loads the word table and both vocabularies (~0.2 s, once per process) so the first compressed request does

@@ -148,9 +148,15 @@ public struct TextCompressor: Sendable {
     static let kPre: Double = 0.8
     static let articles = WordSet(["the", "a", "an"])
 
-    public init(encoding: Encoding, lexicon: Lexicon = .shared) {
+    /// Whether texts of ``AnalysisCache/minBytes`` or more are looked up in, and kept in, this thread's
+    /// ``AnalysisCache`` (when its budget, env `AUTO_OPTIMIZER_ANALYSIS_CACHE_BYTES`, is not 0). Same results either
+    /// way; `false` is for measuring what a text never seen before costs.
+    public let cachesAnalyses: Bool
+
+    public init(encoding: Encoding, lexicon: Lexicon = .shared, cachesAnalyses: Bool = true) {
         self.encoding = encoding
         self.lexicon = lexicon
+        self.cachesAnalyses = cachesAnalyses
     }
 
     // MARK: - Pieces, sentences, passages
@@ -239,7 +245,7 @@ public struct TextCompressor: Sendable {
     public func compress(_ original: [UInt8], question: String?, ratio: Double, options: CompressionOptions)
         -> TextCompression
     {
-        if original.count >= AnalysisCache.minBytes && AnalysisCache.budget > 0 {
+        if cachesAnalyses && original.count >= AnalysisCache.minBytes && AnalysisCache.budget > 0 {
             let cache = PieceMemo.current(for: encoding, lexicon: lexicon).analyses
             if let hit = cache.lookup(original, ratio: ratio, options: options) {
                 return finish(hit, question: question, options: options)
