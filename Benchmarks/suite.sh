@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark suite: one command from a fresh machine to a report (Markdown tables, PNG plots, JSON/CSV summaries).
 #
-#   Benchmarks/suite.sh                 # full run, about 30 minutes (10 of them the soak); report in
+#   Benchmarks/suite.sh                 # full run, about 30-40 minutes (10 of them the soak); report in
 #                                       # Benchmarks/results/suite-DATE/
 #   Benchmarks/suite.sh --quick         # a few minutes: 1 round x 2 s, concurrency 1 and 16, 30 s soak, short micro
 #                                       # benchmarks; report in the run directory (results/ is left alone)
