@@ -14,8 +14,8 @@ extension TextCompressor {
     /// emitted: in the sidecar, on an ~8k-token retrieval prompt, CPU per request fell from ~1,400 to ~600 us. A hit
     /// gives the same result as compressing anew; only the time changes.
     ///
-    /// Bounded by ``budget`` bytes per thread (and encoding), least recently used out first; texts shorter than
-    /// ``minBytes`` are not kept (they are quick to analyse).
+    /// Bounded by ``budget`` bytes per thread (per encoding and lexicon), least recently used out first; texts
+    /// shorter than ``minBytes`` are not kept (they are quick to analyse).
     final class AnalysisCache {
         private struct Entry {
             var text: [UInt8]
@@ -27,7 +27,8 @@ extension TextCompressor {
         }
 
         /// Bytes a thread's cache may hold (per encoding and lexicon): env `AUTO_OPTIMIZER_ANALYSIS_CACHE_BYTES`,
-        /// 0 turns it off. Default 4 MiB: an 8k-token text's entry takes ~370 KB.
+        /// 0 turns it off. Default 4 MiB: the suite's ~8k-token context counts ~430 KB (the text twice: as the key and
+        /// as the bytes the pieces point into).
         static let budget: Int = {
             guard let v = getenv("AUTO_OPTIMIZER_ANALYSIS_CACHE_BYTES") else { return 4 << 20 }
             return max(0, Int(String(cString: v)) ?? (4 << 20))
@@ -73,7 +74,8 @@ extension TextCompressor {
                 entries.remove(at: oldest)
             }
             clock &+= 1
-            entries.append(Entry(text: text, ratio: ratio, options: options, analysis: analysis, size: size, used: clock))
+            entries.append(
+                Entry(text: text, ratio: ratio, options: options, analysis: analysis, size: size, used: clock))
             held += size
         }
     }
