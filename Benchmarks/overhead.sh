@@ -228,19 +228,16 @@ if has full || has fullcold || has telemetry; then
     OTEL_ENV=(--env "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$COLLECTOR_PORT" --env OTEL_BSP_SCHEDULE_DELAY=1000
               --env OTEL_METRIC_EXPORT_INTERVAL=1000)
 fi
-if has full; then
-    PORT[full]="$(free_port)"; HEALTH[full]="/ready"
+if has full || has fullcold; then
     sed "s#__UPSTREAM__#$UPSTREAM_URL#" "$HERE/policy-full.yaml" >"$RUN/policy-full.yaml"
-    full_cmd "${PORT[full]}"
-    spawn full "http://127.0.0.1:${PORT[full]}/ready" "${OTEL_ENV[@]}" -- "${SERVER[@]}" "${CMD[@]}"
 fi
-if has fullcold; then
-    PORT[fullcold]="$(free_port)"; HEALTH[fullcold]="/ready"
-    sed "s#__UPSTREAM__#$UPSTREAM_URL#" "$HERE/policy-full.yaml" >"$RUN/policy-full.yaml"
-    full_cmd "${PORT[fullcold]}"
-    spawn fullcold "http://127.0.0.1:${PORT[fullcold]}/ready" "${OTEL_ENV[@]}" --env AUTO_OPTIMIZER_ANALYSIS_CACHE_BYTES=0 \
-        -- "${SERVER[@]}" "${CMD[@]}"
-fi
+for t in full fullcold; do
+    has "$t" || continue
+    PORT[$t]="$(free_port)"; HEALTH[$t]="/ready"
+    full_cmd "${PORT[$t]}"
+    cold=(); [ "$t" = fullcold ] && cold=(--env AUTO_OPTIMIZER_ANALYSIS_CACHE_BYTES=0)
+    spawn "$t" "http://127.0.0.1:${PORT[$t]}/ready" "${OTEL_ENV[@]}" "${cold[@]}" -- "${SERVER[@]}" "${CMD[@]}"
+done
 if has telemetry; then
     PORT[telemetry]="$(free_port)"; HEALTH[telemetry]="/ready"
     spawn telemetry "http://127.0.0.1:${PORT[telemetry]}/ready" "${OTEL_ENV[@]}" -- "${SERVER[@]}" "$BIN" serve \
@@ -362,10 +359,11 @@ for t in $TARGETS; do
 done
 
 echo "load: h2load --h1 -c C -t 1 -m 1 -D SECONDS -d BODY -H 'content-type: application/json' -H '$AUTH' --log-file LOG URL (pinned: ${LOADGEN[*]:-none})" >>"$RUN/commands-$UPSTREAM.txt"
-# (fullcold runs large prompts only)
+# fullcold runs large prompts only (below the analysis cache's minimum it is the same as full).
+skips() { [ "$1" = fullcold ] && [ "$2" != large ]; }
 n_runs=0
 for s in $SIZES; do for t in $TARGETS; do
-    [ "$t" = fullcold ] && [ "$s" != large ] && continue
+    skips "$t" "$s" && continue
     n_runs=$(( n_runs + ROUNDS * $(wc -w <<<"$CONCURRENCY") * $(wc -w <<<"$MODES") ))
 done; done
 log "upstream $UPSTREAM: $n_runs runs of ${DURATION}s (+${WARMUP}s warm-up); pinning: $PINNING; raw data in $RUN"
@@ -375,7 +373,7 @@ for r in $(seq "$ROUNDS"); do
     for m in $MODES; do for s in $SIZES; do for c in $CONCURRENCY; do
         body="$(body_of "$m" "$s")"
         for t in $TARGETS; do
-            [ "$t" = fullcold ] && [ "$s" != large ] && continue
+            skips "$t" "$s" && continue
             i=$((i + 1))
             base="$RUN/$UPSTREAM-$t-$m-$s-c$c-r$r"
             "$PY" "$HERE/proc_tools.py" ready "http://127.0.0.1:${PORT[$t]}${HEALTH[$t]}" --timeout 5 \

@@ -343,12 +343,13 @@ public struct TextCompressor: Sendable {
         let budget = input.budget
         let originalCount = input.originalCount
         var techniques = input.techniques
+        let total = input.segmentation.tokens
+        let lineBreaks = input.segmentation.lineBreaks
+        // Taken out of `input`, so that without the cache they are the only references and change in place.
         var pieces = input.pieces
         var sentences = input.segmentation.sentences
         input.pieces = []
         input.segmentation.sentences = []
-        let segmentation = input.segmentation
-        let total = segmentation.tokens
         let terms = questionTerms(question)
         var termWeights: [Double] = []
         var bestScore = 0.0
@@ -363,7 +364,7 @@ public struct TextCompressor: Sendable {
         var used = 0
         if hasQuestion && options.selection {
             var breaks = [Int](repeating: 0, count: passageScores.count)
-            for b in segmentation.lineBreaks where Int(b.sentence) < sentences.count {
+            for b in lineBreaks where Int(b.sentence) < sentences.count {
                 let k = Int(sentences[Int(b.sentence)].passage)
                 if k < breaks.count { breaks[k] += Int(b.tokens) }
             }
