@@ -137,7 +137,7 @@ final class UpstreamPool: @unchecked Sendable {
         let readTimeout = self.readTimeout
         ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     // One handler: the request head goes out as bytes, the response is parsed as bytes.

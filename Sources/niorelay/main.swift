@@ -125,13 +125,13 @@ do {
 let bootstrap = ServerBootstrap(group: group)
     .serverChannelOption(.backlog, value: 256)
     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+    .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
     .childChannelOption(.autoRead, value: true)
     .childChannelInitializer { child in
         // The upstream connection is made on the child's loop before the child is registered (so it reads nothing
         // before its partner exists).
         ClientBootstrap(group: child.eventLoop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connect(to: upstream)
             .flatMapThrowing { up in
                 let (a, b) = GlueHandler.matchedPair()

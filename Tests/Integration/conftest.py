@@ -71,7 +71,8 @@ class Service:
     """A subprocess listening on HOST:port, with its output in a log file."""
 
     def __init__(self, name: str, argv: list[str], port: int, *, ready_path: str = "/health",
-                 startup_timeout: float = 20.0, env: dict[str, str] | None = None):
+                 startup_timeout: float = 20.0, env: dict[str, str] | None = None,
+                 user: tuple[int, int] | None = None):
         self.name = name
         self.argv = argv
         self.port = port
@@ -79,6 +80,8 @@ class Service:
         self.startup_timeout = startup_timeout
         self.log_path = _LOG_DIR / f"{name}-{port}.log"
         self.env = env
+        # (uid, gid) to run as (only root can switch), with no supplementary groups; None: this process's user.
+        self.user = user
         self.proc: subprocess.Popen | None = None
         self.stopped_by_test = False
 
@@ -94,9 +97,10 @@ class Service:
         self._log = open(self.log_path, "wb")
         self._log.write(("$ " + " ".join(self.argv) + "\n").encode())
         self._log.flush()
+        ids = {} if self.user is None else {"user": self.user[0], "group": self.user[1], "extra_groups": []}
         self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True,
-                                     env={**os.environ, **(self.env or {})})
+                                     env={**os.environ, **(self.env or {})}, **ids)
         _LIVE.append(self)
         try:
             self.wait_ready()
