@@ -16,7 +16,7 @@ import Testing
             for _ in 0..<2_000 { x = x &* 6364136223846793005 &+ 1442695040888963407 }
             seen.withLockedValue { $0.append(item &+ Int(x & 0)) }
         }
-        let n = 3_000
+        let n = 1_000
         for i in 0..<n { #expect(queue.offer(i)) }
         queue.close()
         let deadline = ContinuousClock.now + .seconds(10)
