@@ -15,7 +15,7 @@ import Synchronization
 /// in five alternated benchmark pairs, p50 and CPU per request unchanged within the noise:
 /// Benchmarks/results/accounting-yield-2026-12-01.md). With nothing else to run on the core, a yield returns at once.
 /// In a batch of more than ``yieldingBatchLimit`` items the worker does not give way: it is behind, and on a saturated
-/// core yielding would keep it behind until the queue filled (measured: 24,315 of 58,000 records dropped at
+/// core yielding would keep it behind until the queue filled (measured: 24,315 of ~58,500 records dropped at
 /// concurrency 64 on one shared core when it always yielded; none with the limit).
 public final class BoundedWorkQueue<Item: Sendable>: Sendable {
     private let state: NIOLockedValueBox<State>
