@@ -13,11 +13,11 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 
 import pytest
 
 from conftest import HOST, MockUpstream, Service, _mock_argv, _sidecar_argv, free_port
+from otlp_receivers import wait_until
 
 
 def _unprivileged_ids() -> tuple[int, int] | None:
@@ -98,14 +98,13 @@ def test_sidecar_and_mock_serve_as_unprivileged_user(runnable_binary, http):
             # The Prometheus listener accepts connections too, and counts both requests (accounted off the
             # request path: they show within a few seconds).
             want = 'auto_optimizer_requests_total{http_response_status_code="200",endpoint="chat.completions"} 2'
-            deadline = time.monotonic() + 10
-            while True:
+
+            def scrape():
                 m = http.get(f"http://{HOST}:{metrics}/metrics")
                 assert m.status_code == 200
-                if want in m.text or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
-            assert want in m.text, m.text[-1500:]
+                return want in m.text
+
+            wait_until(scrape, 10, "both requests in /metrics")
         finally:
             sidecar.stop()
     finally:
