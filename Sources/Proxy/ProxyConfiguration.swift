@@ -32,6 +32,11 @@ public struct ProxyConfiguration: Sendable {
     /// W3C trace context (issue 6): continue the client's `traceparent`, give each request a span id, send the
     /// upstream a `traceparent` naming that span, and put the ids in the request record. Set when telemetry is on.
     public var traceContext: Bool = false
+    /// Records the accounting worker may have waiting (env `AUTO_OPTIMIZER_ACCOUNTING_QUEUE`, 64...1,048,576; default
+    /// 16,384). Each holds its request and response bodies until the worker completes it; when the queue is full a
+    /// record is dropped (counted in `records_dropped` and `auto_optimizer_telemetry_dropped_total{reason="queue_full"}`),
+    /// never the request.
+    public var accountingQueueCapacity: Int = 16_384
 
     public init() {}
 }

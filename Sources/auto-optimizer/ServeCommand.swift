@@ -88,7 +88,8 @@ struct Serve: AsyncParsableCommand {
         config.traceContext = telemetry.wantsTraceContext
         let budgets = BudgetTracker()
         let accountant = Accountant(prices: CatalogPriceBook(catalog: models),
-                                    sinks: [BudgetSink(budgets: budgets)] + (telemetry.isActive ? [telemetry] : []))
+                                    sinks: [BudgetSink(budgets: budgets)] + (telemetry.isActive ? [telemetry] : []),
+                                    queueCapacity: config.accountingQueueCapacity)
         telemetry.addDropSource { ["queue_full": accountant.droppedRecords] }
         let telemetryTask = Task { _ = try? await telemetry.run() }
         let server: ProxyServer
@@ -145,6 +146,12 @@ struct Serve: AsyncParsableCommand {
         if let n = try threads ?? env["AUTO_OPTIMIZER_THREADS"].map({ try int($0, "AUTO_OPTIMIZER_THREADS") }) {
             guard n > 0 && n <= 256 else { throw ProxyError(code: .invalidConfiguration, message: "threads must be 1...256") }
             c.threads = n
+        }
+        if let n = try env["AUTO_OPTIMIZER_ACCOUNTING_QUEUE"].map({ try int($0, "AUTO_OPTIMIZER_ACCOUNTING_QUEUE") }) {
+            guard n >= 64 && n <= 1 << 20 else {
+                throw ProxyError(code: .invalidConfiguration, message: "AUTO_OPTIMIZER_ACCOUNTING_QUEUE must be 64...1048576")
+            }
+            c.accountingQueueCapacity = n
         }
         return c
     }

@@ -44,3 +44,14 @@ def test_help_and_bad_arguments(aobin):
                            env={k: v for k, v in os.environ.items() if not k.startswith("AUTO_OPTIMIZER_")})
         assert p.returncode != 0, f"{args} exited 0: {p.stdout} {p.stderr}"
         assert (p.stderr or p.stdout).strip(), f"{args}: no error message"
+
+
+def test_bad_environment_values_stop_the_start(aobin):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AUTO_OPTIMIZER_")}
+    for name, value, says in (("AUTO_OPTIMIZER_ACCOUNTING_QUEUE", "8", "64...1048576"),
+                              ("AUTO_OPTIMIZER_ACCOUNTING_QUEUE", "lots", "not a whole number"),
+                              ("AUTO_OPTIMIZER_THREADS", "0", "threads must be")):
+        p = subprocess.run([str(aobin), "serve", "--port", str(free_port())], capture_output=True, text=True,
+                           timeout=10, env={**base, name: value})
+        assert p.returncode != 0, f"{name}={value} exited 0: {p.stdout} {p.stderr}"
+        assert says in p.stderr + p.stdout, f"{name}={value}: {p.stderr} {p.stdout}"
