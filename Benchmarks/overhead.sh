@@ -382,7 +382,7 @@ for r in $(seq "$ROUNDS"); do
             # measured one bracketed by /proc samples. Bounded by -D and timeout.
             if [ "$r" = 1 ] || [ "${BENCH_WARMUP_EVERY_ROUND:-0}" = 1 ]; then
                 timeout $(( WARMUP + 30 )) "${LOADGEN[@]}" h2load --h1 -c "$c" -t 1 -m 1 -D "$WARMUP" -d "$body" \
-                    -H 'content-type: application/json' -H "$AUTH" "$(url_of "$t")" >/dev/null 2>&1 || true
+                    -H 'content-type: application/json' -H "$AUTH" "$(url_of "$t")" >"$base.warmup" 2>&1 || true
             fi
             before="$("$PY" "$HERE/proc_tools.py" sample "$(pid_of "$t")")"
             # A slow target (LiteLLM: seconds per request at concurrency 64) gets a longer run so that requests
@@ -401,6 +401,23 @@ done
 log "load done in $(( $(date +%s) - started )) s"
 
 for t in $ALL; do "$PY" "$HERE/proc_tools.py" sample "$(pid_of "$t")" >"$RUN/proc-$UPSTREAM-$t-end.json"; done
+
+# Accounting under load: every sidecar target's savings ledger once its accounting queue has drained (two reads
+# 0.5 s apart agree), with the number of requests sent outside h2load (the checks above); the report compares the
+# ledger with what h2load started and completed (warm-ups included) and shows records dropped (queue full).
+for t in sidecar full fullcold telemetry; do
+    has "$t" || continue
+    prev=""
+    for _ in $(seq 40); do
+        cur="$(curl -fsS --max-time 5 "http://127.0.0.1:${PORT[$t]}/v1/optimizer/savings")" || die "$t: no savings report"
+        key="$("$PY" -c 'import json,sys; d=json.load(sys.stdin); print(d["total"]["requests"], d["records_dropped"])' <<<"$cur")"
+        [ "$key" = "$prev" ] && break
+        prev="$key"; sleep 0.5
+    done
+    printf '{"upstream":"%s","target":"%s","checks":%s,"savings":%s}\n' "$UPSTREAM" "$t" \
+        "$(( $(wc -w <<<"$MODES") * $(wc -w <<<"$SIZES") ))" "$cur" >"$RUN/savings-$UPSTREAM-$t.json"
+    log "$t accounted: $prev (ledger requests, records dropped)"
+done
 
 # Streaming (BENCH_STREAM_GAPS=1, mock upstream): time to first event and inter-event gaps, direct and through
 # every target, paced by the mock (50 events/s, 20 completion tokens); the client runs on the load generator's CPU.

@@ -97,6 +97,37 @@ def summarize(run_dir: pathlib.Path) -> dict:
     return dict(cells)
 
 
+H2LOAD_REQUESTS = re.compile(r"requests: \d+ total, (\d+) started, (\d+) done")
+
+
+def accounting(run_dir: pathlib.Path) -> dict:
+    """{(upstream, target): {recorded, dropped, started, done, complete}} for every sidecar target whose savings
+    ledger overhead.sh read after the load (`savings-U-T.json`): `started` / `done` add up h2load's requests of
+    every run against it (measured runs `.out`, warm-ups `.warmup`) and the checks sent before. Complete: no record
+    dropped and done <= recorded <= started (a request h2load started but abandoned at the end of its run may or may
+    not have reached the sidecar)."""
+    result = {}
+    for path in sorted(run_dir.glob("savings-*.json")):
+        d = json.loads(path.read_text())
+        u, t = d["upstream"], d["target"]
+        started = done = d["checks"]
+        for out in list(run_dir.glob(f"{u}-{t}-*.out")) + list(run_dir.glob(f"{u}-{t}-*.warmup")):
+            m = H2LOAD_REQUESTS.search(out.read_text())
+            if m:
+                started += int(m.group(1))
+                done += int(m.group(2))
+        recorded, dropped = d["savings"]["total"]["requests"], d["savings"]["records_dropped"]
+        result[(u, t)] = {"recorded": recorded, "dropped": dropped, "started": started, "done": done,
+                          "complete": dropped == 0 and done <= recorded <= started}
+    return result
+
+
+def accounting_lines(acc: dict) -> list[str]:
+    return [f"- {u} {LABEL.get(t, t)}: {a['recorded']:,} requests in the savings ledger; h2load completed "
+            f"{a['done']:,} and started {a['started']:,} (checks and warm-ups included); {a['dropped']:,} records "
+            f"dropped; **{'complete' if a['complete'] else 'INCOMPLETE'}**" for (u, t), a in sorted(acc.items())]
+
+
 def fmt(x: float, digits: int = 0) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
@@ -161,6 +192,10 @@ def main() -> int:
     for (u, mo, si, c), cell in sorted(cells.items()):
         for t, s in sorted(cell.items(), key=lambda kv: ORDER.get(kv[0], 9)):
             lines.append(f"- {u} {mo} {si} c={c} {t}: {', '.join(fmt(x) for x in s['p50_all'])}")
+    acc = accounting(args.run_dir)
+    if acc:
+        lines += ["", "Accounting under load (each sidecar's `/v1/optimizer/savings` after the load, its queue drained):",
+                  *accounting_lines(acc)]
     failed = sum(s["failed"] for cell in cells.values() for s in cell.values())
     if failed:
         lines += ["", f"**WARNING: {failed} requests failed (non-2xx or transport error); see the logs.**"]

@@ -307,6 +307,18 @@ def main():
     checks.append(("Ready within 150 ms of start (exec to the first 200 from /ready, every start)",
                    "; ".join(parts) or "not measured", bool(oks) and all(oks)))
 
+    # 7. (not one of the targets; the brief's "nothing is lost") every request in the ledger under load
+    acc = orep.accounting(__import__("pathlib").Path(load))
+    if acc:
+        dropped = sum(a["dropped"] for a in acc.values())
+        checks.append(("Every request the sidecar proxied under load is in its savings ledger, no accounting record "
+                       "dropped (every sidecar target, every cell, both upstreams)",
+                       f"{sum(a['recorded'] for a in acc.values()):,} requests recorded by {len(acc)} sidecar runs, "
+                       f"{dropped:,} dropped" + "".join(f"; {u} {t}: INCOMPLETE ({a['recorded']:,} recorded, "
+                                                        f"{a['done']:,}-{a['started']:,} sent, {a['dropped']:,} dropped)"
+                                                        for (u, t), a in sorted(acc.items()) if not a["complete"]),
+                       all(a["complete"] for a in acc.values())))
+
     md += ["## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     md += [f"| {a} | {b} | {verdict(c)} |" for a, b, c in checks]
 
@@ -409,6 +421,11 @@ def main():
     made = plots(out, cells, stream, soak, starts)
     if made:
         md += ["", "## Plots", ""] + [f"![{t}]({n})" for n, t in made]
+    if acc:
+        md += ["", "## Accounting under load", "",
+               "Each sidecar's `/v1/optimizer/savings` read after its load, once the accounting queue had drained, "
+               "against the requests h2load started and completed (measured runs, warm-ups and the checks before):",
+               "", *orep.accounting_lines(acc)]
     collector = read_json(os.path.join(load, "collector-mock.json"))
     if collector:
         md += ["", f"The OTLP sink received from the full-policy sidecar (mock phase): {json.dumps(collector)}."]
@@ -454,7 +471,8 @@ def main():
     summary = {"meta": dict(kv.partition("=")[::2] for kv in args.meta),
                "targets": [{"target": a, "measured": b, "met": c} for a, b, c in checks],
                "processes": {f"{u}/{t}": d for (u, t), d in procs.items()}, "starts": starts, "stream": stream,
-               "soak": soak_stats, "micro": micro, "tokenizer": tok, "inputs": inputs}
+               "soak": soak_stats, "accounting": {f"{u}/{t}": a for (u, t), a in acc.items()}, "micro": micro,
+               "tokenizer": tok, "inputs": inputs}
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1, default=lambda x: None)
     print("\n".join(f"{verdict(c):>12}  {a}: {b}" for a, b, c in checks))

@@ -12,7 +12,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def write_cell(load: pathlib.Path, upstream, target, mode, size, conc, durations_us, rps, cpu_s):
     base = load / f"{upstream}-{target}-{mode}-{size}-c{conc}-r1"
     base.with_suffix(".log").write_text("".join(f"1700000000000000\t200\t{d}\n" for d in durations_us))
-    base.with_suffix(".out").write_text(f"finished in 2.00s, {rps:.2f} req/s, 1.00MB/s\n")
+    n = len(durations_us)
+    base.with_suffix(".out").write_text(f"finished in 2.00s, {rps:.2f} req/s, 1.00MB/s\nrequests: {n} total, "
+                                        f"{n + 1} started, {n} done, {n} succeeded, 0 failed, 0 errored, 0 timeout\n")
     sample = {"cpu_s": 0.0, "rss_kb": 1000, "hwm_kb": 1000, "procs": 1}
     base.with_suffix(".proc").write_text(json.dumps({"before": sample, "after": dict(sample, cpu_s=cpu_s)}))
 
@@ -38,6 +40,16 @@ def test_report_marks_targets(tmp_path):
     soak = [{"t": t, "target": "soak_sidecar", "sample": {"cpu_s": 1, "rss_kb": 20000 + t, "hwm_kb": 21000, "procs": 1}}
             for t in range(0, 610, 10)]
     (load / "soak.jsonl").write_text("".join(json.dumps(s) + "\n" for s in soak))
+    # the savings ledgers read after the load: the passthrough sidecar has every request (2 checks, 3 runs of 100
+    # done and 101 started, a warm-up of 100), the full-policy one dropped 3 records (2 checks + 2 x 100 done)
+    def savings(target, requests, dropped):
+        (load / f"savings-mock-{target}.json").write_text(json.dumps(
+            {"upstream": "mock", "target": target, "checks": 2,
+             "savings": {"total": {"requests": requests}, "records_dropped": dropped}}))
+    savings("sidecar", 402, 0)
+    (load / "mock-sidecar-plain-small-c1-r1.warmup").write_text(
+        "requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, 0 errored, 0 timeout\n")
+    savings("full", 199, 3)
     out = tmp_path / "report"
     proc = subprocess.run([sys.executable, str(ROOT / "Benchmarks" / "suite_report.py"), str(tmp_path), "--out", str(out),
                            "--meta", "date=test"], capture_output=True, text=True, timeout=60)
@@ -52,9 +64,14 @@ def test_report_marks_targets(tmp_path):
     assert met["Added latency"] is True                # 30,000 / 100 = 300x
     assert met["Idle RSS"] is True                     # 19.5 MB, +0.6 KB over the soak
     assert met["Ready within"] is True                 # 60 and 70 ms
+    assert met["Every request"] is False               # the full-policy sidecar dropped 3 records
+    assert summary["accounting"]["mock/sidecar"] == {"recorded": 402, "dropped": 0, "started": 405, "done": 402,
+                                                     "complete": True}
+    assert summary["accounting"]["mock/full"]["complete"] is False
     text = (out / "report.md").read_text()
     assert "**NOT MET**" in text and "| sidecar passthrough | 100 / 100 / 100 |" in text
     assert "static: 90 us vs nginx 70 us = 1.29x; SwiftNIO byte relay 60 us" in text
     assert "SwiftNIO byte relay (floor)" in text  # its row in the per-cell tables
+    assert "mock full: INCOMPLETE (199 recorded, 202-204 sent, 3 dropped)" in text
     cells = (out / "cells.csv").read_text().splitlines()
     assert any(line.startswith("mock,plain,small,1,sidecar,1,100,0,200.0,200.0,200.0,100.0,") for line in cells)
