@@ -35,7 +35,9 @@
 # check; in the first round each measured run follows a BENCH_WARMUP-second unmeasured warm-up run. Per run the target's process
 # session is sampled before and after (/proc: utime + stime, VmRSS, VmHWM): CPU time per request is the CPU delta
 # over the measured requests. Start-up time (exec to the first 200 from its health URL) and idle RSS (1 s after
-# ready, before any load) are recorded per target.
+# ready, before any load) are recorded per target. After the load, each sidecar target's savings ledger
+# (/v1/optimizer/savings, read once its accounting queue has drained) goes to savings-UPSTREAM-TARGET.json; the
+# report compares it with h2load's summaries of the measured runs (.out) and warm-ups (.warmup).
 #
 # CPU pinning (BENCH_PIN=1, default; needs taskset and >= 2 CPUs): the load generator (and the OTLP sink) run on
 # CPU 0, the upstream and the proxy under test share CPU 1, so every proxy competes with the same upstream for the
@@ -61,6 +63,7 @@ CONCURRENCY="${BENCH_CONCURRENCY:-1 16}"
 MODES="${BENCH_MODES:-plain}"
 SIZES="${BENCH_SIZES:-small}"
 TARGETS="${BENCH_TARGETS:-direct sidecar nginx}"
+TARGETS="$(tr ' ' '\n' <<<"$TARGETS" | grep -v '^$' | awk '!seen[$0]++' | tr '\n' ' ')"   # each target once, in order
 UPSTREAM="${BENCH_UPSTREAM:-mock}"
 MOCK_LATENCY_MS="${BENCH_MOCK_LATENCY_MS:-0}"
 PIN="${BENCH_PIN:-1}"
@@ -407,16 +410,17 @@ for t in $ALL; do "$PY" "$HERE/proc_tools.py" sample "$(pid_of "$t")" >"$RUN/pro
 # ledger with what h2load started and completed (warm-ups included) and shows records dropped (queue full).
 for t in sidecar full fullcold telemetry; do
     has "$t" || continue
-    prev=""
+    prev="" settled=false
     for _ in $(seq 40); do
         cur="$(curl -fsS --max-time 5 "http://127.0.0.1:${PORT[$t]}/v1/optimizer/savings")" || die "$t: no savings report"
         key="$("$PY" -c 'import json,sys; d=json.load(sys.stdin); print(d["total"]["requests"], d["records_dropped"])' <<<"$cur")"
-        [ "$key" = "$prev" ] && break
+        if [ "$key" = "$prev" ]; then settled=true; break; fi
         prev="$key"; sleep 0.5
     done
-    printf '{"upstream":"%s","target":"%s","checks":%s,"savings":%s}\n' "$UPSTREAM" "$t" \
-        "$(( $(wc -w <<<"$MODES") * $(wc -w <<<"$SIZES") ))" "$cur" >"$RUN/savings-$UPSTREAM-$t.json"
-    log "$t accounted: $prev (ledger requests, records dropped)"
+    [ "$settled" = true ] || log "WARNING: $t's savings report still changed after 20 s (last: $key)"
+    printf '{"upstream":"%s","target":"%s","checks":%s,"settled":%s,"savings":%s}\n' "$UPSTREAM" "$t" \
+        "$(( $(wc -w <<<"$MODES") * $(wc -w <<<"$SIZES") ))" "$settled" "$cur" >"$RUN/savings-$UPSTREAM-$t.json"
+    log "$t accounted: $key (ledger requests, records dropped)"
 done
 
 # Streaming (BENCH_STREAM_GAPS=1, mock upstream): time to first event and inter-event gaps, direct and through

@@ -97,35 +97,47 @@ def summarize(run_dir: pathlib.Path) -> dict:
     return dict(cells)
 
 
-H2LOAD_REQUESTS = re.compile(r"requests: \d+ total, (\d+) started, (\d+) done")
+H2LOAD_REQUESTS = re.compile(r"requests: \d+ total, (\d+) started, \d+ done, (\d+) succeeded")
 
 
 def accounting(run_dir: pathlib.Path) -> dict:
     """{(upstream, target): {recorded, dropped, started, done, complete}} for every sidecar target whose savings
     ledger overhead.sh read after the load (`savings-U-T.json`): `started` / `done` add up h2load's requests of
-    every run against it (measured runs `.out`, warm-ups `.warmup`) and the checks sent before. Complete: no record
-    dropped and done <= recorded <= started (a request h2load started but abandoned at the end of its run may or may
-    not have reached the sidecar)."""
+    every run against it (measured runs `.out`, warm-ups `.warmup`) and the checks sent before; `done` counts the
+    requests answered with a 2xx (they certainly passed through the sidecar). Complete: no record dropped and done <=
+    recorded <= started (a request h2load started but abandoned at the end of its run, or one that failed, may or may
+    not have reached the sidecar). None (unknown) when a run has no h2load summary (killed by its timeout) or the
+    ledger was still changing when read."""
     result = {}
     for path in sorted(run_dir.glob("savings-*.json")):
         d = json.loads(path.read_text())
         u, t = d["upstream"], d["target"]
         started = done = d["checks"]
+        unread = 0
         for out in list(run_dir.glob(f"{u}-{t}-*.out")) + list(run_dir.glob(f"{u}-{t}-*.warmup")):
             m = H2LOAD_REQUESTS.search(out.read_text())
             if m:
                 started += int(m.group(1))
                 done += int(m.group(2))
+            else:
+                unread += 1
         recorded, dropped = d["savings"]["total"]["requests"], d["savings"]["records_dropped"]
+        complete = dropped == 0 and done <= recorded <= started
+        if complete and (unread or not d.get("settled", True)):
+            complete = None
         result[(u, t)] = {"recorded": recorded, "dropped": dropped, "started": started, "done": done,
-                          "complete": dropped == 0 and done <= recorded <= started}
+                          "unread_runs": unread, "settled": d.get("settled", True), "complete": complete}
     return result
 
 
 def accounting_lines(acc: dict) -> list[str]:
-    return [f"- {u} {LABEL.get(t, t)}: {a['recorded']:,} requests in the savings ledger; h2load completed "
-            f"{a['done']:,} and started {a['started']:,} (checks and warm-ups included); {a['dropped']:,} records "
-            f"dropped; **{'complete' if a['complete'] else 'INCOMPLETE'}**" for (u, t), a in sorted(acc.items())]
+    verdict = {True: "complete", False: "INCOMPLETE", None: "unknown"}
+    return [f"- {u} {LABEL.get(t, t)}: {a['recorded']:,} requests in the savings ledger; h2load had "
+            f"{a['done']:,} answered (2xx) and {a['started']:,} started (checks and warm-ups included); "
+            f"{a['dropped']:,} records dropped; **{verdict[a['complete']]}**"
+            + (f" ({a['unread_runs']} runs without an h2load summary)" if a["unread_runs"] else "")
+            + ("" if a["settled"] else " (the ledger was still changing when read)")
+            for (u, t), a in sorted(acc.items())]
 
 
 def fmt(x: float, digits: int = 0) -> str:

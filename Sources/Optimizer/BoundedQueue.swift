@@ -9,18 +9,18 @@ import Synchronization
 ///
 /// Within a batch the worker gives way to other threads (`sched_yield`) whenever it has worked `slice` since it
 /// last did: where it shares a core with an event loop (a sidecar given one CPU, or pinned beside its upstream, as
-/// the benchmarks do), a request that arrives during a batch then waits for at most that and the item in progress,
-/// not for the whole batch (every 5 ms, about one request in 38 waited ~350-450 us behind the accounting of the
-/// batch; with a 25 us slice the passthrough sidecar's added p99 at concurrency 1 went from +348-512 us to +137-280 us
-/// in five alternated benchmark pairs, p50 and CPU per request unchanged within the noise:
-/// Benchmarks/results/accounting-yield-2026-12-01.md). With nothing else to run on the core, a yield returns at once.
+/// the benchmarks do), a request that arrives during a batch then waits for at most that and the item in progress
+/// (unless the core is saturated, below), not for the whole batch (every 5 ms, about one request in 38 waited
+/// ~350-450 us behind the accounting of the batch; with a 25 us slice the passthrough sidecar's added p99 at
+/// concurrency 1 went from +348-512 us to +137-280 us in five alternated benchmark pairs, p50 and CPU per request
+/// unchanged within the noise: Benchmarks/results/accounting-yield-2026-12-01.md). With nothing else to run on the core, a yield returns at once.
 /// On a saturated core giving way keeps the worker behind until the queue fills (each yield then waits for the other
 /// busy threads' whole time slices, milliseconds): measured, 24,315 of ~58,500 records dropped at concurrency 64 on
 /// one shared core when it always yielded. So the worker does not give way in a batch of more than
-/// ``yieldingBatchLimit`` items (it is behind), nor for the rest of a batch once a yield kept it off the core for
-/// ``saturatedYieldNanos``: with the batch limit alone, a batch just under it still took ~0.5 s of yields, and with a
-/// 2,048-record queue 379-1,146 records were dropped in each of three 5 s runs (Tests/Integration/
-/// test_accounting_load.py), none with both rules.
+/// ``yieldingBatchLimit`` items (it is behind), nor for the rest of a batch once its yields in that batch kept it off
+/// the core for `interval` in all (a request or two on an unsaturated core take far less, even a full-policy request
+/// of ~1.5 ms): with the batch limit alone, a batch just under it still took ~0.5 s of yields, and with a 2,048-record
+/// queue 379-1,146 records were dropped in each of three 5 s runs (Tests/Integration/test_accounting_load.py).
 public final class BoundedWorkQueue<Item: Sendable>: Sendable {
     private let state: NIOLockedValueBox<State>
     private let signal = NIOConcurrencyHelpers.ConditionLock(value: 0)
@@ -39,6 +39,7 @@ public final class BoundedWorkQueue<Item: Sendable>: Sendable {
         self.capacity = capacity
         let sliceNanos = UInt64(max(0, slice.components.seconds)) * 1_000_000_000
             + UInt64(max(0, slice.components.attoseconds) / 1_000_000_000)
+        let intervalNanos = UInt64(interval * 1e9)
         self.state = NIOLockedValueBox(State())
         let thread = Thread { [state, signal, counters] in
             // Idle, the tick slows down (up to 0.1 s) so an idle sidecar does not wake 200 times a second.
@@ -57,6 +58,7 @@ public final class BoundedWorkQueue<Item: Sendable>: Sendable {
                 // A long batch means the worker is behind (or was kept waiting by its own yields while the core was
                 // saturated): it then works through without giving way, so the queue does not fill up.
                 var yields = batch.count <= Self.yieldingBatchLimit
+                var offCore: UInt64 = 0
                 var since = DispatchTime.now().uptimeNanoseconds
                 for i in batch.indices {
                     work(batch[i])
@@ -66,10 +68,11 @@ public final class BoundedWorkQueue<Item: Sendable>: Sendable {
                     if now &- since >= sliceNanos {
                         sched_yield()
                         since = DispatchTime.now().uptimeNanoseconds
-                        // Kept off the core for long: the core is saturated (the scheduler ran other busy threads
-                        // for their whole slices), not briefly needed by a request. Giving way at every slice would
-                        // then stretch the batch over seconds; the rest of it is worked through.
-                        if since &- now >= Self.saturatedYieldNanos { yields = false }
+                        // Kept off the core for a whole tick in this batch: the core is saturated (the scheduler runs
+                        // other busy threads for their whole slices), not briefly needed by a request or two. Giving
+                        // way at every slice would then stretch the batch over seconds; the rest is worked through.
+                        offCore &+= since &- now
+                        if offCore >= intervalNanos { yields = false }
                     }
                 }
                 batch.removeAll(keepingCapacity: true)
@@ -104,10 +107,6 @@ public final class BoundedWorkQueue<Item: Sendable>: Sendable {
     /// The longest batch within which the worker still gives way (``init(capacity:name:interval:slice:work:)``):
     /// 256 items in a 5 ms tick is ~51,000 a second.
     static var yieldingBatchLimit: Int { 256 }
-
-    /// A yield that kept the worker waiting this long (0.5 ms, several requests' worth of an event loop's work) means
-    /// the core is saturated: the worker stops giving way for the rest of the batch.
-    static var saturatedYieldNanos: UInt64 { 500_000 }
 
     /// Items dropped because the queue was full.
     public var droppedCount: Int { counters.dropped.load(ordering: .relaxed) }

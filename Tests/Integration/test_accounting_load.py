@@ -30,11 +30,12 @@ REQUESTS = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) 
 
 
 def _pinning() -> tuple[list[str], list[str]]:
-    """(server prefix, load prefix): CPU 1 for the servers and CPU 0 for h2load when taskset and two CPUs exist."""
+    """(server prefix, load prefix): CPU 1 for the servers and CPU 0 for h2load. Without taskset and two CPUs the
+    servers' core cannot be saturated on purpose, and the test would prove nothing: skipped."""
     taskset = shutil.which("taskset")
-    if taskset and (os.cpu_count() or 1) >= 2:
-        return [taskset, "-c", "1"], [taskset, "-c", "0"]
-    return [], []
+    if not taskset or len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
+        pytest.skip("needs taskset and CPUs 0 and 1 to saturate one core")
+    return [taskset, "-c", "1"], [taskset, "-c", "0"]
 
 
 def _h2load(prefix: list[str], url: str, body: pathlib.Path) -> dict:
@@ -68,6 +69,8 @@ def _settled_savings(http, sidecar: Service) -> dict:
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_every_request_is_accounted_under_saturation(aobin, http, tmp_path, stream):
+    if "/debug/" in str(aobin):
+        pytest.skip("a debug build is too slow for its timing to mean anything here (scripts/test.sh tests release)")
     server, load = _pinning()
     body = tmp_path / "body.json"
     request = json.loads(BODY.read_text())

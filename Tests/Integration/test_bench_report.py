@@ -64,9 +64,9 @@ def test_report_marks_targets(tmp_path):
     assert met["Added latency"] is True                # 30,000 / 100 = 300x
     assert met["Idle RSS"] is True                     # 19.5 MB, +0.6 KB over the soak
     assert met["Ready within"] is True                 # 60 and 70 ms
-    assert met["Every request"] is False               # the full-policy sidecar dropped 3 records
+    assert met["(A check,"] is False                   # the full-policy sidecar dropped 3 records
     assert summary["accounting"]["mock/sidecar"] == {"recorded": 402, "dropped": 0, "started": 405, "done": 402,
-                                                     "complete": True}
+                                                     "unread_runs": 0, "settled": True, "complete": True}
     assert summary["accounting"]["mock/full"]["complete"] is False
     text = (out / "report.md").read_text()
     assert "**NOT MET**" in text and "| sidecar passthrough | 100 / 100 / 100 |" in text
