@@ -18,9 +18,10 @@ import Synchronization
 /// busy threads' whole time slices, milliseconds): measured, 24,315 of ~58,500 records dropped at concurrency 64 on
 /// one shared core when it always yielded. So the worker does not give way in a batch of more than
 /// ``yieldingBatchLimit`` items (it is behind), nor for the rest of a batch once its yields in that batch kept it off
-/// the core for `interval` in all (a request or two on an unsaturated core take far less, even a full-policy request
-/// of ~1.5 ms): with the batch limit alone, a batch just under it still took ~0.5 s of yields, and with a 2,048-record
-/// queue 379-1,146 records were dropped in each of three 5 s runs (Tests/Integration/test_accounting_load.py).
+/// the core for ``yieldBudgetTicks`` ticks in all (a request or two on an unsaturated core take far less, even a
+/// full-policy request of ~1.5 ms): with the batch limit alone, a batch just under it still took ~0.5 s of yields, and
+/// with a 2,048-record queue 379-1,146 records were dropped in each of three 5 s runs
+/// (Tests/Integration/test_accounting_load.py).
 public final class BoundedWorkQueue<Item: Sendable>: Sendable {
     private let state: NIOLockedValueBox<State>
     private let signal = NIOConcurrencyHelpers.ConditionLock(value: 0)
@@ -39,7 +40,7 @@ public final class BoundedWorkQueue<Item: Sendable>: Sendable {
         self.capacity = capacity
         let sliceNanos = UInt64(max(0, slice.components.seconds)) * 1_000_000_000
             + UInt64(max(0, slice.components.attoseconds) / 1_000_000_000)
-        let intervalNanos = UInt64(interval * 1e9)
+        let yieldBudgetNanos = UInt64(interval * 1e9) * Self.yieldBudgetTicks
         self.state = NIOLockedValueBox(State())
         let thread = Thread { [state, signal, counters] in
             // Idle, the tick slows down (up to 0.1 s) so an idle sidecar does not wake 200 times a second.
@@ -68,11 +69,11 @@ public final class BoundedWorkQueue<Item: Sendable>: Sendable {
                     if now &- since >= sliceNanos {
                         sched_yield()
                         since = DispatchTime.now().uptimeNanoseconds
-                        // Kept off the core for a whole tick in this batch: the core is saturated (the scheduler runs
+                        // Kept off the core for four ticks in this batch: the core is saturated (the scheduler runs
                         // other busy threads for their whole slices), not briefly needed by a request or two. Giving
                         // way at every slice would then stretch the batch over seconds; the rest is worked through.
                         offCore &+= since &- now
-                        if offCore >= intervalNanos { yields = false }
+                        if offCore >= yieldBudgetNanos { yields = false }
                     }
                 }
                 batch.removeAll(keepingCapacity: true)
@@ -107,6 +108,13 @@ public final class BoundedWorkQueue<Item: Sendable>: Sendable {
     /// The longest batch within which the worker still gives way (``init(capacity:name:interval:slice:work:)``):
     /// 256 items in a 5 ms tick is ~51,000 a second.
     static var yieldingBatchLimit: Int { 256 }
+
+    /// How long (in ticks, `interval`) a batch's yields may keep the worker off the core in all before it stops giving
+    /// way for the rest of the batch: 20 ms with the 5 ms tick. One tick was too little where the event loop alone
+    /// nearly fills the core at concurrency 1 (full policy, static upstream: ~170 us a request, so ~30 yields of one
+    /// request each per batch reached it and the rest of the batch held requests up; added p99 +452 / +561 us against
+    /// +377 / +434 without the rule); on a saturated core a yield costs milliseconds, so a few reach it.
+    static var yieldBudgetTicks: UInt64 { 4 }
 
     /// Items dropped because the queue was full.
     public var droppedCount: Int { counters.dropped.load(ordering: .relaxed) }
