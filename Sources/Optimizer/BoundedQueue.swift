@@ -13,7 +13,8 @@ import Synchronization
 /// (unless the core is saturated, below), not for the whole batch (every 5 ms, about one request in 38 waited
 /// ~350-450 us behind the accounting of the batch; with a 25 us slice the passthrough sidecar's added p99 at
 /// concurrency 1 went from +348-512 us to +137-280 us in five alternated benchmark pairs, p50 and CPU per request
-/// unchanged within the noise: Benchmarks/results/accounting-yield-2026-12-01.md). With nothing else to run on the core, a yield returns at once.
+/// unchanged within the noise: Benchmarks/results/accounting-yield-2026-12-01.md). With nothing else to run on the
+/// core, a yield returns at once.
 /// On a saturated core giving way keeps the worker behind until the queue fills (each yield then waits for the other
 /// busy threads' whole time slices, milliseconds): measured, 24,315 of ~58,500 records dropped at concurrency 64 on
 /// one shared core when it always yielded. So the worker does not give way in a batch of more than
