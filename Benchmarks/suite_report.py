@@ -191,7 +191,8 @@ def main():
     run, out = args.run, args.out
     os.makedirs(out, exist_ok=True)
     load = os.path.join(run, "load")
-    cells = orep.summarize(__import__("pathlib").Path(load))
+    load_dir = __import__("pathlib").Path(load)
+    cells = orep.summarize(load_dir)
     procs = {}
     for p in glob.glob(os.path.join(load, "proc-*-*.json")):
         base = os.path.basename(p)[5:-5]
@@ -308,7 +309,7 @@ def main():
                    "; ".join(parts) or "not measured", bool(oks) and all(oks)))
 
     # 7. (not one of the targets; the brief's "nothing is lost") every request in the ledger under load
-    acc = orep.accounting(__import__("pathlib").Path(load))
+    acc = orep.accounting(load_dir)
     if acc:
         dropped = sum(a["dropped"] for a in acc.values())
         checks.append(("(A check, not one of the issue's targets) Every request the sidecar proxied under load is in "

@@ -48,7 +48,10 @@ public final class Accountant: Sendable {
     private let sinks: [any RecordSink]
     private let queue: BoundedWorkQueue<Draft>
 
-    public init(prices: any PriceBook, sinks: [any RecordSink] = [], queueCapacity: Int = 16_384) {
+    /// Records waiting for the accounting worker before new ones are dropped (``ProxyConfiguration``'s default too).
+    public static let defaultQueueCapacity = 16_384
+
+    public init(prices: any PriceBook, sinks: [any RecordSink] = [], queueCapacity: Int = defaultQueueCapacity) {
         self.prices = prices
         self.sinks = sinks
         let ledger = SavingsLedger()

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import Optimizer
 
 /// How the sidecar listens and forwards. Every field has a default; the CLI fills it from flags and environment.
 public struct ProxyConfiguration: Sendable {
@@ -36,7 +37,7 @@ public struct ProxyConfiguration: Sendable {
     /// 16,384). Each holds its request and response bodies until the worker completes it; when the queue is full a
     /// record is dropped (counted in `records_dropped` and `auto_optimizer_telemetry_dropped_total{reason="queue_full"}`),
     /// never the request.
-    public var accountingQueueCapacity: Int = 16_384
+    public var accountingQueueCapacity: Int = Accountant.defaultQueueCapacity
 
     public init() {}
 }
