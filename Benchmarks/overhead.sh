@@ -35,9 +35,10 @@
 # check; in the first round each measured run follows a BENCH_WARMUP-second unmeasured warm-up run. Per run the target's process
 # session is sampled before and after (/proc: utime + stime, VmRSS, VmHWM): CPU time per request is the CPU delta
 # over the measured requests. Start-up time (exec to the first 200 from its health URL) and idle RSS (1 s after
-# ready, before any load) are recorded per target. After the load, each sidecar target's savings ledger
-# (/v1/optimizer/savings, read once its accounting queue has drained) goes to savings-UPSTREAM-TARGET.json; the
-# report compares it with h2load's summaries of the measured runs (.out) and warm-ups (.warmup).
+# ready, before any load) are recorded per target. After the load and the streaming requests, each sidecar target's
+# savings ledger (/v1/optimizer/savings, read once its accounting queue has drained) goes to
+# savings-UPSTREAM-TARGET.json, and each soak sidecar's after the soak; the report compares it with h2load's
+# summaries of the measured runs (.out) and warm-ups (.warmup), or of the soak runs, and the requests sent outside h2load.
 #
 # CPU pinning (BENCH_PIN=1, default; needs taskset and >= 2 CPUs): the load generator (and the OTLP sink) run on
 # CPU 0, the upstream and the proxy under test share CPU 1, so every proxy competes with the same upstream for the
@@ -405,12 +406,14 @@ log "load done in $(( $(date +%s) - started )) s"
 
 for t in $ALL; do "$PY" "$HERE/proc_tools.py" sample "$(pid_of "$t")" >"$RUN/proc-$UPSTREAM-$t-end.json"; done
 
-# Accounting under load: every sidecar target's savings ledger once its accounting queue has drained (two reads
-# 0.5 s apart agree), with the number of requests sent outside h2load (the checks above); the report compares the
-# ledger with what h2load started and completed (warm-ups included) and shows records dropped (queue full).
-for t in sidecar full fullcold telemetry; do
-    has "$t" || continue
-    prev="" settled=false
+# Accounting: a sidecar's savings ledger once its accounting queue has drained (two reads 0.5 s apart agree), to
+# savings-UPSTREAM-TARGET.json with the number of requests sent outside h2load, all answered (`checks`) and, when its
+# h2load runs are not named UPSTREAM-TARGET-*, their summaries (`runs`); the report compares the ledger with what
+# h2load started and completed and shows records dropped (queue full).
+#   read_savings TARGET CHECKS [H2LOAD_OUTPUT ...]
+read_savings() {
+    local t="$1" checks="$2" prev="" settled=false cur key runs
+    shift 2
     for _ in $(seq 40); do
         cur="$(curl -fsS --max-time 5 "http://127.0.0.1:${PORT[$t]}/v1/optimizer/savings")" || die "$t: no savings report"
         key="$("$PY" -c 'import json,sys; d=json.load(sys.stdin); print(d["total"]["requests"], d["records_dropped"])' <<<"$cur")"
@@ -418,21 +421,31 @@ for t in sidecar full fullcold telemetry; do
         prev="$key"; sleep 0.5
     done
     [ "$settled" = true ] || log "WARNING: $t's savings report still changed after 20 s (last: $key)"
-    printf '{"upstream":"%s","target":"%s","checks":%s,"settled":%s,"savings":%s}\n' "$UPSTREAM" "$t" \
-        "$(( $(wc -w <<<"$MODES") * $(wc -w <<<"$SIZES") ))" "$settled" "$cur" >"$RUN/savings-$UPSTREAM-$t.json"
+    runs="$("$PY" -c 'import json,os,sys; print(json.dumps([os.path.basename(a) for a in sys.argv[1:]]) if len(sys.argv) > 1 else "null")' "$@")"
+    printf '{"upstream":"%s","target":"%s","checks":%s,"runs":%s,"settled":%s,"savings":%s}\n' "$UPSTREAM" "$t" \
+        "$checks" "$runs" "$settled" "$cur" >"$RUN/savings-$UPSTREAM-$t.json"
     log "$t accounted: $key (ledger requests, records dropped)"
-done
+}
 
 # Streaming (BENCH_STREAM_GAPS=1, mock upstream): time to first event and inter-event gaps, direct and through
 # every target, paced by the mock (50 events/s, 20 completion tokens); the client runs on the load generator's CPU.
+STREAM_GAP_REQUESTS=0
 if [ "${BENCH_STREAM_GAPS:-0}" = 1 ] && [ "$UPSTREAM" = mock ]; then
+    STREAM_GAP_REQUESTS="${BENCH_STREAM_REQUESTS:-5}"
     specs=()
     for t in $ALL; do
         if [ "$t" = litellm ]; then specs+=("$t=$(url_of "$t")#gpt-4o-mini-paced"); else specs+=("$t=$(url_of "$t")"); fi
     done
-    "${LOADGEN[@]}" "$PY" "$HERE/stream_gaps.py" --body "$(body_of stream small)" --requests "${BENCH_STREAM_REQUESTS:-5}" \
+    "${LOADGEN[@]}" "$PY" "$HERE/stream_gaps.py" --body "$(body_of stream small)" --requests "$STREAM_GAP_REQUESTS" \
         --out "$RUN/stream-gaps.json" "${specs[@]}" || die "stream_gaps.py failed"
 fi
+
+# Every sidecar target's ledger after the load and the streaming requests (the checks before the load, one per
+# mode and size, and the streamed requests of stream_gaps.py, all answered, are the requests sent outside h2load).
+for t in sidecar full fullcold telemetry; do
+    has "$t" || continue
+    read_savings "$t" "$(( $(wc -w <<<"$MODES") * $(wc -w <<<"$SIZES") + STREAM_GAP_REQUESTS ))"
+done
 
 # Start-up time (BENCH_STARTS=N): N more starts of each sidecar, nginx and Envoy target on a fresh port (exec to the
 # first 200 from its health URL), stopped again at once; LiteLLM's start (tens of seconds) is timed once above.
@@ -507,6 +520,7 @@ if [ "${BENCH_SOAK_SECONDS:-0}" -gt 0 ]; then
         printf '{"t":%s,"target":"%s","idle_after":true,"sample":%s}\n' "$(( $(date +%s) - t0 ))" "$t" \
             "$("$PY" "$HERE/proc_tools.py" sample "$(pid_of "$t")")" >>"$RUN/soak.jsonl"
         grep -h "requests:" "$RUN"/soak-"$t"-*.out | sed "s/^/[soak $t] /" >&2 || true
+        read_savings "$t" 0 "$RUN"/soak-"$t"-*.out
     done
 fi
 if [ -n "${COLLECTOR_PORT:-}" ]; then

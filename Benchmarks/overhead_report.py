@@ -31,7 +31,8 @@ ORDER = {"direct": 0, "sidecar": 1, "full": 2, "fullcold": 3, "telemetry": 4, "n
 LABEL = {"direct": "direct", "sidecar": "sidecar passthrough", "full": "sidecar full policy",
          "fullcold": "sidecar full policy, new context (analysis cache off)",
          "telemetry": "sidecar + telemetry", "niorelay": "SwiftNIO byte relay (floor)", "nginx": "nginx",
-         "envoy": "Envoy", "litellm": "LiteLLM"}
+         "envoy": "Envoy", "litellm": "LiteLLM",
+         "soak_sidecar": "sidecar passthrough, soak", "soak_full": "sidecar full policy, soak"}
 
 
 def percentile(sorted_values: list[int], p: float) -> float:
@@ -101,21 +102,25 @@ H2LOAD_REQUESTS = re.compile(r"requests: \d+ total, (\d+) started, \d+ done, (\d
 
 
 def accounting(run_dir: pathlib.Path) -> dict:
-    """{(upstream, target): {recorded, dropped, started, done, complete}} for every sidecar target whose savings
-    ledger overhead.sh read after the load (`savings-U-T.json`): `started` / `done` add up h2load's requests of
-    every run against it (measured runs `.out`, warm-ups `.warmup`) and the checks sent before; `done` counts the
-    requests answered with a 2xx (they certainly passed through the sidecar). Complete: no record dropped and done <=
-    recorded <= started (a request h2load started but abandoned at the end of its run, or one that failed, may or may
-    not have reached the sidecar). None (unknown) when a run has no h2load summary (killed by its timeout) or the
-    ledger was still changing when read."""
+    """{(upstream, target): {recorded, dropped, started, done, complete}} for every sidecar whose savings ledger
+    overhead.sh read (`savings-U-T.json`: each sidecar target after the load and the streaming requests, each soak
+    sidecar after the soak): `started` / `done` add up h2load's requests of every run against it (its `runs`, else
+    the measured runs `U-T-*.out` and warm-ups `U-T-*.warmup`) and the requests sent outside h2load (`checks`, all
+    answered: the checks before the load, the streaming requests); `done` counts the requests answered with a 2xx
+    (they certainly passed through the sidecar). Complete: no record dropped and done <= recorded <= started (a
+    request h2load started but abandoned at the end of its run, or one that failed, may or may not have reached the
+    sidecar). None (unknown) when a run has no h2load summary (killed by its timeout) or the ledger was still
+    changing when read."""
     result = {}
     for path in sorted(run_dir.glob("savings-*.json")):
         d = json.loads(path.read_text())
         u, t = d["upstream"], d["target"]
         started = done = d["checks"]
         unread = 0
-        for out in list(run_dir.glob(f"{u}-{t}-*.out")) + list(run_dir.glob(f"{u}-{t}-*.warmup")):
-            m = H2LOAD_REQUESTS.search(out.read_text())
+        runs = ([run_dir / name for name in d["runs"]] if d.get("runs") is not None
+                else list(run_dir.glob(f"{u}-{t}-*.out")) + list(run_dir.glob(f"{u}-{t}-*.warmup")))
+        for out in runs:
+            m = H2LOAD_REQUESTS.search(out.read_text()) if out.exists() else None
             if m:
                 started += int(m.group(1))
                 done += int(m.group(2))
@@ -133,7 +138,7 @@ def accounting(run_dir: pathlib.Path) -> dict:
 def accounting_lines(acc: dict) -> list[str]:
     verdict = {True: "complete", False: "INCOMPLETE", None: "unknown"}
     return [f"- {u} {LABEL.get(t, t)}: {a['recorded']:,} requests in the savings ledger; h2load had "
-            f"{a['done']:,} answered (2xx) and {a['started']:,} started (checks and warm-ups included); "
+            f"{a['done']:,} answered (2xx) and {a['started']:,} started (warm-ups and the requests sent outside h2load included); "
             f"{a['dropped']:,} records dropped; **{verdict[a['complete']]}**"
             + (f" ({a['unread_runs']} runs without an h2load summary)" if a["unread_runs"] else "")
             + ("" if a["settled"] else " (the ledger was still changing when read)")
@@ -206,7 +211,8 @@ def main() -> int:
             lines.append(f"- {u} {mo} {si} c={c} {t}: {', '.join(fmt(x) for x in s['p50_all'])}")
     acc = accounting(args.run_dir)
     if acc:
-        lines += ["", "Accounting under load (each sidecar's `/v1/optimizer/savings` after the load, its queue drained):",
+        lines += ["", "Accounting under load (each sidecar's `/v1/optimizer/savings` after the load and the streaming "
+                  "requests, a soak sidecar's after the soak, its queue drained):",
                   *accounting_lines(acc)]
     failed = sum(s["failed"] for cell in cells.values() for s in cell.values())
     if failed:

@@ -314,7 +314,7 @@ def main():
         dropped = sum(a["dropped"] for a in acc.values())
         checks.append(("(A check, not one of the issue's targets) Every request the sidecar proxied under load is in "
                        "its savings ledger, no accounting record dropped (every sidecar target, every cell, both "
-                       "upstreams)",
+                       "upstreams, the streaming requests, the soak)",
                        f"{sum(a['recorded'] for a in acc.values()):,} requests recorded by {len(acc)} sidecar runs, "
                        f"{dropped:,} dropped" + "".join(f"; {u} {t}: INCOMPLETE ({a['recorded']:,} recorded, "
                                                         f"{a['done']:,}-{a['started']:,} sent, {a['dropped']:,} dropped)"
@@ -427,7 +427,8 @@ def main():
     if acc:
         md += ["", "## Accounting under load", "",
                "Each sidecar's `/v1/optimizer/savings` read after its load, once the accounting queue had drained, "
-               "against the requests h2load started and completed (measured runs, warm-ups and the checks before):",
+               "against the requests h2load started and completed (measured runs, warm-ups, the checks before and "
+               "the streaming requests; for a soak sidecar, its soak runs):",
                "", *orep.accounting_lines(acc)]
     collector = read_json(os.path.join(load, "collector-mock.json"))
     if collector:

@@ -42,14 +42,23 @@ def test_report_marks_targets(tmp_path):
     (load / "soak.jsonl").write_text("".join(json.dumps(s) + "\n" for s in soak))
     # the savings ledgers read after the load: the passthrough sidecar has every request (2 checks, 3 runs of 100
     # done and 101 started, a warm-up of 100), the full-policy one dropped 3 records (2 checks + 2 x 100 done)
-    def savings(target, requests, dropped):
+    def savings(target, requests, dropped, checks=2, runs=None):
         (load / f"savings-mock-{target}.json").write_text(json.dumps(
-            {"upstream": "mock", "target": target, "checks": 2,
+            {"upstream": "mock", "target": target, "checks": checks, "runs": runs,
              "savings": {"total": {"requests": requests}, "records_dropped": dropped}}))
     savings("sidecar", 402, 0)
     (load / "mock-sidecar-plain-small-c1-r1.warmup").write_text(
         "requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, 0 errored, 0 timeout\n")
     savings("full", 199, 3)
+    # the soak sidecars' ledgers, read after the soak against their own h2load runs (named soak-T-*.out): the
+    # passthrough one has every request (250 + 249 answered, 502 started); the full one's second run has no summary
+    # (unknown)
+    (load / "soak-soak_sidecar-plain.out").write_text(
+        "requests: 250 total, 251 started, 250 done, 250 succeeded, 0 failed, 0 errored, 0 timeout\n")
+    (load / "soak-soak_sidecar-stream.out").write_text(
+        "requests: 250 total, 251 started, 250 done, 249 succeeded, 1 failed, 0 errored, 0 timeout\n")
+    savings("soak_sidecar", 500, 0, checks=0, runs=["soak-soak_sidecar-plain.out", "soak-soak_sidecar-stream.out"])
+    savings("soak_full", 250, 0, checks=0, runs=["soak-soak_sidecar-plain.out", "soak-soak_full-large.out"])
     out = tmp_path / "report"
     proc = subprocess.run([sys.executable, str(ROOT / "Benchmarks" / "suite_report.py"), str(tmp_path), "--out", str(out),
                            "--meta", "date=test"], capture_output=True, text=True, timeout=60)
@@ -68,10 +77,16 @@ def test_report_marks_targets(tmp_path):
     assert summary["accounting"]["mock/sidecar"] == {"recorded": 402, "dropped": 0, "started": 405, "done": 402,
                                                      "unread_runs": 0, "settled": True, "complete": True}
     assert summary["accounting"]["mock/full"]["complete"] is False
+    assert summary["accounting"]["mock/soak_sidecar"] == {"recorded": 500, "dropped": 0, "started": 502, "done": 499,
+                                                          "unread_runs": 0, "settled": True, "complete": True}
+    assert summary["accounting"]["mock/soak_full"]["unread_runs"] == 1
+    assert summary["accounting"]["mock/soak_full"]["complete"] is None
     text = (out / "report.md").read_text()
     assert "**NOT MET**" in text and "| sidecar passthrough | 100 / 100 / 100 |" in text
     assert "static: 90 us vs nginx 70 us = 1.29x; SwiftNIO byte relay 60 us" in text
     assert "SwiftNIO byte relay (floor)" in text  # its row in the per-cell tables
     assert "mock full: INCOMPLETE (199 recorded, 202-204 sent, 3 dropped)" in text
+    assert "mock soak_full: unknown" in text
+    assert "- mock sidecar passthrough, soak: 500 requests in the savings ledger; h2load had 499 answered" in text
     cells = (out / "cells.csv").read_text().splitlines()
     assert any(line.startswith("mock,plain,small,1,sidecar,1,100,0,200.0,200.0,200.0,100.0,") for line in cells)
