@@ -20,10 +20,13 @@ extension TextCompressor {
     /// on the piece's bytes, the encoding and the lexicon alone, so what a table holds never changes a result, only
     /// how fast it comes.
     ///
-    /// An entry takes 32 bytes and a set two 64-byte cache lines; ``prefetch(_:)`` asks for the first (where a set's
-    /// first two pieces go, so nearly every piece found is there) ahead of time: on a sidecar's event loop the table
-    /// is mostly out of the caches by the next request, and waiting for it was the largest single cost of
-    /// compressing a prompt.
+    /// An entry takes 32 bytes and a set two 64-byte cache lines. Beside the entries, each slot has a 16-bit tag
+    /// (from the key's hash, 0 for an empty slot; 8 bytes a set, 32 KiB in all, which stays in the caches where the
+    /// 512 KiB of entries do not): a lookup reads the set's tags first and then only the entry whose tag matches,
+    /// and ``prefetch(_:)`` asks for that entry's line ahead of time, or for none when no tag matches (a new piece).
+    /// On a sidecar's event loop the table is mostly out of the caches by the next request, and waiting for it was
+    /// the largest single cost of compressing a prompt: with the first line of each set prefetched, the wait for a
+    /// set's second line (its third and fourth pieces, and every slot a new piece is looked for in) remained.
     final class PieceMemo {
         /// `w0`, and `w1`'s low 48 bits: the piece's bytes (little-endian, zero-padded); `w1`'s top 16 bits:
         /// ``Meta``. `stem` holds, while the entry is pending (its count not known yet), the index of the new piece
@@ -63,6 +66,8 @@ extension TextCompressor {
         static let slotBits = 14
 
         private let entries: UnsafeMutablePointer<Entry>
+        /// Per set, its four slots' tags (16 bits each, slot `4i + w` in bits `16w..<16w + 16` of `tags[i]`; 0: empty).
+        private let tags: UnsafeMutablePointer<UInt64>
         private let shift: UInt64
         private let count: Int
         /// The word lists the entries' flags come from.
@@ -76,6 +81,8 @@ extension TextCompressor {
             entries = UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Entry>.stride, alignment: 64)
                 .bindMemory(to: Entry.self, capacity: count)
             entries.initialize(repeating: Entry(), count: count)
+            tags = .allocate(capacity: count / 4)
+            tags.initialize(repeating: 0, count: count / 4)
             shift = UInt64(64 - bits)
             long = .allocate(byteCount: 64 << Self.longBits, alignment: 64)
             long.initializeMemory(as: UInt8.self, repeating: 0, count: 64 << Self.longBits)
@@ -84,6 +91,7 @@ extension TextCompressor {
         deinit {
             entries.deinitialize(count: count)
             UnsafeMutableRawPointer(entries).deallocate()
+            tags.deallocate()
             long.deallocate()
         }
 
@@ -125,32 +133,53 @@ extension TextCompressor {
             return (w0, w1 | UInt64(length) &<< Meta.lengthShift)
         }
 
-        /// The key's own slot; its set is the four slots from `slot & ~3`.
+        /// Where the key is looked for and stored: its own slot (bits 0..<16; its set is the four slots from
+        /// `slot & ~3`) and its tag (15 bits, never 0, from bit 16: a probe fits an `Int32`).
         @inline(__always)
-        func slot(_ key: (UInt64, UInt64)) -> Int {
+        func probe(_ key: (UInt64, UInt64)) -> Int {
             let h = (key.0 ^ (key.1 &* 0xC2B2_AE3D_27D4_EB4F)) &* 0x9E37_79B9_7F4A_7C15
-            return Int(truncatingIfNeeded: h &>> shift)
+            let tag = (h &>> 16) & 0x7FFF | 1
+            return Int(truncatingIfNeeded: h &>> shift | tag &<< 16)
         }
 
-        /// Asks the memory system for the first line of the slot's set without waiting for it (asking for both
-        /// lines measured slower in the sidecar: CPU per request 1,725-1,814 us against 1,675-1,806 us).
+        /// Bit 15 of a 16-bit lane of the probe's set's tags is set where the lane holds the probe's tag, and may be
+        /// set in a lane above such a lane (the borrow of a zero lane): the lowest set lane is always a match, the
+        /// others are checked against the entry's key.
         @inline(__always)
-        func prefetch(_ slot: Int) {
-            ao_prefetch(UnsafeRawPointer(entries + (slot & ~3)))
+        private func matches(_ probe: Int) -> UInt64 {
+            let x = tags[(probe & 0xFFFF) &>> 2] ^ (UInt64(truncatingIfNeeded: probe &>> 16) &* 0x0001_0001_0001_0001)
+            return (x &- 0x0001_0001_0001_0001) & ~x & 0x8000_8000_8000_8000
         }
 
-        /// The piece at `start..<end` of `base[0..<count]` if the slot's set holds these bytes. Its `tokens` is
-        /// `-(k + 1)` if the entry is pending on new piece `k`, whose stem the caller fills in.
+        /// Asks the memory system for the line of the first entry whose tag matches the probe's, without waiting for
+        /// it (for none when no tag matches: the piece is new, nothing to read).
+        @inline(__always)
+        func prefetch(_ probe: Int) {
+            let m = matches(probe)
+            if m != 0 {
+                ao_prefetch(UnsafeRawPointer(entries + (probe & 0xFFFF & ~3) + m.trailingZeroBitCount / 16))
+            }
+        }
+
+        /// The piece at `start..<end` of `base[0..<count]` if the probe's set holds these bytes (the entries whose
+        /// tags match are compared). Its `tokens` is `-(k + 1)` if the entry is pending on new piece `k`, whose stem
+        /// the caller fills in.
         @inline(__always)
         func piece(
-            at slot: Int, _ key: (UInt64, UInt64), _ base: UnsafePointer<UInt8>, _ count: Int, start: Int, end: Int
+            at probe: Int, _ key: (UInt64, UInt64), _ base: UnsafePointer<UInt8>, _ count: Int, start: Int, end: Int
         ) -> Piece? {
-            let set = entries + (slot & ~3)
-            var way = 0
-            while set[way].w0 != key.0 || set[way].w1 & Meta.keyMask != key.1 {
-                way += 1
-                if way == 4 { return nil }
+            let set = entries + (probe & 0xFFFF & ~3)
+            var lanes = matches(probe)
+            var way = -1
+            while lanes != 0 {
+                let w = lanes.trailingZeroBitCount / 16
+                if set[w].w0 == key.0 && set[w].w1 & Meta.keyMask == key.1 {
+                    way = w
+                    break
+                }
+                lanes &= lanes &- 1
             }
+            if way < 0 { return nil }
             let m = set[way]
             let tokens = (m.w1 &>> Meta.tokensShift) & 15
             let kind = Kind(rawValue: UInt8(truncatingIfNeeded: (m.w1 &>> Meta.kindShift) & 7))!
@@ -206,16 +235,19 @@ extension TextCompressor {
             return r
         }
 
-        /// Stores `p` (of at most ``maxLength`` bytes) in the first free slot of its set, else in its own; returns
-        /// where. A placeholder count (`p.tokens` = -(k + 1)) stores the entry pending on new piece `k`: its count and
-        /// stem come with ``resolve(_:pending:tokens:stem:)``.
+        /// Stores `p` (of at most ``maxLength`` bytes) in the first free slot of its probe's set, else in its own;
+        /// returns where (the slot). A placeholder count (`p.tokens` = -(k + 1)) stores the entry pending on new piece
+        /// `k`: its count and stem come with ``resolve(_:pending:tokens:stem:)``.
         @inline(__always)
-        func store(_ p: Piece, at slot: Int, _ key: (UInt64, UInt64)) -> Int {
-            var slot = slot
-            for s in (slot & ~3)..<((slot & ~3) + 4) where entries[s].w1 == 0 {
-                slot = s
+        func store(_ p: Piece, at probe: Int, _ key: (UInt64, UInt64)) -> Int {
+            var slot = probe & 0xFFFF
+            let word = tags[slot &>> 2]
+            for w in 0..<4 where (word &>> UInt64(16 * w)) & 0xFFFF == 0 {
+                slot = (slot & ~3) + w
                 break
             }
+            let lane = UInt64(16 * (slot & 3))
+            tags[slot &>> 2] = word & ~(0xFFFF &<< lane) | UInt64(truncatingIfNeeded: probe &>> 16) &<< lane
             let pending = p.tokens < 0
             let tokens = pending ? Meta.pending : UInt64(p.tokens)
             let meta = tokens &<< Meta.tokensShift | UInt64(p.kind.rawValue) &<< Meta.kindShift

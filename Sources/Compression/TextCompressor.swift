@@ -713,7 +713,7 @@ public struct TextCompressor: Sendable {
                 return
             }
             let key = PieceMemo.key(base, s, length, b.count)
-            let slot = memo.slot(key)
+            let slot = memo.probe(key)
             if let p = memo.piece(at: slot, key, base, b.count, start: s, end: e), p.tokens >= 0 {
                 total += Int(p.tokens)
                 return
@@ -804,7 +804,7 @@ public struct TextCompressor: Sendable {
                     var q = QueuedPiece(start: Int32(truncatingIfNeeded: s), end: Int32(truncatingIfNeeded: e))
                     if length <= PieceMemo.maxLength {
                         (q.key0, q.key1) = PieceMemo.key(base, s, length, n)
-                        let slot = memo.slot((q.key0, q.key1))
+                        let slot = memo.probe((q.key0, q.key1))
                         memo.prefetch(slot)
                         q.slot = Int32(truncatingIfNeeded: slot)
                     }
