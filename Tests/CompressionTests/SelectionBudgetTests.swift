@@ -167,7 +167,7 @@ import Tokenizer
                 at += w.utf8.count
             }
             func slot(_ r: (Int, Int)) -> Int {
-                memo.slot(TextCompressor.PieceMemo.key(base, r.0, r.1 - r.0, b.count))
+                memo.probe(TextCompressor.PieceMemo.key(base, r.0, r.1 - r.0, b.count))
             }
             func lookup(_ r: (Int, Int)) -> TextCompressor.Piece? {
                 let key = TextCompressor.PieceMemo.key(base, r.0, r.1 - r.0, b.count)
@@ -190,9 +190,45 @@ import Tokenizer
             #expect(lookup(ranges[4]) == nil)
             // A fifth goes over the piece in its own slot; the other three stay.
             let fifth = store(ranges[4], tokens: 5)
-            #expect(fifth == slot(ranges[4]))
+            #expect(fifth == slot(ranges[4]) & 0xFFFF)
             #expect(lookup(ranges[4])?.tokens == 5)
             for k in 0..<4 { #expect((lookup(ranges[k]) == nil) == (places[k] == fifth)) }
+        }
+    }
+
+    /// Pieces whose tags collide (same set, same 15-bit tag) are told apart by their bytes: each is found with its
+    /// own count, and a piece with a colliding tag that was never stored is not found.
+    @Test func memoTellsCollidingTagsApart() {
+        let memo = TextCompressor.PieceMemo(bits: 2)  // one set: every probe's slot is in it
+        let words = (0..<3000).map { " w\($0)" }
+        let text = Array(words.joined().utf8)
+        text.withUnsafeBufferPointer { b in
+            let base = b.baseAddress!
+            var ranges: [(Int, Int)] = []
+            var at = 0
+            for w in words {
+                ranges.append((at, at + w.utf8.count))
+                at += w.utf8.count
+            }
+            func key(_ r: (Int, Int)) -> (UInt64, UInt64) { TextCompressor.PieceMemo.key(base, r.0, r.1 - r.0, b.count) }
+            // Three pieces with one tag (3,000 probes over 2^15 tags: the birthday bound makes a triple likely; a
+            // pair is enough for the first checks).
+            var byTag: [Int: [Int]] = [:]
+            for (i, r) in ranges.enumerated() { byTag[memo.probe(key(r)) >> 16, default: []].append(i) }
+            let group = byTag.values.filter { $0.count >= 2 }.max { $0.count < $1.count }!
+            for (n, i) in group.prefix(2).enumerated() {
+                let p = TextCompressor.classify(base, b.count, ranges[i].0, ranges[i].1, tokens: n + 1)
+                _ = memo.store(p, at: memo.probe(key(ranges[i])), key(ranges[i]))
+            }
+            for (n, i) in group.prefix(2).enumerated() {
+                let r = ranges[i]
+                #expect(memo.piece(at: memo.probe(key(r)), key(r), base, b.count, start: r.0, end: r.1)?.tokens
+                    == Int32(n + 1))
+            }
+            if group.count >= 3 {
+                let r = ranges[group[2]]
+                #expect(memo.piece(at: memo.probe(key(r)), key(r), base, b.count, start: r.0, end: r.1) == nil)
+            }
         }
     }
 
