@@ -81,7 +81,8 @@ extension TextCompressor {
             entries = UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Entry>.stride, alignment: 64)
                 .bindMemory(to: Entry.self, capacity: count)
             entries.initialize(repeating: Entry(), count: count)
-            tags = .allocate(capacity: count / 4)
+            tags = UnsafeMutableRawPointer.allocate(byteCount: count / 4 * MemoryLayout<UInt64>.stride, alignment: 64)
+                .bindMemory(to: UInt64.self, capacity: count / 4)
             tags.initialize(repeating: 0, count: count / 4)
             shift = UInt64(64 - bits)
             long = .allocate(byteCount: 64 << Self.longBits, alignment: 64)
@@ -91,7 +92,7 @@ extension TextCompressor {
         deinit {
             entries.deinitialize(count: count)
             UnsafeMutableRawPointer(entries).deallocate()
-            tags.deallocate()
+            UnsafeMutableRawPointer(tags).deallocate()
             long.deallocate()
         }
 
@@ -149,6 +150,16 @@ extension TextCompressor {
         private func matches(_ probe: Int) -> UInt64 {
             let x = tags[(probe & 0xFFFF) &>> 2] ^ (UInt64(truncatingIfNeeded: probe &>> 16) &* 0x0001_0001_0001_0001)
             return (x &- 0x0001_0001_0001_0001) & ~x & 0x8000_8000_8000_8000
+        }
+
+        /// Asks the memory system for all the tags (32 KiB) at once, without waiting for them: a long text's lookups
+        /// read most of their lines, which by the next request on a sidecar's event loop are out of the caches; asked
+        /// for together their misses overlap instead of each lookup waiting for its own.
+        func prefetchTags() {
+            let raw = UnsafeRawPointer(tags)
+            for offset in stride(from: 0, to: count / 4 * MemoryLayout<UInt64>.stride, by: 64) {
+                ao_prefetch(raw + offset)
+            }
         }
 
         /// Asks the memory system for the line of the first entry whose tag matches the probe's, without waiting for

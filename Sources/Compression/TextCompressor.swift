@@ -757,6 +757,7 @@ public struct TextCompressor: Sendable {
             // take their tokens and classification from ``PieceMemo`` instead of byte-pair encoding and classifying
             // them again.
             let memo = PieceMemo.current(for: encoding, lexicon: lexicon)
+            if n >= Self.prefetchTagsMinimum { memo.prefetchTags() }
             // New pieces are counted together afterwards (``Encoding/tokenCounts(ofPieces:_:count:in:into:)``:
             // their vocabulary lookups overlap instead of each waiting on memory). Until then a piece's `tokens`
             // is -(k + 1), k the index of the new piece whose count it takes; memo hits copy that reference (and
@@ -870,6 +871,10 @@ public struct TextCompressor: Sendable {
 
     /// How many pieces ahead of its use a memo line is asked for (a power of two).
     static let queueDepth = 8
+
+    /// From how many bytes a text's pieces ask for the memo's tags all at once (``PieceMemo/prefetchTags()``): a
+    /// 2 KiB text has ~500 pieces, which read about as many of the 512 lines of tags.
+    static let prefetchTagsMinimum = 2048
 
     /// ``classify(_:_:_:_:tokens:)`` plus what this compressor's word lists say of a word (``Flags/frequent``,
     /// ``Flags/numberWord``): looked up once per piece here (and kept in ``PieceMemo``), not on every step that asks.
@@ -1231,13 +1236,19 @@ public struct TextCompressor: Sendable {
         let space = UInt32(Kind.space.rawValue)
         let newline = UInt32(Kind.newline.rawValue)
         let prot = Meta.protected
-        var j = 1
-        while j < n - 1 {
+        // Function-word runs. Only a frequent unprotected word after a solid piece starts one (a run's words are
+        // frequent), rarely: that test is one mask compare and a flag, and the run is read from memory only then.
+        // Testing every piece instead of jumping over a run tested changes nothing: the pieces of a run that was
+        // protected are protected, those of one that was not follow an unprotected word.
+        let kindBits = UInt32(7) &<< Meta.kindShift
+        let startMask = kindBits | prot | Meta.frequent
+        let startValue = word &<< Meta.kindShift | Meta.frequent
+        var before = meta[0]
+        for j in 1..<(n - 1) {
             let m = meta[j]
-            guard Meta.kind(m) == word, m & prot == 0, Meta.solid(meta[j - 1]) else {
-                j += 1
-                continue
-            }
+            let start = m & startMask == startValue && Meta.solid(before)
+            before = m
+            guard start else { continue }
             var k = j
             while k < n && k - j < 2 && Meta.kind(meta[k]) == word && meta[k] & prot == 0
                 && meta[k] & Meta.frequent != 0
@@ -1245,46 +1256,68 @@ public struct TextCompressor: Sendable {
                 k += 1
             }
             if k > j && k < n && Meta.solid(meta[k]) {
-                for m in j..<k { meta[m] |= prot }
+                for i in j..<k { meta[i] |= prot }
             }
-            j = max(k, j + 1)
         }
-        for j in 0..<n where Meta.kind(meta[j]) == punct && meta[j] & prot == 0 {
-            let glued = meta[j] & Meta.leadingSpace == 0 && j > 0 && Meta.kind(meta[j - 1]) == number
-            let before = j + 1 < n && Meta.kind(meta[j + 1]) == number && meta[j + 1] & Meta.leadingSpace == 0
-                && meta[j] & Meta.short != 0
-            if glued || before { meta[j] |= prot }
+        // The three passes of neighbour rules (this one and the last two) are branch-free: each piece's bit is
+        // computed from it and its neighbours (the kinds are random enough that branches on them mispredict), and
+        // setting a bit that is already set changes nothing. The first and last piece: neighbours outside are 0
+        // (kind 0 is a word, with no flags), which no rule below accepts where it needs a neighbour.
+        @inline(__always) func bit(_ b: Bool) -> UInt32 { b ? 1 : 0 }
+        @inline(__always) func isKind(_ m: UInt32, _ k: UInt32) -> UInt32 { bit(Meta.kind(m) == k) }
+        @inline(__always) func at(_ i: Int) -> UInt32 { i >= 0 && i < n ? meta[i] : 0 }
+        @inline(__always) func gluedPunct(_ a: UInt32, _ m: UInt32, _ b: UInt32) -> UInt32 {
+            let glued = bit(m & Meta.leadingSpace == 0) & isKind(a, number)
+            let before = isKind(b, number) & bit(b & Meta.leadingSpace == 0) & bit(m & Meta.short != 0)
+            return isKind(m, punct) & (glued | before)
+        }
+        // (The window `left`, `mid`, `right` slides in registers: reading back a piece the loop has just written
+        // would chain every iteration to the one before through memory; the rule reads no bit the pass writes.)
+        var left: UInt32 = 0
+        var mid = meta[0]
+        for j in 0..<n {
+            let right = at(j + 1)
+            meta[j] = mid | prot &* gluedPunct(left, mid, right)
+            left = mid
+            mid = right
         }
         // A word the tokenizer split is protected whole when a part of it is: "1940s", "12th", "6ft", "macOS",
         // "mid-1988" (runs of word, number and inner - ' / . pieces with no space between).
+        // A run is cut before every piece that does not join the one before it (both glueable, no space between);
+        // nearly every run is one piece long, so only a cut after a longer run does any work.
         var r = 0
-        while r < n {
-            guard Meta.glueable(meta[r]) else {
-                r += 1
-                continue
-            }
-            var e = r + 1
-            while e < n && Meta.glueable(meta[e]) && meta[e] & Meta.leadingSpace == 0 { e += 1 }
-            var last = e - 1
-            while last > r && Meta.kind(meta[last]) == punct { last -= 1 }
-            if last > r && (r...last).contains(where: { Meta.solid(meta[$0]) }) {
-                for m in r...last { meta[m] |= prot }
+        var glued = Meta.glueable(meta[0])
+        for e in 1...n {
+            let g = e < n && Meta.glueable(meta[e])
+            let joins = g && glued && meta[e] & Meta.leadingSpace == 0
+            glued = g
+            guard !joins else { continue }
+            if e - r > 1 {
+                var last = e - 1
+                while last > r && Meta.kind(meta[last]) == punct { last -= 1 }
+                if last > r && (r...last).contains(where: { Meta.solid(meta[$0]) }) {
+                    for i in r...last { meta[i] |= prot }
+                }
             }
             r = e
         }
-        // A lone space piece before a number (" 18" is " " + "18" in o200k) goes with what follows it.
-        for j in 0..<(n - 1) where Meta.kind(meta[j]) == space && meta[j + 1] & prot != 0 {
-            meta[j] |= prot
+        // A lone space piece before a number (" 18" is " " + "18" in o200k) goes with what follows it. (In order:
+        // the piece after is read before this pass reaches it.)
+        for j in 0..<(n - 1) {
+            meta[j] |= prot &* (isKind(meta[j], space) & bit(meta[j + 1] & prot != 0))
         }
-        // Punctuation between protected words ("May 18, 2018", "Tulsa, Oklahoma").
-        for j in 1..<(n - 1) where Meta.kind(meta[j]) == punct && meta[j] & prot == 0 {
-            let a = meta[j - 1]
-            let b = meta[j + 1]
-            if a & prot != 0 && b & prot != 0 && Meta.kind(a) != newline && Meta.kind(b) != newline
-                && Meta.kind(a) != punct && Meta.kind(b) != punct
-            {
-                meta[j] |= prot
-            }
+        // Punctuation between protected words ("May 18, 2018", "Tulsa, Oklahoma"). (A piece this pass protects is
+        // punctuation, which no later piece of the pass accepts as its neighbour: its left neighbour is read as it
+        // was before the pass.)
+        left = meta[0]
+        mid = meta[1]
+        for j in 1..<(n - 1) {
+            let right = meta[j + 1]
+            let words = (1 &- isKind(left, newline)) & (1 &- isKind(right, newline)) & (1 &- isKind(left, punct))
+                & (1 &- isKind(right, punct))
+            meta[j] = mid | prot &* (isKind(mid, punct) & bit(left & prot != 0) & bit(right & prot != 0) & words)
+            left = mid
+            mid = right
         }
     }
 
