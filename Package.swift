@@ -74,6 +74,7 @@ let package = Package(
         ),
         .target(
             name: "Tokenizer",
+            dependencies: ["CSHA256", "CHints"],
             resources: [.copy("Resources")],
             swiftSettings: swiftSettings
         ),
@@ -136,8 +137,11 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Compiler hints with no Swift spelling (a cache prefetch), for the compressor's hot loop.
+        // Compiler hints with no Swift spelling (a cache prefetch), for the compressor's hot loop and the tokenizer's
+        // vocabulary load.
         .target(name: "CHints", path: "Sources/CHints"),
+        // SHA-256 rounds with the x86 SHA extensions, for the tokenizer's vocabulary check at load.
+        .target(name: "CSHA256", path: "Sources/CSHA256"),
         .systemLibrary(
             name: "CZlib",
             path: "Sources/CZlib",

@@ -1,4 +1,8 @@
-/// A small, dependency-free SHA-256 (FIPS 180-4), used to verify the vocabulary files at load.
+import CSHA256
+
+/// A small SHA-256 (FIPS 180-4), used to verify the vocabulary files at load. On x86-64 CPUs with the SHA extensions
+/// the blocks are compressed by `CSHA256` (SHA-NI; o200k_base's 3.6 MB in ~2 ms instead of ~16 ms with the Swift
+/// rounds below, which remain for other CPUs).
 ///
 /// Not constant-time and not meant for secrets: it checks file integrity only.
 public struct SHA256: Sendable {
@@ -8,7 +12,16 @@ public struct SHA256: Sendable {
     private var buffer: [UInt8] = []
     private var totalLength: UInt64 = 0
 
-    public init() {}
+    private let useHardware: Bool
+
+    public init() {
+        useHardware = Self.hardwareAvailable
+    }
+
+    /// `hardware: false` runs the Swift rounds even where the SHA extensions are available (tests compare the two).
+    init(hardware: Bool) {
+        useHardware = hardware && Self.hardwareAvailable
+    }
 
     /// The SHA-256 digest of `bytes`.
     public static func hash(_ bytes: some Sequence<UInt8>) -> [UInt8] {
@@ -77,7 +90,17 @@ public struct SHA256: Sendable {
         return out
     }
 
+    /// Whether this CPU can run `CSHA256`'s rounds.
+    static let hardwareAvailable = ao_sha256_hardware_available() == 1
+
     private mutating func compress(blocks: UnsafeRawPointer, count: Int) {
+        if useHardware {
+            withUnsafeMutableBytes(of: &state) { words in
+                ao_sha256_hardware_blocks(words.baseAddress!.assumingMemoryBound(to: UInt32.self),
+                                          blocks.assumingMemoryBound(to: UInt8.self), count)
+            }
+            return
+        }
         var (h0, h1, h2, h3, h4, h5, h6, h7) = state
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in
             SHA256.roundConstants.withUnsafeBufferPointer { k in

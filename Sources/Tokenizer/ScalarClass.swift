@@ -1,3 +1,5 @@
+import Foundation
+
 /// Character classes of the pre-tokenizer, one bit each, precomputed per Unicode scalar.
 ///
 /// `\s` in tiktoken's regex engine (fancy-regex over Rust's regex crate) is the Unicode `White_Space`
@@ -63,19 +65,94 @@ enum ScalarClass {
 }
 
 /// Class of every scalar below U+30000 (the BMP and the two supplementary planes with letters: CJK extensions,
-/// historic scripts), built once on first use (~200 KB); scalars above are classified on the fly.
+/// historic scripts), ~200 KB, made once on first use; scalars above are classified on the fly.
+///
+/// The table comes from a snapshot shipped in the resources (`scalar-classes.bin`, run-length encoded, 13 KB; see
+/// ``snapshot(of:)``): computing it from the runtime's Unicode properties took ~22 ms, a quarter of loading
+/// o200k_base, and that load happens on the accounting worker at a sidecar's first request, where under a burst the
+/// wait filled the accounting queue (Tests/Integration/test_accounting_load.py). A snapshot that is missing or does
+/// not check out is replaced by the computed table (same classes, the old cost). A unit test checks that the
+/// snapshot equals ``ScalarClass/compute(_:)`` for every scalar and regenerates it on request.
 final class ScalarClassTable: @unchecked Sendable {
     static let tableLimit: UInt32 = 0x30000
     static let shared = ScalarClassTable()
 
     /// Immutable after `init`; never freed (lives as long as the process).
     let classes: UnsafeMutablePointer<UInt8>
+    /// Whether `classes` came from the shipped snapshot (false: computed at start).
+    let fromSnapshot: Bool
 
     private init() {
         let count = Int(Self.tableLimit)
         classes = .allocate(capacity: count)
-        for value in 0..<UInt32(count) {
-            classes[Int(value)] = ScalarClass.compute(value)
+        let table = UnsafeMutableBufferPointer(start: classes, count: count)
+        if let url = Self.snapshotURL, let data = try? Data(contentsOf: url),
+            data.withUnsafeBytes({ Self.expand(snapshot: $0, into: table) })
+        {
+            fromSnapshot = true
+        } else {
+            Self.compute(into: table)
+            fromSnapshot = false
         }
+    }
+
+    static var snapshotURL: URL? {
+        Bundle.module.url(forResource: "scalar-classes", withExtension: "bin", subdirectory: "Resources")
+    }
+
+    /// The classes of scalars `0..<table.count`, from the runtime's Unicode properties.
+    static func compute(into table: UnsafeMutableBufferPointer<UInt8>) {
+        for value in table.indices {
+            table[value] = ScalarClass.compute(UInt32(value))
+        }
+    }
+
+    static let snapshotMagic: [UInt8] = Array("SCT1".utf8)
+
+    /// The snapshot format: "SCT1", the number of scalars (UInt32, little-endian), then runs of equal classes, each
+    /// its class (one byte) and its length (three bytes, little-endian, at least 1), then the SHA-256 of all the
+    /// bytes before it.
+    static func snapshot(of table: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        var out = snapshotMagic
+        withUnsafeBytes(of: UInt32(table.count).littleEndian) { out.append(contentsOf: $0) }
+        var i = 0
+        while i < table.count {
+            let cls = table[i]
+            var j = i + 1
+            while j < table.count, table[j] == cls, j - i < 0xFF_FFFF { j += 1 }
+            let length = j - i
+            out.append(cls)
+            out.append(UInt8(truncatingIfNeeded: length))
+            out.append(UInt8(truncatingIfNeeded: length >> 8))
+            out.append(UInt8(truncatingIfNeeded: length >> 16))
+            i = j
+        }
+        out.append(contentsOf: SHA256.hash(out))
+        return out
+    }
+
+    /// Fills `table` from `snapshot`; false (table contents unspecified) unless the snapshot is well formed, covers
+    /// exactly `table.count` scalars and its checksum matches.
+    static func expand(snapshot: UnsafeRawBufferPointer, into table: UnsafeMutableBufferPointer<UInt8>) -> Bool {
+        let header = snapshotMagic.count + 4
+        let bytes = snapshot.bindMemory(to: UInt8.self)
+        guard bytes.count >= header + 32, (bytes.count - header - 32) % 4 == 0,
+            bytes.prefix(snapshotMagic.count).elementsEqual(snapshotMagic)
+        else { return false }
+        let body = UnsafeRawBufferPointer(rebasing: snapshot[..<(bytes.count - 32)])
+        guard SHA256.hash(body).elementsEqual(bytes[(bytes.count - 32)...]) else { return false }
+        let count = Int(snapshot.loadUnaligned(fromByteOffset: snapshotMagic.count, as: UInt32.self).littleEndian)
+        guard count == table.count, let base = table.baseAddress else { return false }
+        var at = 0
+        var r = header
+        while r < bytes.count - 32 {
+            let cls = bytes[r]
+            let length = Int(bytes[r + 1]) | Int(bytes[r + 2]) << 8 | Int(bytes[r + 3]) << 16
+            guard length > 0, length <= count - at else { return false }
+            (base + at).update(repeating: cls, count: length)
+            at += length
+            r += 4
+        }
+        return at == count
     }
 }

@@ -27,6 +27,20 @@ import Testing
         )
     }
 
+    /// The SHA-NI rounds (`CSHA256`, where the CPU has them) and the Swift rounds agree on every length around the
+    /// block and padding boundaries and on a large input.
+    @Test(.enabled(if: SHA256.hardwareAvailable)) func hardwareAndSwiftRoundsAgree() {
+        var rng = SystemRandomNumberGenerator()
+        let data = (0..<200_000).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        for length in Array(0...200) + [1_000, 4_095, 4_096, 65_537, 200_000] {
+            var hardware = SHA256(hardware: true)
+            var swift = SHA256(hardware: false)
+            hardware.update(data[..<length])
+            swift.update(data[..<length])
+            #expect(hardware.finalize() == swift.finalize(), "length \(length)")
+        }
+    }
+
     @Test func incrementalUpdatesMatchOneShot() {
         let data = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
         let expected = SHA256.hash(data)
