@@ -152,6 +152,17 @@ import Tokenizer
         #expect(clPieces.reduce(0) { $0 + Int($1.tokens) } == cl.count(text))
     }
 
+    /// The byte range of each of `words` in their concatenation.
+    static func byteRanges(of words: [String]) -> [(Int, Int)] {
+        var ranges: [(Int, Int)] = []
+        var at = 0
+        for w in words {
+            ranges.append((at, at + w.utf8.count))
+            at += w.utf8.count
+        }
+        return ranges
+    }
+
     /// Four pieces whose slots fall in one set all stay; a fifth takes its own slot's place; what is found is what
     /// was stored, counts resolved where they were stored.
     @Test func memoKeepsFourPiecesPerSet() {
@@ -160,12 +171,7 @@ import Tokenizer
         let text = Array(words.joined().utf8)
         text.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
-            var ranges: [(Int, Int)] = []
-            var at = 0
-            for w in words {
-                ranges.append((at, at + w.utf8.count))
-                at += w.utf8.count
-            }
+            let ranges = Self.byteRanges(of: words)
             func slot(_ r: (Int, Int)) -> Int {
                 memo.probe(TextCompressor.PieceMemo.key(base, r.0, r.1 - r.0, b.count))
             }
@@ -204,12 +210,7 @@ import Tokenizer
         let text = Array(words.joined().utf8)
         text.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
-            var ranges: [(Int, Int)] = []
-            var at = 0
-            for w in words {
-                ranges.append((at, at + w.utf8.count))
-                at += w.utf8.count
-            }
+            let ranges = Self.byteRanges(of: words)
             func key(_ r: (Int, Int)) -> (UInt64, UInt64) { TextCompressor.PieceMemo.key(base, r.0, r.1 - r.0, b.count) }
             // Three pieces with one tag (3,000 probes over 2^15 tags: the birthday bound makes a triple likely; a
             // pair is enough for the first checks).

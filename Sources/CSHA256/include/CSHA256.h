@@ -12,4 +12,7 @@ int ao_sha256_hardware_available(void);
 /// with the x86 SHA instructions. Call only when `ao_sha256_hardware_available()` is 1.
 void ao_sha256_hardware_blocks(uint32_t state[8], const uint8_t *data, size_t blocks);
 
+/// The 64 round constants of SHA-256.
+const uint32_t *ao_sha256_round_constants(void);
+
 #endif
