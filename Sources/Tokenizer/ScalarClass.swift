@@ -70,8 +70,9 @@ enum ScalarClass {
 /// The table comes from a snapshot shipped in the resources (`scalar-classes.bin`, run-length encoded, 13 KB; see
 /// ``snapshot(of:)``): computing it from the runtime's Unicode properties took ~22 ms, a quarter of loading
 /// o200k_base, and that load happens on the accounting worker at a sidecar's first request, where under a burst the
-/// wait filled the accounting queue (Tests/Integration/test_accounting_load.py). A snapshot that is missing or does
-/// not check out is replaced by the computed table (same classes, the old cost). A unit test checks that the
+/// wait filled the accounting queue (Tests/Integration/test_accounting_load.py). A snapshot that is missing from the
+/// resources or does not check out is replaced by the computed table (same classes, the old cost); like the shipped
+/// vocabularies, it needs the module's resource bundle (`Bundle.module` stops the process without it). A unit test checks that the
 /// snapshot equals ``ScalarClass/compute(_:)`` for every scalar and regenerates it on request.
 final class ScalarClassTable: @unchecked Sendable {
     static let tableLimit: UInt32 = 0x30000

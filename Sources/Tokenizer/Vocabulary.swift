@@ -213,6 +213,7 @@ final class Vocabulary: @unchecked Sendable {
         // was ~9 ms of o200k's ~50 ms load (which the sidecar's first request pays on its accounting worker).
         let ahead = 16
         let ring = UnsafeMutablePointer<(key8: UInt64, hash: UInt64)>.allocate(capacity: ahead)
+        ring.initialize(repeating: (0, 0), count: ahead)  // read (and ignored) for ranks without a token too
         defer { ring.deallocate() }
         do {
             let (tokens, starts, table, tableShift) = (tokenBytes, offsets, slots, shift)

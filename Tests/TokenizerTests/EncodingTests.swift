@@ -231,8 +231,50 @@ let goldenVectors: [(Encoding.Name, String, [Int])] = [
         }
     }
 
+    /// The same tiny vocabulary written in other ways the parser accepts: lines out of rank order, ranks with holes,
+    /// CRLF line ends, no final newline, unpadded base64, tokens of 3 to 12 bytes (whole four-digit groups, then the
+    /// rest byte by byte). Each token keeps its rank.
+    @Test func parsesVariantsOfATinyVocabulary() throws {
+        let long = ["ab", "abc", "abcdefghi", "abcdefghijkl", "bcdefghijk"]
+        func file(order: [Int], rankOf: (Int) -> Int, newline: String, finalNewline: Bool, pad: Bool) -> [UInt8] {
+            var lines = (0..<256).map { "\(Data([UInt8($0)]).base64EncodedString()) \($0)" }
+            for (k, token) in long.enumerated() {
+                var digits = Data(token.utf8).base64EncodedString()
+                if !pad { digits = String(digits.prefix { $0 != "=" }) }
+                lines.append("\(digits) \(rankOf(256 + k))")
+            }
+            let text = order.map { lines[$0] }.joined(separator: newline) + (finalNewline ? newline : "")
+            return Array(text.utf8)
+        }
+        let inOrder = Array(0..<(256 + long.count))
+        let variants: [(String, [UInt8], (Int) -> Int)] = [
+            ("plain", file(order: inOrder, rankOf: { $0 }, newline: "\n", finalNewline: true, pad: true), { $0 }),
+            ("shuffled", file(order: inOrder.reversed(), rankOf: { $0 }, newline: "\n", finalNewline: true, pad: true),
+             { $0 }),
+            ("holes", file(order: inOrder, rankOf: { $0 < 256 ? $0 : 2 * $0 }, newline: "\n", finalNewline: true,
+                           pad: true), { $0 < 256 ? $0 : 2 * $0 }),
+            ("crlf", file(order: inOrder, rankOf: { $0 }, newline: "\r\n", finalNewline: true, pad: true), { $0 }),
+            ("no final newline", file(order: inOrder, rankOf: { $0 }, newline: "\n", finalNewline: false, pad: true),
+             { $0 }),
+            ("unpadded", file(order: inOrder, rankOf: { $0 }, newline: "\n", finalNewline: true, pad: false), { $0 }),
+        ]
+        for (label, bytes, rankOf) in variants {
+            let vocabulary = try bytes.withUnsafeBytes { try Vocabulary(parsing: $0, name: label) }
+            #expect(vocabulary.count == 256 + long.count, "\(label)")
+            for (k, token) in long.enumerated() {
+                let t = Array(token.utf8)
+                t.withUnsafeBufferPointer { p in
+                    let r = vocabulary.rank(p.baseAddress!, p.count, p.baseAddress! + p.count)
+                    #expect(r == UInt32(rankOf(256 + k)), "\(label): \(token)")
+                    #expect(vocabulary.bytes(ofRank: Int(r)).map(Array.init) == t, "\(label): \(token)")
+                }
+            }
+        }
+    }
+
     @Test func rejectsMalformedVocabulary() {
-        for bad in ["!!!! 0\n", "YQ==\n", "YQ== x\n", ""] {
+        // "QUJDREVG!x": two whole groups of four digits, then a bad byte (the byte loop after the fast path).
+        for bad in ["!!!! 0\n", "YQ==\n", "YQ== x\n", "", "QUJDREVG!x 0\n", "QUJDREVGR0g\n"] {
             let bytes = Array(bad.utf8)
             let error = #expect(throws: TokenizerError.self) {
                 try bytes.withUnsafeBytes { try Vocabulary(parsing: $0, name: "bad") }
