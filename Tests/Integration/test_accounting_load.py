@@ -11,7 +11,7 @@ overflows it within the run; with the default 16,384 the starved worker of that 
 
 The sidecar starts cold: its first record loads the o200k vocabulary on the worker, which then takes a third of the
 shared core. That load took ~70 ms of CPU, so the queue filled while it ran and the test failed now and then (CI,
-2026-12-01: 318 of 49,247 dropped; by hand 1 run in 15); since the load takes ~28 ms (SHA-NI, shipped scalar-class
+2026-12-01: 318 of 49,247 dropped; by hand 1 cold run in 18); since the load takes ~28 ms (SHA-NI, shipped scalar-class
 table, prefetched inserts) it drops nothing even with a 1,024-record queue (old binary: 4 runs of 5 dropped 315-767).
 Benchmarks/results/vocabulary-load-2026-12-02.md has the figures."""
 
