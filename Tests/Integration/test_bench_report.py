@@ -90,3 +90,23 @@ def test_report_marks_targets(tmp_path):
     assert "- mock sidecar passthrough, soak: 500 requests in the savings ledger; h2load had 499 answered" in text
     cells = (out / "cells.csv").read_text().splitlines()
     assert any(line.startswith("mock,plain,small,1,sidecar,1,100,0,200.0,200.0,200.0,100.0,") for line in cells)
+
+
+def test_report_gives_no_ratio_when_nginx_is_below_direct(tmp_path):
+    """A cell whose noise is larger than nginx's cost (nginx's added p50 below zero) has no ratio: the report says so
+    instead of dividing by it, and the target is not marked met on it."""
+    load = tmp_path / "load"
+    load.mkdir()
+    for t, d in {"direct": 2351, "sidecar": 2371, "nginx": 2336}.items():
+        write_cell(load, "mock", t, "plain", "small", 1, [d] * 100, 1e6 / d, 0.01)
+    for t, d in {"direct": 103, "sidecar": 163, "nginx": 146}.items():
+        write_cell(load, "static", t, "plain", "small", 1, [d] * 100, 1e6 / d, 0.01)
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, str(ROOT / "Benchmarks" / "suite_report.py"), str(tmp_path), "--out", str(out),
+                           "--meta", "date=test"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    check = next(t for t in summary["targets"] if t["target"].startswith("Passthrough added"))
+    assert check["measured"] == ("mock: 20 us vs nginx -15 us (no ratio: nginx's added p50 is not above zero, below "
+                                 "this cell's noise); static: 60 us vs nginx 43 us = 1.40x")
+    assert check["met"] is False
