@@ -52,12 +52,10 @@ public struct SSEFramer: Sendable {
         let (length, resume): (Int?, Int) = pending.withUnsafeReadableBytes { p in
             var i = start
             var lineStart = i
-            while i < p.count {
+            while true {
+                i = Self.lineBreak(p, from: i)
+                if i == p.count { break }
                 let c = p[i]
-                guard c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r") else {
-                    i += 1
-                    continue
-                }
                 var next = i + 1
                 if c == UInt8(ascii: "\r") {
                     if next == p.count { break }  // a CR at the end may be the start of CRLF: wait
@@ -85,33 +83,59 @@ public struct SSEFramer: Sendable {
             var lineStart = 0
             var i = 0
             while i < p.count {
+                i = Self.lineBreak(p, from: i)
+                if i == p.count { break }
                 let c = p[i]
-                if c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r") {
-                    // The line is p[lineStart..<i]: a `data` field is "data" alone or "data:" then the value.
-                    if i - lineStart >= 4 && p[lineStart] == UInt8(ascii: "d") && p[lineStart + 1] == UInt8(ascii: "a")
-                        && p[lineStart + 2] == UInt8(ascii: "t") && p[lineStart + 3] == UInt8(ascii: "a")
-                    {
-                        var valueStart = lineStart + 4
-                        if valueStart == i || p[valueStart] == UInt8(ascii: ":") {
-                            if valueStart < i { valueStart += 1 }
-                            if valueStart < i && p[valueStart] == UInt8(ascii: " ") { valueStart += 1 }
-                            let value = raw.getSlice(at: raw.readerIndex + valueStart, length: i - valueStart)!
-                            lines += 1
-                            if result == nil {
-                                offset = valueStart
-                                result = value
-                            } else {
-                                result!.writeInteger(UInt8(ascii: "\n"))
-                                result!.writeImmutableBuffer(value)
-                            }
+                // The line is p[lineStart..<i]: a `data` field is "data" alone or "data:" then the value.
+                if i - lineStart >= 4 && p[lineStart] == UInt8(ascii: "d") && p[lineStart + 1] == UInt8(ascii: "a")
+                    && p[lineStart + 2] == UInt8(ascii: "t") && p[lineStart + 3] == UInt8(ascii: "a")
+                {
+                    var valueStart = lineStart + 4
+                    if valueStart == i || p[valueStart] == UInt8(ascii: ":") {
+                        if valueStart < i { valueStart += 1 }
+                        if valueStart < i && p[valueStart] == UInt8(ascii: " ") { valueStart += 1 }
+                        let value = raw.getSlice(at: raw.readerIndex + valueStart, length: i - valueStart)!
+                        lines += 1
+                        if result == nil {
+                            offset = valueStart
+                            result = value
+                        } else {
+                            result!.writeInteger(UInt8(ascii: "\n"))
+                            result!.writeImmutableBuffer(value)
                         }
                     }
-                    if c == UInt8(ascii: "\r") && i + 1 < p.count && p[i + 1] == UInt8(ascii: "\n") { i += 1 }
-                    lineStart = i + 1
                 }
+                if c == UInt8(ascii: "\r") && i + 1 < p.count && p[i + 1] == UInt8(ascii: "\n") { i += 1 }
+                lineStart = i + 1
                 i += 1
             }
         }
         return (result, lines == 1 ? offset : nil)
+    }
+
+    /// Where the first CR or LF of `p` from `from` on is, or `p.count`: eight bytes at a time, since an event's
+    /// lines are mostly long JSON chunks.
+    @inline(__always)
+    static func lineBreak(_ p: UnsafeRawBufferPointer, from: Int) -> Int {
+        var i = from
+        let n = p.count
+        if let base = p.baseAddress, n >= 8 {
+            let ones: UInt64 = 0x0101_0101_0101_0101
+            let low7: UInt64 = 0x7F7F_7F7F_7F7F_7F7F
+            // 0x80 in each byte of `v` that is zero (exact: no carries between bytes).
+            @inline(__always) func zeroBytes(_ v: UInt64) -> UInt64 { ~(((v & low7) &+ low7) | v | low7) }
+            while i <= n - 8 {
+                let w = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+                let hit = zeroBytes(w ^ (ones &* 0x0A)) | zeroBytes(w ^ (ones &* 0x0D))
+                if hit != 0 { return i + hit.trailingZeroBitCount &>> 3 }
+                i += 8
+            }
+        }
+        while i < n {
+            let c = p[i]
+            if c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r") { return i }
+            i += 1
+        }
+        return n
     }
 }

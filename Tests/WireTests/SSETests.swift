@@ -46,6 +46,43 @@ struct SSETests {
         #expect(String(buffer: events[1].data!) == "c")
     }
 
+    /// Line breaks are found eight bytes at a time: every line length from 0 to 40 (breaks at every offset of a
+    /// word), each ending (LF, CRLF, CR), fed whole and a byte at a time, gives the events and data a byte-by-byte
+    /// reading gives.
+    @Test func framesLinesOfEveryLengthAndEnding() throws {
+        for ending in ["\n", "\r\n", "\r"] {
+            var stream = ""
+            var expected: [(raw: String, data: String)] = []
+            for length in 0...40 {
+                let value = String(repeating: "x", count: length)
+                let raw = ": c\(length)" + ending + "data: " + value + ending + "data:" + value.prefix(length / 2) + ending
+                    + ending
+                stream += raw
+                expected.append((raw, value + "\n" + value.prefix(length / 2)))
+            }
+            // A CR ending leaves the last event waiting for a possible LF: a final event with LF ends the stream.
+            stream += "data: end\n\n"
+            expected.append(("data: end\n\n", "end"))
+            for split in [stream.utf8.count, 1] {
+                let bytes = Array(stream.utf8)
+                var framer = SSEFramer()
+                var events: [SSEEvent] = []
+                var i = 0
+                while i < bytes.count {
+                    let j = min(bytes.count, i + split)
+                    events += framer.feed(ByteBuffer(bytes: bytes[i..<j]))
+                    i = j
+                }
+                try #require(events.count == expected.count, "ending \(ending.debugDescription), split \(split)")
+                for (e, x) in zip(events, expected) {
+                    #expect(String(buffer: e.raw) == x.raw)
+                    #expect(e.data.map { String(buffer: $0) } == x.data)
+                }
+                #expect(framer.bufferedBytes == 0)
+            }
+        }
+    }
+
     @Test func tapReadsUsageAndTextWithoutChangingBytes() {
         var tap = StreamTap(stripInjectedUsage: false)
         var out = ""
