@@ -16,17 +16,23 @@ struct SSETests {
 
     static var stream: String { chunks.map { $0 + "\n\n" }.joined() }
 
+    /// `text` fed to a new framer in chunks of `split` bytes: the events, and the framer after the last chunk.
+    static func frame(_ text: String, split: Int) -> ([SSEEvent], SSEFramer) {
+        let bytes = Array(text.utf8)
+        var framer = SSEFramer()
+        var events: [SSEEvent] = []
+        var i = 0
+        while i < bytes.count {
+            let j = min(bytes.count, i + split)
+            events += framer.feed(ByteBuffer(bytes: bytes[i..<j]))
+            i = j
+        }
+        return (events, framer)
+    }
+
     @Test func framesAcrossArbitrarySplits() {
-        let bytes = Array(Self.stream.utf8)
         for split in [1, 2, 3, 7, 50, 1000] {
-            var framer = SSEFramer()
-            var events: [SSEEvent] = []
-            var i = 0
-            while i < bytes.count {
-                let j = min(bytes.count, i + split)
-                events += framer.feed(ByteBuffer(bytes: bytes[i..<j]))
-                i = j
-            }
+            let (events, framer) = Self.frame(Self.stream, split: split)
             #expect(events.count == 5, "split \(split)")
             #expect(events.map { String(buffer: $0.raw) }.joined() == Self.stream)
             #expect(String(buffer: events[4].data!) == "[DONE]")
@@ -64,15 +70,7 @@ struct SSETests {
             stream += "data: end\n\n"
             expected.append(("data: end\n\n", "end"))
             for split in [stream.utf8.count, 1] {
-                let bytes = Array(stream.utf8)
-                var framer = SSEFramer()
-                var events: [SSEEvent] = []
-                var i = 0
-                while i < bytes.count {
-                    let j = min(bytes.count, i + split)
-                    events += framer.feed(ByteBuffer(bytes: bytes[i..<j]))
-                    i = j
-                }
+                let (events, framer) = Self.frame(stream, split: split)
                 try #require(events.count == expected.count, "ending \(ending.debugDescription), split \(split)")
                 for (e, x) in zip(events, expected) {
                     #expect(String(buffer: e.raw) == x.raw)
