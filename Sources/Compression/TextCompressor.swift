@@ -562,9 +562,9 @@ public struct TextCompressor: Sendable {
             while k + 9 <= n {
                 let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
                 let w1 = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k + 1, as: UInt64.self))
-                let hit = Self.bytesEqual(w, 0x22) | Self.bytesEqual(w, 0x60) | Self.bytesEqual(w, 0xE2)
-                    | (Self.bytesEqual(w, 0x68) & Self.bytesEqual(w1, 0x74))
-                    | (Self.bytesEqual(w, 0x77) & Self.bytesEqual(w1, 0x77))
+                let hit = SWAR.bytesEqual(w, 0x22) | SWAR.bytesEqual(w, 0x60) | SWAR.bytesEqual(w, 0xE2)
+                    | (SWAR.bytesEqual(w, 0x68) & SWAR.bytesEqual(w1, 0x74))
+                    | (SWAR.bytesEqual(w, 0x77) & SWAR.bytesEqual(w1, 0x77))
                 if hit != 0 { return k + hit.trailingZeroBitCount >> 3 }
                 k += 8
             }
@@ -580,14 +580,6 @@ public struct TextCompressor: Sendable {
             k += 1
         }
         return n
-    }
-
-    /// 0x80 in every byte of `w` equal to `c`, 0 elsewhere (exact: no carries between bytes).
-    @inline(__always)
-    static func bytesEqual(_ w: UInt64, _ c: UInt8) -> UInt64 {
-        let x = w ^ (0x0101_0101_0101_0101 &* UInt64(c))
-        let low7 = 0x7F7F_7F7F_7F7F_7F7F as UInt64
-        return ~(((x & low7) &+ low7) | x | low7)
     }
 
     static func hasPrefix(_ b: [UInt8], _ i: Int, _ p: StaticString) -> Bool {

@@ -140,13 +140,7 @@ struct JSONScanner {
     /// Whether any of eight bytes is a quote or a backslash (exact: no false answers either way).
     @inline(__always)
     static func hasQuoteOrBackslash(_ x: UInt64) -> Bool {
-        let ones: UInt64 = 0x0101_0101_0101_0101
-        let high: UInt64 = 0x8080_8080_8080_8080
-        let q = x ^ (ones &* 0x22)
-        let b = x ^ (ones &* 0x5C)
-        // A zero byte of q or b: (v - 1) & ~v & 0x80 per byte, made exact by looking at the low seven bits.
-        @inline(__always) func zeroByte(_ v: UInt64) -> UInt64 { ~(((v & ~high) &+ ~high) | v) & high }
-        return (zeroByte(q) | zeroByte(b)) != 0
+        (SWAR.bytesEqual(x, 0x22) | SWAR.bytesEqual(x, 0x5C)) != 0
     }
 
     mutating func literal(_ word: StaticString) throws(JSONSyntaxError) {

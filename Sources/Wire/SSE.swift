@@ -120,13 +120,9 @@ public struct SSEFramer: Sendable {
         var i = from
         let n = p.count
         if let base = p.baseAddress, n >= 8 {
-            let ones: UInt64 = 0x0101_0101_0101_0101
-            let low7: UInt64 = 0x7F7F_7F7F_7F7F_7F7F
-            // 0x80 in each byte of `v` that is zero (exact: no carries between bytes).
-            @inline(__always) func zeroBytes(_ v: UInt64) -> UInt64 { ~(((v & low7) &+ low7) | v | low7) }
             while i <= n - 8 {
                 let w = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self))
-                let hit = zeroBytes(w ^ (ones &* 0x0A)) | zeroBytes(w ^ (ones &* 0x0D))
+                let hit = SWAR.bytesEqual(w, 0x0A) | SWAR.bytesEqual(w, 0x0D)
                 if hit != 0 { return i + hit.trailingZeroBitCount &>> 3 }
                 i += 8
             }
