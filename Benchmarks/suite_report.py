@@ -229,10 +229,10 @@ def main():
         cl = cell(up, "plain", "small", 1)
         if "sidecar" in cl and "nginx" in cl:
             a, n = cl["sidecar"]["added_p50"], cl["nginx"]["added_p50"]
-            ok = a <= 1.5 * n
+            # nginx at or below direct: the cell's noise is larger than nginx's cost, no ratio (and not met).
+            ok = n > 0 and a <= 1.5 * n
             oks.append(ok)
             floor = f"; SwiftNIO byte relay {f0(cl['niorelay']['added_p50'])} us" if "niorelay" in cl else ""
-            # nginx at or below direct: the cell's noise is larger than nginx's cost, no ratio (and not met).
             ratio = f"= {f2(a / n)}x" if n > 0 else "(no ratio: nginx's added p50 is not above zero, below this cell's noise)"
             parts.append(f"{up}: {f0(a)} us vs nginx {f0(n)} us {ratio}{floor}")
     checks.append(("Passthrough added p50 at concurrency 1 <= 1.5x nginx's (plain ~200-token request; both upstreams)",
