@@ -178,6 +178,34 @@ public final class Encoding: Sendable {
         }
     }
 
+    /// The ends of the pre-tokenizer pieces of `bytes` that start at `start` (the end of an earlier piece, or 0), at
+    /// most `max` of them, in order, written to `ends`; returns how many (0 only when `start` is at the end). The
+    /// same pieces as ``forEachPieceRange(_:_:)``, a chunk at a time: a caller with work per piece does it in a loop
+    /// of its own, over a small buffer, instead of in a closure called for every piece.
+    public func pieceEnds(
+        _ bytes: UnsafeBufferPointer<UInt8>, from start: Int, into ends: UnsafeMutablePointer<Int32>, max: Int
+    ) -> Int {
+        guard let base = bytes.baseAddress, start < bytes.count else { return 0 }
+        let n = bytes.count
+        let scanner = PreTokenizer(base: base, count: n)
+        var p = start
+        var k = 0
+        if name == .o200kBase {
+            while p < n && k < max {
+                p = scanner.nextO200k(at: p)
+                ends[k] = Int32(truncatingIfNeeded: p)
+                k += 1
+            }
+        } else {
+            while p < n && k < max {
+                p = scanner.nextCl100k(at: p)
+                ends[k] = Int32(truncatingIfNeeded: p)
+                k += 1
+            }
+        }
+        return k
+    }
+
     /// The tokens of the pre-tokenizer piece `bytes[start..<end]` (a range ``forEachPieceRange(_:_:)`` reported).
     public func tokenCount(ofPiece start: Int, _ end: Int, in bytes: UnsafeBufferPointer<UInt8>) -> Int {
         let base = bytes.baseAddress!
