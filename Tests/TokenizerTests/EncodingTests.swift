@@ -181,6 +181,35 @@ let goldenVectors: [(Encoding.Name, String, [Int])] = [
         }
     }
 
+    /// The pieces found a chunk at a time (the compressor's ``Encoding/pieceEnds(_:from:into:max:)``) are those of
+    /// ``Encoding/forEachPieceRange(_:_:)``, whatever the chunk size; at the end of the text none are left.
+    @Test(arguments: Encoding.Name.allCases)
+    func pieceEndsInChunksMatchThePieces(_ name: Encoding.Name) throws {
+        let encoding = try Encoding.named(name)
+        let text = "Hello, world! I'm here. naïve café 東京 Ελληνικά 123456 3.14\n\n  indented\ttab \r\n"
+            + "Supercalifragilisticexpialidocious   x\n\n\n 🙂👍🏽 \u{301}é don't HTTPServer fooBar a   b"
+        let bytes = Array(text.utf8)
+        bytes.withUnsafeBufferPointer { b in
+            var expected: [Int32] = []
+            encoding.forEachPieceRange(b) { _, e in expected.append(Int32(e)) }
+            #expect(expected.count > 30)
+            for chunk in [1, 2, 3, 7, 64, 1000] {
+                var ends: [Int32] = []
+                var buffer = [Int32](repeating: -1, count: chunk)
+                while true {
+                    let from = Int(ends.last ?? 0)
+                    let k = buffer.withUnsafeMutableBufferPointer {
+                        encoding.pieceEnds(b, from: from, into: $0.baseAddress!, max: chunk)
+                    }
+                    #expect(k <= chunk)
+                    if k == 0 { break }
+                    ends += buffer[0..<k]
+                }
+                #expect(ends == expected, "chunk \(chunk)")
+            }
+        }
+    }
+
     @Test func namedByString() throws {
         #expect(try Encoding.named("o200k_base").name == .o200kBase)
         #expect(try Encoding.named("cl100k_base").name == .cl100kBase)
