@@ -39,6 +39,8 @@
 # savings ledger (/v1/optimizer/savings, read once its accounting queue has drained) goes to
 # savings-UPSTREAM-TARGET.json, and each soak sidecar's after the soak; the report compares it with h2load's
 # summaries of the measured runs (.out) and warm-ups (.warmup), or of the soak runs, and the requests sent outside h2load.
+# After each measured run a sidecar target's latest 256 request records (/v1/optimizer/requests) go to
+# UPSTREAM-TARGET-MODE-SIZE-cC-rR.requests: the report shows the sidecar's own compression time and overhead from them.
 #
 # CPU pinning (BENCH_PIN=1, default; needs taskset and >= 2 CPUs): the load generator (and the OTLP sink) run on
 # CPU 0, the upstream and the proxy under test share CPU 1, so every proxy competes with the same upstream for the
@@ -398,6 +400,12 @@ for r in $(seq "$ROUNDS"); do
                 >"$base.out" 2>&1 || { cat "$base.out" >&2; die "h2load failed for $t $m $s c=$c"; }
             after="$("$PY" "$HERE/proc_tools.py" sample "$(pid_of "$t")")"
             printf '{"before":%s,"after":%s}\n' "$before" "$after" >"$base.proc"
+            # A sidecar's own account of its latest requests (compression time, its overhead: total minus upstream
+            # time), read from its local API (not proxied, not in the ledger) right after the run.
+            case "$t" in sidecar|full|fullcold|telemetry)
+                curl -fsS --max-time 5 "http://127.0.0.1:${PORT[$t]}/v1/optimizer/requests?limit=256" \
+                    >"$base.requests" 2>/dev/null || rm -f "$base.requests" ;;
+            esac
             log "[$i/$n_runs] r$r $m $s c=$c $t: $(grep -o 'finished in.*req/s' "$base.out" || echo '?')"
         done
     done; done; done

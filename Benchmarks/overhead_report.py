@@ -98,6 +98,58 @@ def summarize(run_dir: pathlib.Path) -> dict:
     return dict(cells)
 
 
+def inside(run_dir: pathlib.Path) -> dict:
+    """{(upstream, mode, size, conc): {target: {compression_ms, overhead_ms, records}}} from the request records a
+    sidecar target reported after each measured run (`*.requests`, its latest 256): per run the p50 of the
+    records of that run's kind (streamed or not, and the most common original prompt size among them, so that an
+    earlier cell's records in a short run's window are left out), then the median over rounds. `compression_ms`:
+    the compressor's time in the sidecar (NaN when nothing was compressed); `overhead_ms`: the record's
+    `timings_ms.overhead`, the sidecar's time upstream excluded, as it measures it."""
+    per: dict[tuple, list[tuple[float, float, int]]] = defaultdict(list)
+    for path in sorted(run_dir.glob("*.requests")):
+        m = NAME.match(path.with_suffix(".log").name)
+        if not m:
+            continue
+        try:
+            records = json.loads(path.read_text())["data"]
+        except (ValueError, KeyError):
+            continue
+        stream = m["mode"] == "stream"
+        records = [r for r in records if r.get("stream") == stream and r.get("status") == 200]
+        if not records:
+            continue
+        size = statistics.mode(r.get("prompt_tokens_original") for r in records)
+        records = [r for r in records if r.get("prompt_tokens_original") == size]
+        comp = sorted(r["compression"]["duration_ms"] for r in records if r.get("compression"))
+        over = sorted(r["timings_ms"]["overhead"] for r in records if (r.get("timings_ms") or {}).get("overhead")
+                      is not None)
+        per[(m["upstream"], m["mode"], m["size"], int(m["conc"]), m["target"])].append(
+            (percentile(comp, 50), percentile(over, 50), len(records)))
+    out: dict[tuple, dict] = defaultdict(dict)
+    for (u, mo, si, c, t), runs in per.items():
+        out[(u, mo, si, c)][t] = {"compression_ms": nanmedian(r[0] for r in runs),
+                                  "overhead_ms": nanmedian(r[1] for r in runs), "records": sum(r[2] for r in runs)}
+    return dict(out)
+
+
+def inside_lines(ins: dict) -> list[str]:
+    lines = []
+    for (u, mo, si, c), cell in sorted(ins.items()):
+        for t, s in sorted(cell.items(), key=lambda kv: ORDER.get(kv[0], 9)):
+            comp = "-" if math.isnan(s["compression_ms"]) else f"{s['compression_ms'] * 1000:,.0f}"
+            over = "-" if math.isnan(s["overhead_ms"]) else f"{s['overhead_ms'] * 1000:,.0f}"
+            lines.append(f"| {u} | {mo} | {si} | {c} | {LABEL.get(t, t)} | {comp} | {over} | {s['records']:,} |")
+    if not lines:
+        return []
+    return ["", "The sidecars' own account (`/v1/optimizer/requests` after each run, the latest 256 requests of the "
+            "run's kind; p50 per run, median over rounds): the compressor's time, and the sidecar's overhead as it "
+            "measures it (from the request's last byte to its dispatch upstream, plus its handling of the response; "
+            "h2load's added latency also holds reading the request, the loopback hops and the event loop's "
+            "scheduling).", "",
+            "| upstream | mode | prompt | c | target | compression p50 us | sidecar overhead p50 us | records |",
+            "|---|---|---|---:|---|---:|---:|---:|", *lines]
+
+
 H2LOAD_REQUESTS = re.compile(r"requests: \d+ total, (\d+) started, \d+ done, (\d+) succeeded")
 
 
@@ -205,6 +257,7 @@ def main() -> int:
                           f"{sc['added_p50']:,.0f} us = **{signed((tel['added_p50'] / sc['added_p50'] - 1) * 100)}%**")
     if ratios:
         lines += ["", *ratios]
+    lines += inside_lines(inside(args.run_dir))
     lines += ["", "Per-round p50 (us), in run order:"]
     for (u, mo, si, c), cell in sorted(cells.items()):
         for t, s in sorted(cell.items(), key=lambda kv: ORDER.get(kv[0], 9)):

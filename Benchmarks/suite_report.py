@@ -383,6 +383,7 @@ def main():
            "returning one fixed completion. Prompt `small` ~200 tokens, `large` ~8k tokens "
            f"({inputs.get('body-large.json', {}).get('content_tokens', '?')} o200k tokens of message content).", ""]
     md += orep.table(cells)
+    md += orep.inside_lines(orep.inside(load_dir))
 
     # micro ----------------------------------------------------------------------------------------------------------
     if micro or tok:
