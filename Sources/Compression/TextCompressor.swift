@@ -460,19 +460,19 @@ public struct TextCompressor: Sendable {
                 }
                 pieces.withUnsafeBufferPointer { pieces in
                     sentences.withUnsafeBufferPointer { sentences in
-                        for p in pieces {
-                            if p.flags.contains(.collapsed) { continue }
+                        @inline(__always) func emit(_ p: Piece) {
+                            if p.flags.contains(.collapsed) { return }
                             let s = sentences[Int(p.sentence)]
                             if p.kind == .newline {
                                 // ".\n": the punctuation goes with its sentence; a bare break only between kept
                                 // content.
                                 let withPunct = s.kept && p.breakStart > p.start && p.emitStart == p.start
-                                if !withPunct && (w == 0 || ob[w - 1] == 0x0A) { continue }
+                                if !withPunct && (w == 0 || ob[w - 1] == 0x0A) { return }
                                 put(withPunct ? Int(p.emitStart) : Int(p.breakStart), Int(p.emitEnd))
                                 kept += Int(p.tokens)
-                                continue
+                                return
                             }
-                            guard s.kept && !p.flags.contains(.dropped) else { continue }
+                            guard s.kept && !p.flags.contains(.dropped) else { return }
                             var start = Int(p.emitStart)
                             if p.flags.contains(.leadingSpace)
                                 && (w == 0 || ob[w - 1] == 0x0A || p.flags.contains(.noSpace))
@@ -488,6 +488,29 @@ public struct TextCompressor: Sendable {
                                 put(start, Int(p.emitEnd))
                             }
                             kept += Int(p.tokens)
+                        }
+                        // Sentence by sentence: a sentence not kept emits nothing (its pieces are its own, and no
+                        // line break is in one), so its pieces are not read; the line breaks between sentences are.
+                        var i = 0
+                        for s in sentences {
+                            let first = Int(s.first)
+                            let end = Int(s.end)
+                            while i < first {
+                                emit(pieces[i])
+                                i += 1
+                            }
+                            if s.kept {
+                                while i < end {
+                                    emit(pieces[i])
+                                    i += 1
+                                }
+                            } else {
+                                i = max(i, end)
+                            }
+                        }
+                        while i < pieces.count {
+                            emit(pieces[i])
+                            i += 1
                         }
                     }
                 }
