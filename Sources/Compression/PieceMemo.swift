@@ -66,6 +66,9 @@ extension TextCompressor {
         static let slotBits = 14
 
         private let entries: UnsafeMutablePointer<Entry>
+        /// Per value of an entry's top 8 bits (kind, then the rest): the piece's ``Flags`` (low 16 bits) and kind (bits
+        /// 16-23), so that a hit takes its flags from one load instead of a branch per flag (``flags(_:_:)``).
+        private let decoded: UnsafeMutablePointer<UInt32>
         /// Per set, its four slots' tags (16 bits each, slot `4i + w` in bits `16w..<16w + 16` of `tags[i]`; 0: empty).
         private let tags: UnsafeMutablePointer<UInt64>
         private let shift: UInt64
@@ -85,6 +88,11 @@ extension TextCompressor {
                 .bindMemory(to: UInt64.self, capacity: count / 4)
             tags.initialize(repeating: 0, count: count / 4)
             shift = UInt64(64 - bits)
+            decoded = .allocate(capacity: 256)
+            for v in 0..<256 {
+                let kind = Kind(rawValue: UInt8(v & 7))
+                decoded[v] = kind.map { UInt32(Self.flags(UInt8(v >> 3), $0).rawValue) | UInt32(v & 7) << 16 } ?? 0
+            }
             long = .allocate(byteCount: 64 << Self.longBits, alignment: 64)
             long.initializeMemory(as: UInt8.self, repeating: 0, count: 64 << Self.longBits)
         }
@@ -93,6 +101,7 @@ extension TextCompressor {
             entries.deinitialize(count: count)
             UnsafeMutableRawPointer(entries).deallocate()
             UnsafeMutableRawPointer(tags).deallocate()
+            decoded.deallocate()
             long.deallocate()
         }
 
@@ -165,11 +174,13 @@ extension TextCompressor {
         /// Asks the memory system for the line of the first entry whose tag matches the probe's, without waiting for
         /// it (for none when no tag matches: the piece is new, nothing to read).
         @inline(__always)
-        func prefetch(_ probe: Int) {
+        @discardableResult
+        func prefetch(_ probe: Int) -> UInt64 {
             let m = matches(probe)
             if m != 0 {
                 ao_prefetch(UnsafeRawPointer(entries + (probe & 0xFFFF & ~3) + m.trailingZeroBitCount / 16))
             }
+            return m
         }
 
         /// The piece at `start..<end` of `base[0..<count]` if the probe's set holds these bytes (the entries whose
@@ -179,8 +190,19 @@ extension TextCompressor {
         func piece(
             at probe: Int, _ key: (UInt64, UInt64), _ base: UnsafePointer<UInt8>, _ count: Int, start: Int, end: Int
         ) -> Piece? {
+            piece(at: probe, lanes: matches(probe), key, base, count, start: start, end: end)
+        }
+
+        /// ``piece(at:_:_:_:start:end:)`` with the lanes ``prefetch(_:)`` found for the probe. Tags stored since
+        /// then may be missed (the piece is then taken for new, and stored again): a table's content never changes a
+        /// result, only how fast it comes.
+        @inline(__always)
+        func piece(
+            at probe: Int, lanes found: UInt64, _ key: (UInt64, UInt64), _ base: UnsafePointer<UInt8>, _ count: Int,
+            start: Int, end: Int
+        ) -> Piece? {
             let set = entries + (probe & 0xFFFF & ~3)
-            var lanes = matches(probe)
+            var lanes = found
             var way = -1
             while lanes != 0 {
                 let w = lanes.trailingZeroBitCount / 16
@@ -193,12 +215,13 @@ extension TextCompressor {
             if way < 0 { return nil }
             let m = set[way]
             let tokens = (m.w1 &>> Meta.tokensShift) & 15
-            let kind = Kind(rawValue: UInt8(truncatingIfNeeded: (m.w1 &>> Meta.kindShift) & 7))!
+            let d = decoded[Int(truncatingIfNeeded: m.w1 &>> Meta.kindShift)]
+            let kind = Kind(rawValue: UInt8(truncatingIfNeeded: d &>> 16))!
             let rest = UInt8(truncatingIfNeeded: m.w1 &>> Meta.restShift)
             var p = Piece(
                 start: Int32(start), end: Int32(end),
                 tokens: tokens == Meta.pending ? -Int32(truncatingIfNeeded: m.stem &+ 1) : Int32(tokens),
-                flags: Self.flags(rest, kind), kind: kind)
+                flags: Flags(rawValue: UInt16(truncatingIfNeeded: d)), kind: kind)
             switch kind {
             case .newline:
                 p.breakStart = Int32(start) + Int32(rest &>> 1)

@@ -808,7 +808,7 @@ public struct TextCompressor: Sendable {
                 let s = Int(q.start)
                 let e = Int(q.end)
                 let key = (q.key0, q.key1)
-                if q.slot >= 0, var p = memo.piece(at: Int(q.slot), key, base, n, start: s, end: e) {
+                if q.slot >= 0, var p = memo.piece(at: Int(q.slot), lanes: q.lanes, key, base, n, start: s, end: e) {
                     if p.tokens < 0 && p.kind == .word { p.stem = newStems[Int(-p.tokens) - 1] }
                     return p
                 }
@@ -845,14 +845,14 @@ public struct TextCompressor: Sendable {
                     let mask = Self.queueDepth - 1
                     for i in 0..<min(Self.queueDepth, count) {
                         ring[i] = queued(i)
-                        if ring[i].slot >= 0 { memo.prefetch(Int(ring[i].slot)) }
+                        if ring[i].slot >= 0 { ring[i].lanes = memo.prefetch(Int(ring[i].slot)) }
                     }
                     for i in 0..<count {
                         let q = ring[i & mask]
                         if i + Self.queueDepth < count {
-                            let next = queued(i + Self.queueDepth)
+                            var next = queued(i + Self.queueDepth)
+                            if next.slot >= 0 { next.lanes = memo.prefetch(Int(next.slot)) }
                             ring[i & mask] = next
-                            if next.slot >= 0 { memo.prefetch(Int(next.slot)) }
                         }
                         (first + i).initialize(to: take(q))
                     }
@@ -906,6 +906,8 @@ public struct TextCompressor: Sendable {
         var slot: Int32 = -1
         var key0: UInt64 = 0
         var key1: UInt64 = 0
+        /// The memo set's lanes whose tags matched when its line was asked for (``PieceMemo/prefetch(_:)``).
+        var lanes: UInt64 = 0
     }
 
     /// How many pieces ahead of its use a memo line is asked for (a power of two).
