@@ -767,25 +767,12 @@ public struct TextCompressor: Sendable {
             guard let base = b.baseAddress, b.count > 0 else { return [] }
             let n = b.count
             // The pre-tokenizer's pieces first, all of them (``Encoding/pieceEnds(_:from:into:max:)``: their ends,
-            // 4 bytes a piece), so that the array of pieces is made at its size and filled in place, and the loop
-            // filling it keeps its state in registers (a closure called for every piece kept it in memory).
-            var capacity = n / 3 + 16
-            var ends = UnsafeMutablePointer<Int32>.allocate(capacity: capacity)
+            // 4 bytes a piece; a piece has at least one byte), so that the array of pieces is made at its size and
+            // filled in place, and the loop filling it keeps its state in registers (a closure called for every piece
+            // kept it in memory).
+            let ends = UnsafeMutablePointer<Int32>.allocate(capacity: n)
             defer { ends.deallocate() }
-            var count = 0
-            while true {
-                if count == capacity {
-                    let grown = UnsafeMutablePointer<Int32>.allocate(capacity: capacity * 2)
-                    grown.moveInitialize(from: ends, count: count)
-                    ends.deallocate()
-                    ends = grown
-                    capacity *= 2
-                }
-                let from = count == 0 ? 0 : Int(ends[count - 1])
-                let k = encoding.pieceEnds(b, from: from, into: ends + count, max: capacity - count)
-                if k == 0 { break }
-                count += k
-            }
+            let count = encoding.pieceEnds(b, from: 0, into: ends, max: n)
             // Pieces seen before (on this thread, in this text or an earlier one: " the", " of", ",", " Document")
             // take their tokens and classification from ``PieceMemo`` instead of byte-pair encoding and classifying
             // them again.
