@@ -194,7 +194,8 @@ extension TextCompressor {
         }
 
         /// ``piece(at:_:_:_:start:end:)`` with the lanes ``prefetch(_:)`` found for the probe. Tags stored since
-        /// then may be missed (the piece is then taken for new, and stored again): a table's content never changes a
+        /// then are missed (the caller looks again on a miss: a piece repeated a few pieces after its first, new
+        /// occurrence would otherwise be counted and stored again each time); a table's content never changes a
         /// result, only how fast it comes.
         @inline(__always)
         func piece(

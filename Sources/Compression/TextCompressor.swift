@@ -795,7 +795,12 @@ public struct TextCompressor: Sendable {
                 let s = Int(q.start)
                 let e = Int(q.end)
                 let key = (q.key0, q.key1)
-                if q.slot >= 0, var p = memo.piece(at: Int(q.slot), lanes: q.lanes, key, base, n, start: s, end: e) {
+                // (The lanes are from the prefetch; a piece stored since, the same one a few pieces back, is found
+                // by looking again.)
+                if q.slot >= 0,
+                    var p = memo.piece(at: Int(q.slot), lanes: q.lanes, key, base, n, start: s, end: e)
+                        ?? memo.piece(at: Int(q.slot), key, base, n, start: s, end: e)
+                {
                     if p.tokens < 0 && p.kind == .word { p.stem = newStems[Int(-p.tokens) - 1] }
                     return p
                 }
