@@ -39,8 +39,9 @@
 # savings ledger (/v1/optimizer/savings, read once its accounting queue has drained) goes to
 # savings-UPSTREAM-TARGET.json, and each soak sidecar's after the soak; the report compares it with h2load's
 # summaries of the measured runs (.out) and warm-ups (.warmup), or of the soak runs, and the requests sent outside h2load.
-# After each measured run a sidecar target's latest 256 request records (/v1/optimizer/requests) go to
-# UPSTREAM-TARGET-MODE-SIZE-cC-rR.requests: the report shows the sidecar's own compression time and overhead from them.
+# After each measured run a sidecar target's latest 256 request records (/v1/optimizer/requests), with the id of its
+# newest record before the run, go to UPSTREAM-TARGET-MODE-SIZE-cC-rR.requests: the report shows the sidecar's own
+# compression time and overhead for that run's requests.
 #
 # CPU pinning (BENCH_PIN=1, default; needs taskset and >= 2 CPUs): the load generator (and the OTLP sink) run on
 # CPU 0, the upstream and the proxy under test share CPU 1, so every proxy competes with the same upstream for the
@@ -365,6 +366,21 @@ for t in $TARGETS; do
 done
 
 echo "load: h2load --h1 -c C -t 1 -m 1 -D SECONDS -d BODY -H 'content-type: application/json' -H '$AUTH' --log-file LOG URL (pinned: ${LOADGEN[*]:-none})" >>"$RUN/commands-$UPSTREAM.txt"
+is_sidecar() { case "$1" in sidecar|full|fullcold|telemetry) return 0 ;; esac; return 1; }
+# newest_request TARGET: the id of a sidecar's newest request record once two reads 0.1 s apart agree (its accounting
+# worker publishes records within a 5 ms tick; at most 2 s), empty when it has none.
+newest_request() {
+    local prev=x cur k
+    for k in $(seq 20); do
+        cur="$(curl -fsS --max-time 5 "http://127.0.0.1:${PORT[$1]}/v1/optimizer/requests?limit=1" 2>/dev/null \
+            | "$PY" -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(d[-1]["request_id"] if d else "")' \
+            2>/dev/null)" || cur=""
+        [ "$cur" = "$prev" ] && break
+        prev="$cur"
+        sleep 0.1
+    done
+    echo "$cur"
+}
 # fullcold runs large prompts only (below the analysis cache's minimum it is the same as full).
 skips() { [ "$1" = fullcold ] && [ "$2" != large ]; }
 n_runs=0
@@ -390,6 +406,7 @@ for r in $(seq "$ROUNDS"); do
                 timeout $(( WARMUP + 30 )) "${LOADGEN[@]}" h2load --h1 -c "$c" -t 1 -m 1 -D "$WARMUP" -d "$body" \
                     -H 'content-type: application/json' -H "$AUTH" "$(url_of "$t")" >"$base.warmup" 2>&1 || true
             fi
+            is_sidecar "$t" && since="$(newest_request "$t")"
             before="$("$PY" "$HERE/proc_tools.py" sample "$(pid_of "$t")")"
             # A slow target (LiteLLM: seconds per request at concurrency 64) gets a longer run so that requests
             # complete within it (BENCH_SLOW_DURATION, default 6 s, at concurrency >= 64).
@@ -400,12 +417,15 @@ for r in $(seq "$ROUNDS"); do
                 >"$base.out" 2>&1 || { cat "$base.out" >&2; die "h2load failed for $t $m $s c=$c"; }
             after="$("$PY" "$HERE/proc_tools.py" sample "$(pid_of "$t")")"
             printf '{"before":%s,"after":%s}\n' "$before" "$after" >"$base.proc"
-            # A sidecar's own account of its latest requests (compression time, its overhead: total minus upstream
-            # time), read from its local API (not proxied, not in the ledger) right after the run.
-            case "$t" in sidecar|full|fullcold|telemetry)
-                curl -fsS --max-time 5 "http://127.0.0.1:${PORT[$t]}/v1/optimizer/requests?limit=256" \
-                    >"$base.requests" 2>/dev/null || rm -f "$base.requests" ;;
-            esac
+            # A sidecar's own account of this run's requests (compression time, its overhead), from its local API (not
+            # proxied, not in the ledger) once its accounting has published them: the latest 256, and the newest
+            # request before the run (`since`), so that the report keeps this run's alone.
+            if is_sidecar "$t"; then
+                newest_request "$t" >/dev/null
+                { printf '{"since":"%s","records":' "$since"
+                  curl -fsS --max-time 5 "http://127.0.0.1:${PORT[$t]}/v1/optimizer/requests?limit=256" || echo null
+                  echo '}'; } >"$base.requests" 2>/dev/null
+            fi
             log "[$i/$n_runs] r$r $m $s c=$c $t: $(grep -o 'finished in.*req/s' "$base.out" || echo '?')"
         done
     done; done; done

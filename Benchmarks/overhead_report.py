@@ -100,9 +100,9 @@ def summarize(run_dir: pathlib.Path) -> dict:
 
 def inside(run_dir: pathlib.Path) -> dict:
     """{(upstream, mode, size, conc): {target: {compression_ms, overhead_ms, records}}} from the request records a
-    sidecar target reported after each measured run (`*.requests`, its latest 256): per run the p50 of the
-    records of that run's kind (streamed or not, and the most common original prompt size among them, so that an
-    earlier cell's records in a short run's window are left out), then the median over rounds. `compression_ms`:
+    sidecar target reported after each measured run (`*.requests`: its latest 256, and `since`, its newest request
+    before the run): per run the p50 of the records after `since` (all of them when `since` is not among them: more
+    than 256 came after it) that were answered and are of the run's mode, then the median over rounds. `compression_ms`:
     the compressor's time in the sidecar (NaN when nothing was compressed); `overhead_ms`: the record's
     `timings_ms.overhead`, the sidecar's time upstream excluded, as it measures it."""
     per: dict[tuple, list[tuple[float, float, int]]] = defaultdict(list)
@@ -111,15 +111,17 @@ def inside(run_dir: pathlib.Path) -> dict:
         if not m:
             continue
         try:
-            records = json.loads(path.read_text())["data"]
-        except (ValueError, KeyError):
+            saved = json.loads(path.read_text())
+            records, since = saved["records"]["data"], saved.get("since") or None
+        except (ValueError, KeyError, TypeError):
             continue
+        ids = [r.get("request_id") for r in records]
+        if since in ids:
+            records = records[ids.index(since) + 1:]
         stream = m["mode"] == "stream"
         records = [r for r in records if r.get("stream") == stream and r.get("status") == 200]
         if not records:
             continue
-        size = statistics.mode(r.get("prompt_tokens_original") for r in records)
-        records = [r for r in records if r.get("prompt_tokens_original") == size]
         comp = sorted(r["compression"]["duration_ms"] for r in records if r.get("compression"))
         over = sorted(r["timings_ms"]["overhead"] for r in records if (r.get("timings_ms") or {}).get("overhead")
                       is not None)

@@ -59,17 +59,20 @@ def test_report_marks_targets(tmp_path):
         "requests: 250 total, 251 started, 250 done, 249 succeeded, 1 failed, 0 errored, 0 timeout\n")
     savings("soak_sidecar", 500, 0, checks=0, runs=["soak-soak_sidecar-plain.out", "soak-soak_sidecar-stream.out"])
     savings("soak_full", 250, 0, checks=0, runs=["soak-soak_sidecar-plain.out", "soak-soak_full-large.out"])
-    # the sidecars' own records after a run: the full-policy one compressed in 0.4-0.6 ms; a streamed request, an
-    # earlier cell's small prompt and a failed one are left out of the large plain cell
-    def record(tokens, compression_ms, overhead_ms, stream=False, status=200):
-        return {"stream": stream, "status": status, "prompt_tokens_original": tokens,
+    # the sidecars' own records after a run: the full-policy one compressed this run's requests in 0.4-0.6 ms; the
+    # records up to `since` (an earlier cell's, a warm-up's), a streamed request and a failed one are left out
+    def record(rid, compression_ms, overhead_ms, stream=False, status=200):
+        return {"request_id": rid, "stream": stream, "status": status,
                 "compression": None if compression_ms is None else {"duration_ms": compression_ms},
                 "timings_ms": {"overhead": overhead_ms}}
-    records = [record(7900, 0.4 + i / 1000, 0.5 + i / 1000) for i in range(201)]
-    records += [record(215, 0.01, 0.05), record(7900, 9.0, 9.0, stream=True), record(7900, 9.0, 9.0, status=502)]
-    (load / "mock-full-plain-large-c1-r1.requests").write_text(json.dumps({"object": "list", "data": records}))
+    earlier = [record(f"e{i}", 0.01, 0.05) for i in range(40)]
+    records = earlier + [record(f"r{i}", 0.4 + i / 1000, 0.5 + i / 1000) for i in range(201)]
+    records += [record("s", 9.0, 9.0, stream=True), record("f", 9.0, 9.0, status=502)]
+    (load / "mock-full-plain-large-c1-r1.requests").write_text(json.dumps(
+        {"since": "e39", "records": {"object": "list", "data": records}}))
+    # more than 256 requests since the last one before the run: every record in the window is this run's
     (load / "mock-sidecar-plain-large-c1-r1.requests").write_text(json.dumps(
-        {"object": "list", "data": [record(7900, None, 0.2)] * 10}))
+        {"since": "gone", "records": {"object": "list", "data": [record(f"p{i}", None, 0.2) for i in range(10)]}}))
     out = tmp_path / "report"
     proc = subprocess.run([sys.executable, str(ROOT / "Benchmarks" / "suite_report.py"), str(tmp_path), "--out", str(out),
                            "--meta", "date=test"], capture_output=True, text=True, timeout=60)
