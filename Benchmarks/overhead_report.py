@@ -143,8 +143,8 @@ def inside_lines(ins: dict) -> list[str]:
             lines.append(f"| {u} | {mo} | {si} | {c} | {LABEL.get(t, t)} | {comp} | {over} | {s['records']:,} |")
     if not lines:
         return []
-    return ["", "The sidecars' own account (`/v1/optimizer/requests` after each run, the latest 256 requests of the "
-            "run's kind; p50 per run, median over rounds): the compressor's time, and the sidecar's overhead as it "
+    return ["", "The sidecars' own account (`/v1/optimizer/requests` after each run: that run's answered requests, "
+            "at most its latest 256; p50 per run, median over rounds): the compressor's time, and the sidecar's overhead as it "
             "measures it (from the request's last byte to its dispatch upstream, plus its handling of the response; "
             "h2load's added latency also holds reading the request, the loopback hops and the event loop's "
             "scheduling).", "",
