@@ -376,7 +376,12 @@ public struct TextCompressor: Sendable {
             for i in sentences.indices { sentences[i].kept = true }
             used = total
         }
+        // The protection that depends on the neighbours is read by pruning and by the quality of a compression
+        // without a question, and added here when one of them runs (before pruning, which unprotects repeats).
+        var neighboursProtected = false
         if options.pruning && used > budget {
+            protectNeighbours(&pieces, sentences)
+            neighboursProtected = true
             let bonus = hasQuestion ? [] : sentenceBonus(sentences)
             if prune(&pieces, sentences, toDrop: used - budget, bonus: bonus) { techniques.insert(.pruning) }
         }
@@ -410,6 +415,7 @@ public struct TextCompressor: Sendable {
             let evidence = bestScore > 0 ? bestKept / bestScore : 1
             quality = 0.5 * coverage + 0.5 * evidence
         } else {
+            if !neighboursProtected { protectNeighbours(&pieces, sentences) }
             var protectedAll = 0
             var protectedKept = 0
             var infoAll = 0.0
@@ -1034,9 +1040,11 @@ public struct TextCompressor: Sendable {
 
     // MARK: Segmentation
 
-    /// Cuts pieces into sentences and passages and marks protected pieces.
+    /// Cuts pieces into sentences and passages and marks protected pieces (the neighbour rules included).
     func segment(_ bytes: [UInt8], _ pieces: inout [Piece], options: CompressionOptions) -> [Sentence] {
-        segmentCounting(bytes, &pieces, options: options).sentences
+        let sentences = segmentCounting(bytes, &pieces, options: options).sentences
+        protectNeighbours(&pieces, sentences)
+        return sentences
     }
 
     /// What ``segmentCounting(_:_:options:)`` found besides the sentences, counted on its way over the pieces.
@@ -1065,21 +1073,9 @@ public struct TextCompressor: Sendable {
         var pendingTerminal = false
         var lineStart = true
         var protectRest = false  // fenced code / preserved section running
-        // Each piece's kind and flags packed once the loop below is done with it (for ``protectAround``).
-        let meta = UnsafeMutablePointer<UInt32>.allocate(capacity: max(pieces.count, 1))
-        defer { meta.deallocate() }
-        var packed = 0
         pieces.withUnsafeMutableBufferPointer { pieces in
         bytes.withUnsafeBufferPointer { b in
             let base = b.baseAddress!
-            /// Packs the pieces before `i`: the loop changes no piece behind it (headers are handled, and skipped,
-            /// as a whole).
-            func pack(upTo i: Int) {
-                while packed < i {
-                    meta[packed] = Meta.pack(pieces[packed])
-                    packed += 1
-                }
-            }
             func close(at i: Int) {
                 current.end = Int32(i)
                 if current.end > current.first { sentences.append(current) }
@@ -1088,7 +1084,6 @@ public struct TextCompressor: Sendable {
             var i = 0
             let n = pieces.count
             while i < n {
-                pack(upTo: i)
                 let p = pieces[i]
                 let s = Int(p.start)
                 if p.kind == .newline {
@@ -1192,37 +1187,52 @@ public struct TextCompressor: Sendable {
                 i += 1
             }
             close(at: n)
-            pack(upTo: n)
         }
         }
         pieces.withUnsafeMutableBufferPointer { pieces in
-            let n = pieces.count
-            // The protection passes below read and set only kinds and flags: they run on a compact copy (`meta`,
-            // 4 bytes a piece: flags, kind, length 1 / <= 2, packed by the loop above), which stays in the
-            // first-level cache where the pieces (40 bytes each) do not; the flags go back with the sentence
-            // indices, in one pass. Newline pieces are in no sentence, and no protection pass changes
-            // them.
-            if n > 2 { protectAround(meta, n) }
-            // Piece -> sentence indices (close() appends in order; recompute to be exact), token totals, flags.
-            // Sentences hold every piece but the line breaks (counted above).
-            var anyFlags: UInt32 = 0
+            // Piece -> sentence indices (close() appends in order; recompute to be exact), token totals. Sentences
+            // hold every piece but the line breaks (counted above). The protection that depends on the neighbours
+            // (``protectNeighbours(_:_:)``) is left to the steps that read it.
+            var anyFlags: UInt16 = 0
             for (si, s) in sentences.enumerated() {
                 var t: Int32 = 0
                 for j in Int(s.first)..<Int(s.end) {
                     pieces[j].sentence = Int32(si)
-                    pieces[j].flags = Flags(rawValue: UInt16(truncatingIfNeeded: meta[j]))
-                    anyFlags |= meta[j]
+                    anyFlags |= pieces[j].flags.rawValue
                     t += pieces[j].tokens
                 }
                 sentences[si].tokens = t
                 tokens += Int(t)
             }
-            shortened = anyFlags & UInt32(Flags.dropped.rawValue) != 0
+            shortened = anyFlags & Flags.dropped.rawValue != 0
             // Newline pieces belong to the preceding sentence for bookkeeping; they are emitted structurally. (With
             // no sentence there are only line breaks, whose flags no protection step changes.)
             if sentences.isEmpty { sentences.append(Sentence(first: 0, end: Int32(pieces.count), passage: 0)) }
         }
         return Segmentation(sentences: sentences, tokens: tokens, shortened: shortened, lineBreaks: lineBreaks)
+    }
+
+    /// The protection that depends on a piece's neighbours (``protectAround(_:_:)``) added to the pieces of
+    /// `sentences` (line breaks are in none, and no rule changes them). Only pruning, dropping sentences and the
+    /// quality of a compression without a question read it, so ``compress(_:question:options:)`` runs it only when
+    /// one of them does: a question whose passages fit the budget never needs it. The rules read and set only kinds
+    /// and flags, on a compact copy (`meta`, 4 bytes a piece: flags, kind, length 1 / <= 2), which stays in the
+    /// first-level cache where the pieces (40 bytes each) do not; a flag set since segmentation (``Flags/term``) is
+    /// kept, and read by no rule.
+    func protectNeighbours(_ pieces: inout [Piece], _ sentences: [Sentence]) {
+        let n = pieces.count
+        guard n > 2 else { return }
+        let meta = UnsafeMutablePointer<UInt32>.allocate(capacity: n)
+        defer { meta.deallocate() }
+        pieces.withUnsafeMutableBufferPointer { pieces in
+            for j in 0..<n { meta[j] = Meta.pack(pieces[j]) }
+            protectAround(meta, n)
+            for s in sentences {
+                for j in Int(s.first)..<Int(s.end) {
+                    pieces[j].flags = Flags(rawValue: UInt16(truncatingIfNeeded: meta[j]))
+                }
+            }
+        }
     }
 
     /// A piece's kind and flags packed in 32 bits for ``protectAround(_:_:_:)``.
