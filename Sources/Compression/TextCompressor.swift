@@ -451,10 +451,22 @@ public struct TextCompressor: Sendable {
             var w = 0
             bytes.withUnsafeBufferPointer { b in
                 guard let base = b.baseAddress else { return }
+                let n = b.count
+                let capacity = o.count
                 @inline(__always) func put(_ from: Int, _ to: Int) {
                     let len = to - from
                     guard len > 0 else { return }
-                    (ob + w).initialize(from: base + from, count: len)
+                    if len <= 16 && from + 16 <= n && w + 16 <= capacity {
+                        // Most pieces are a few bytes: two 8-byte moves instead of a call to memcpy (the bytes
+                        // written past `len` are overwritten next, or left out of `written`).
+                        let src = UnsafeRawPointer(base + from)
+                        let dst = UnsafeMutableRawPointer(ob + w)
+                        dst.storeBytes(of: src.loadUnaligned(as: UInt64.self), as: UInt64.self)
+                        dst.storeBytes(of: src.loadUnaligned(fromByteOffset: 8, as: UInt64.self), toByteOffset: 8,
+                                       as: UInt64.self)
+                    } else {
+                        (ob + w).initialize(from: base + from, count: len)
+                    }
                     w += len
                 }
                 /// One space, unless the output is empty or already ends in a space or a line break.
@@ -1064,7 +1076,7 @@ public struct TextCompressor: Sendable {
         var tokens = 0
         var shortened = false
         var sentences: [Sentence] = []
-        sentences.reserveCapacity(pieces.count / 12 + 2)
+        sentences.reserveCapacity(pieces.count / 6 + 2)
         let hasBlankLines = Self.hasBlankLine(bytes)
         var passage: Int32 = 0
         var current = Sentence(first: 0, end: 0, passage: 0)
