@@ -1225,9 +1225,10 @@ public struct TextCompressor: Sendable {
     }
 
     /// The protection that depends on a piece's neighbours (``protectAround(_:_:)``) added to the pieces of
-    /// `sentences` (line breaks are in none, and no rule changes them). Only pruning, dropping sentences and the
-    /// quality of a compression without a question read it, so ``compress(_:question:options:)`` runs it only when
-    /// one of them does: a question whose passages fit the budget never needs it. The rules read and set only kinds
+    /// `sentences` (line breaks are in none, and no rule changes them). Only pruning and the quality of a compression
+    /// without a question read it, so ``compress(_:question:options:)`` runs it only when one of them does: a
+    /// question whose passages fit the budget never needs it (its ranking reads the protection segmentation gives: a
+    /// "who" question's names are the words protected there). The rules read and set only kinds
     /// and flags, on a compact copy (`meta`, 4 bytes a piece: flags, kind, length 1 / <= 2), which stays in the
     /// first-level cache where the pieces (40 bytes each) do not; a flag set since segmentation (``Flags/term``) is
     /// kept, and read by no rule.
@@ -1832,7 +1833,8 @@ public struct TextCompressor: Sendable {
                     }
                 }
                 guard t >= 0 else {
-                    // Something of the kind the question asks for (a name for "who", a number for "when").
+                    // Something of the kind the question asks for (a name for "who": a word segmentation protected,
+                    // capitalised, quoted or in a header; a number for "when").
                     switch answerType {
                     case .name where pieces[j].kind == .word && pieces[j].flags.contains(.protected): candidate[Int(pieces[j].sentence)] = true
                     case .number where pieces[j].kind == .number: candidate[Int(pieces[j].sentence)] = true
