@@ -233,6 +233,29 @@ import Tokenizer
         }
     }
 
+    /// A "who" question favours sentences that hold a name: a word segmentation protects (capitalised, quoted, in
+    /// a header), not one protected only for standing next to numbers ("mid-1988", "1,000 of 2,000"), a rule that
+    /// runs only before pruning.
+    @Test func aWhoQuestionCountsNamesNotWordsNextToNumbers() throws {
+        let c = TextCompressor(encoding: try o200k())
+        let text = "The plant opened in mid-1988 and grew to 1,000 of 2,000 staff.\n\nThe plant was bought by Ford in 1990."
+        let bytes = Array(text.utf8)
+        let terms = c.questionTerms("Who bought the plant?")
+        func scores(_ type: TextCompressor.AnswerType) -> [Double] {
+            var pieces = c.pieces(bytes)
+            var sentences = c.segmentCounting(bytes, &pieces, options: CompressionOptions(minMessageTokens: 0))
+                .sentences
+            _ = c.score(&sentences, &pieces, terms: terms, answerType: type)
+            return sentences.map(\.score)
+        }
+        let plain = scores(.none)
+        let who = scores(.name)
+        #expect(plain.count == 2)
+        #expect(plain[0] > 0 && plain[1] > 0)
+        #expect(who[0] == plain[0])
+        #expect(who[1] > plain[1])
+    }
+
     /// A passage whose title matches the question vouches for its first sentence, even when that sentence shares
     /// no word with the question; its second sentence gets nothing from the title.
     @Test func aMatchingTitleCarriesItsLeadSentence() throws {
